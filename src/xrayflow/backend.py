@@ -117,8 +117,10 @@ class Backend:
         return to_numpy(a)
 
 
-def get_backend(device: str = "cpu", precision: str = "single", workers: int | None = None) -> Backend:
-    """Return the backend for ``device`` (``cpu | gpu | auto``) and ``precision`` (``single | double``).
+def get_backend(
+    device: str = "cpu", precision: str = "single", workers: int | None = None
+) -> Backend:
+    """Return the backend for ``device`` (cpu | gpu | auto) and ``precision`` (single | double).
 
     ``auto`` picks the GPU when CuPy and a CUDA device are present, else the CPU.
     ``gpu`` without CuPy or a device raises :class:`BackendError`.

@@ -14,4 +14,4 @@ class DataError(XrayflowError):
 
 
 class PhysicsError(XrayflowError):
-    """A request the physics cannot honour (e.g. undersampled propagator, probe larger than grid)."""
+    """A request the physics cannot honour (undersampled propagator, probe larger than grid)."""
