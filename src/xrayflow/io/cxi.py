@@ -1,0 +1,625 @@
+"""CXI files (Coherent X-ray Imaging format, HDF5) for diffraction data.
+
+:func:`write_cxi` writes the layout documented in ``docs/data-format.md``;
+:func:`read_cxi` reads it back and also opens CXI files written by cdtools, PtyPy-style
+converters and CXIDB depositions. Anything that cannot be used (missing energy, pixel size
+or data, truncated or corrupt file, NaN or negative counts, inconsistent shapes) raises
+:class:`~xrayflow.errors.DataError` with a message naming the dataset.
+
+Conventions (in memory, see docs/physics.md):
+
+* ``data`` (P, ny, nx) float32 counts exactly as stored; ``centred=True`` means the zero
+  frequency is at the array centre (``fftshift``), which is how diffraction patterns are
+  stored in files. :meth:`DiffractionData.uncentred` gives patterns with DC at (0, 0).
+* ``positions`` (P, 2) metres, ``(y, x)``: probe centre relative to the object centre.
+  In the file, ``entry_1/sample_1/geometry_1/translation`` is (P, 3) ``(x, y, z)`` with
+  detector basis vectors ``[[0, -py, 0], [-px, 0, 0]]`` (cdtools' default), for which the
+  CXI sample translation equals ``(x, y, 0)`` of the probe position on the object grid.
+  Files with other basis vectors are converted by projecting on them.
+* ``mask`` (ny, nx) bool, True = good pixel (in the file: CXI convention, nonzero = bad).
+* energy in eV in memory, joules in the file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from xrayflow.errors import DataError
+from xrayflow.io.atomic import atomic_path
+from xrayflow.io.hdf5 import STR_DTYPE, open_h5, read_node, write_node
+
+EV_TO_J = 1.602176634e-19  # scipy.constants.electron_volt (exact, SI 2019)
+HC_J_M = 6.62607015e-34 * 299792458.0  # h*c in J*m
+CXI_VERSION = 160
+
+DATA_PATHS = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
+TRANSLATION_PATHS = (
+    "entry_1/sample_1/geometry_1/translation",
+    "entry_1/data_1/translation",
+    "entry_1/instrument_1/detector_1/translation",
+)
+TRUTH_GROUP = "entry_1/xrayflow_truth"
+PROV_GROUP = "entry_1/xrayflow_provenance"
+ATTRS_GROUP = "entry_1/xrayflow_attrs"
+
+__all__ = ["DiffractionData", "read_cxi", "read_cxi_meta", "read_truth", "write_cxi"]
+
+
+@dataclass
+class DiffractionData:
+    """Diffraction (or near-field) intensities plus geometry, ground truth and provenance.
+
+    Attributes:
+        data: (P, ny, nx) float32 counts as stored (``centred`` says where DC sits).
+        energy_ev: photon energy, eV.
+        distance: sample-detector distance, m.
+        pixel_size: detector pixel pitch ``(y, x)``, m.
+        centred: True when patterns are ``fftshift``-ed (zero frequency at the centre).
+        positions: (P, 2) probe positions ``(y, x)`` in m, or None.
+        mask: (ny, nx) bool, True = good pixel, or None (all good).
+        angles: (P,) sample rotation angle in rad per frame (tomography), or None.
+        truth: ground-truth arrays and scalars (simulated data only), see data-format.md.
+        config: the configuration that produced the data.
+        provenance: versions, seed, git commit, time, command.
+        attrs: further metadata (``modality``, holography distances, ...).
+    """
+
+    data: np.ndarray
+    energy_ev: float
+    distance: float
+    pixel_size: tuple[float, float]
+    centred: bool = True
+    positions: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    angles: np.ndarray | None = None
+    truth: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return tuple(int(s) for s in self.data.shape[-2:])
+
+    @property
+    def wavelength(self) -> float:
+        """Wavelength in m (from ``energy_ev``)."""
+        return HC_J_M / (self.energy_ev * EV_TO_J)
+
+    @property
+    def modality(self) -> str | None:
+        return self.attrs.get("modality")
+
+    def uncentred(self) -> np.ndarray:
+        """Patterns with the zero frequency at index (0, 0) (``ifftshift`` of the frames)."""
+        if not self.centred:
+            return self.data
+        axes = (0, 1, 2) if self.attrs.get("fft_ndim", 2) == 3 else (-2, -1)
+        return np.fft.ifftshift(self.data, axes=axes)
+
+    def good_mask(self) -> np.ndarray:
+        """The mask as a bool array, all True when there is none."""
+        if self.mask is None:
+            return np.ones(self.frame_shape, dtype=bool)
+        return self.mask
+
+    def subset(self, indices) -> DiffractionData:
+        """A copy holding only frames ``indices`` (positions and angles follow)."""
+        idx = np.asarray(indices)
+        return replace(
+            self,
+            data=self.data[idx],
+            positions=None if self.positions is None else self.positions[idx],
+            angles=None if self.angles is None else self.angles[idx],
+        )
+
+    def validate(self, source: str = "data") -> None:
+        """Raise DataError if shapes, values or geometry are inconsistent."""
+        _check_arrays(self, source)
+
+
+# --------------------------------------------------------------------------- checks
+def _check_counts(arr: np.ndarray, source: str) -> None:
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise DataError(f"{source}: counts must be real numbers, got dtype {arr.dtype}")
+    if arr.size == 0:
+        return
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        raise DataError(
+            f"{source}: {int((~finite).sum())} non-finite counts (NaN/inf), first at index "
+            f"{tuple(int(i) for i in bad)}"
+        )
+    mn = arr.min()
+    if mn < 0:
+        bad = np.argwhere(arr < 0)[0]
+        raise DataError(
+            f"{source}: {int((arr < 0).sum())} negative counts (min {float(mn):g}), first at "
+            f"index {tuple(int(i) for i in bad)}"
+        )
+
+
+def _check_arrays(d: DiffractionData, source: str) -> None:
+    if d.data.ndim != 3:
+        raise DataError(f"{source}: data must be (frames, ny, nx), got shape {d.data.shape}")
+    _check_counts(d.data, f"{source}: data")
+    p = d.data.shape[0]
+    if not (np.isfinite(d.energy_ev) and d.energy_ev > 0):
+        raise DataError(f"{source}: energy must be positive, got {d.energy_ev} eV")
+    if not (np.isfinite(d.distance) and d.distance > 0):
+        raise DataError(f"{source}: detector distance must be positive, got {d.distance} m")
+    if len(d.pixel_size) != 2 or not all(np.isfinite(s) and s > 0 for s in d.pixel_size):
+        raise DataError(f"{source}: pixel size must be two positive numbers, got {d.pixel_size}")
+    if d.positions is not None:
+        pos = np.asarray(d.positions)
+        if pos.shape != (p, 2):
+            raise DataError(
+                f"{source}: positions must have shape ({p}, 2) to match {p} frames, got {pos.shape}"
+            )
+        if not np.isfinite(pos).all():
+            raise DataError(f"{source}: positions contain NaN/inf")
+    if d.angles is not None and np.asarray(d.angles).shape != (p,):
+        raise DataError(
+            f"{source}: angles must have shape ({p},) to match {p} frames, "
+            f"got {np.asarray(d.angles).shape}"
+        )
+    if d.mask is not None and np.asarray(d.mask).shape != d.data.shape[-2:]:
+        raise DataError(
+            f"{source}: mask shape {np.asarray(d.mask).shape} does not match frame shape "
+            f"{d.data.shape[-2:]}"
+        )
+
+
+# --------------------------------------------------------------------------- write
+def write_cxi(
+    path: str | os.PathLike,
+    d: DiffractionData,
+    compression: str | None = "gzip",
+    compression_opts: int | None = 4,
+) -> Path:
+    """Write ``d`` to a CXI file at ``path`` atomically (nothing is left on failure).
+
+    Frames are chunked one per chunk, so :func:`read_cxi` with ``indices`` touches only
+    those frames.
+    """
+    d.validate(str(path))
+    data = np.ascontiguousarray(d.data, dtype=np.float32)
+    p, ny, nx = data.shape
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("cxi_version", data=CXI_VERSION)
+            f.create_dataset("number_of_entries", data=1)
+            e = f.create_group("entry_1")
+            e.create_dataset("program_name", data="xrayflow", dtype=STR_DTYPE)
+            if d.modality:
+                e.create_dataset(
+                    "experiment_description", data=f"xrayflow {d.modality}", dtype=STR_DTYPE
+                )
+            start = d.provenance.get("start_time", d.provenance.get("time_utc"))
+            if start:
+                e.create_dataset("start_time", data=str(start), dtype=STR_DTYPE)
+            # detector
+            inst = e.create_group("instrument_1")
+            src = inst.create_group("source_1")
+            src.create_dataset("energy", data=float(d.energy_ev) * EV_TO_J)
+            src["energy"].attrs["units"] = "J"
+            src.create_dataset("wavelength", data=d.wavelength)
+            src["wavelength"].attrs["units"] = "m"
+            det = inst.create_group("detector_1")
+            det.create_dataset("distance", data=float(d.distance))
+            det["distance"].attrs["units"] = "m"
+            py, px = (float(s) for s in d.pixel_size)
+            det.create_dataset("x_pixel_size", data=px)
+            det.create_dataset("y_pixel_size", data=py)
+            det["x_pixel_size"].attrs["units"] = "m"
+            det["y_pixel_size"].attrs["units"] = "m"
+            det.create_dataset("basis_vectors", data=np.array([[0.0, -py, 0.0], [-px, 0.0, 0.0]]).T)
+            kw: dict[str, Any] = {"chunks": (1, ny, nx)}
+            if compression:
+                kw["compression"] = compression
+                if compression == "gzip" and compression_opts is not None:
+                    kw["compression_opts"] = compression_opts
+            ds = det.create_dataset("data", data=data, **kw)
+            ds.attrs["axes"] = "translation:y:x"
+            ds.attrs["centred"] = bool(d.centred)
+            ds.attrs["units"] = "counts"
+            if d.mask is not None:
+                m = np.where(np.asarray(d.mask, dtype=bool), 0, 1).astype(np.uint32)
+                det.create_dataset("mask", data=m)
+                det["mask"].attrs["convention"] = "CXI: nonzero = bad pixel"
+            # data_1 links
+            d1 = e.create_group("data_1")
+            d1["data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
+            # sample translations
+            s1 = e.create_group("sample_1")
+            g1 = s1.create_group("geometry_1")
+            if d.positions is not None:
+                pos = np.asarray(d.positions, dtype=np.float64)
+                tr = np.zeros((p, 3))
+                tr[:, 0] = pos[:, 1]
+                tr[:, 1] = pos[:, 0]
+                g1.create_dataset("translation", data=tr)
+                g1["translation"].attrs["units"] = "m"
+                g1["translation"].attrs["axes"] = "x:y:z"
+                d1["translation"] = h5py.SoftLink("/entry_1/sample_1/geometry_1/translation")
+            if d.angles is not None:
+                g1.create_dataset("rotation_angle", data=np.asarray(d.angles, dtype=np.float64))
+                g1["rotation_angle"].attrs["units"] = "rad"
+                g1["rotation_angle"].attrs["axis"] = "y"
+            # xrayflow extras
+            attrs = dict(d.attrs)
+            ag = e.create_group("xrayflow_attrs")
+            for k, v in attrs.items():
+                write_node(ag, str(k), v)
+            if d.truth:
+                tg = e.create_group("xrayflow_truth")
+                for k, v in d.truth.items():
+                    write_node(tg, str(k), v)
+            pg = e.create_group("xrayflow_provenance")
+            prov = {k: v for k, v in d.provenance.items() if k != "config"}
+            for k, v in prov.items():
+                write_node(pg, str(k), v)
+            write_node(pg, "config", dict(d.config))
+    return path
+
+
+# --------------------------------------------------------------------------- read
+def _scalar(f: h5py.File, path: str, source: str) -> float | None:
+    if path not in f:
+        return None
+    try:
+        v = np.asarray(f[path][()], dtype=np.float64)
+    except (TypeError, ValueError, OSError) as exc:
+        raise DataError(f"{source}: {path} is not a number ({exc})") from None
+    if v.size != 1:
+        v = v.ravel()
+        if v.size == 0:
+            return None
+        if not np.allclose(v, v[0]):
+            raise DataError(f"{source}: {path} varies per frame; only a single value is supported")
+    return float(v.ravel()[0])
+
+
+def _find(f: h5py.File, paths) -> str | None:
+    for p in paths:
+        try:
+            if p in f and isinstance(f[p], h5py.Dataset):
+                return p
+        except (KeyError, OSError):
+            continue
+    return None
+
+
+def _basis_units(f: h5py.File) -> tuple[np.ndarray, np.ndarray, tuple[float, float] | None]:
+    """Unit vectors of the detector row (y) and column (x) axes, and (py, px) if known."""
+    det = "entry_1/instrument_1/detector_1/basis_vectors"
+    if det in f:
+        b = np.asarray(f[det][()], dtype=np.float64)
+        if b.shape == (2, 3):
+            b = b.T
+        if b.shape == (3, 2):
+            ny, nx = np.linalg.norm(b[:, 0]), np.linalg.norm(b[:, 1])
+            if ny > 0 and nx > 0:
+                return b[:, 0] / ny, b[:, 1] / nx, (float(ny), float(nx))
+    return np.array([0.0, -1.0, 0.0]), np.array([-1.0, 0.0, 0.0]), None
+
+
+def _geometry(f: h5py.File, source: str) -> tuple[float, float, tuple[float, float]]:
+    energy_j = _scalar(f, "entry_1/instrument_1/source_1/energy", source)
+    if energy_j is None:
+        wl = _scalar(f, "entry_1/instrument_1/source_1/wavelength", source)
+        if wl is None or wl <= 0:
+            raise DataError(
+                f"{source}: no photon energy (entry_1/instrument_1/source_1/energy, in J) "
+                "or wavelength in the file"
+            )
+        energy_j = HC_J_M / wl
+    if not (np.isfinite(energy_j) and energy_j > 0):
+        raise DataError(f"{source}: entry_1/instrument_1/source_1/energy must be > 0 J")
+    energy_ev = energy_j / EV_TO_J
+    if energy_ev < 1.0:  # some writers store eV or keV in the 'energy' field
+        raise DataError(
+            f"{source}: entry_1/instrument_1/source_1/energy = {energy_j:g} J "
+            f"({energy_ev:g} eV) is not a plausible X-ray energy; CXI stores joules"
+        )
+    if energy_ev > 1e7:
+        raise DataError(
+            f"{source}: entry_1/instrument_1/source_1/energy = {energy_j:g} is not in joules "
+            "(CXI stores the photon energy in J)"
+        )
+    dpath = "entry_1/instrument_1/detector_1/"
+    distance = _scalar(f, dpath + "distance", source)
+    if distance is None and dpath + "corner_position" in f:
+        corner = np.asarray(f[dpath + "corner_position"][()], dtype=np.float64).ravel()
+        by, bx, _ = _basis_units(f)
+        normal = np.cross(by, bx)
+        distance = float(abs(np.dot(corner[:3], normal))) if corner.size >= 3 else None
+    if distance is None or not (np.isfinite(distance) and distance > 0):
+        raise DataError(f"{source}: no positive sample-detector distance ({dpath}distance)")
+    px = _scalar(f, dpath + "x_pixel_size", source)
+    py = _scalar(f, dpath + "y_pixel_size", source)
+    if px is None and py is None:
+        _, _, sizes = _basis_units(f)
+        if sizes is None:
+            raise DataError(
+                f"{source}: no detector pixel size ({dpath}x_pixel_size / y_pixel_size "
+                "or basis_vectors)"
+            )
+        py, px = sizes
+    px = py if px is None else px
+    py = px if py is None else py
+    if not (px > 0 and py > 0):
+        raise DataError(f"{source}: detector pixel size must be > 0, got ({py}, {px})")
+    return float(energy_ev), float(distance), (float(py), float(px))
+
+
+def _normalise_indices(indices, n: int, source: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sorted unique indices for h5py plus the permutation back to the requested order."""
+    if isinstance(indices, slice):
+        return np.arange(n)[indices], None
+    idx = np.asarray(indices)
+    if idx.dtype == bool:
+        if idx.shape != (n,):
+            raise DataError(f"{source}: boolean frame selection must have length {n}")
+        return np.flatnonzero(idx), None
+    idx = idx.astype(np.int64).ravel()
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise DataError(f"{source}: frame index out of range for {n} frames")
+    idx = np.where(idx < 0, idx + n, idx)
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    if uniq.size == idx.size and np.all(uniq == idx):
+        return uniq, None
+    return uniq, inverse
+
+
+def _read_frames(ds: h5py.Dataset, indices, source: str) -> tuple[np.ndarray, np.ndarray]:
+    n = ds.shape[0]
+    if indices is None:
+        sel = np.arange(n)
+        try:
+            return np.asarray(ds[()], dtype=np.float32), sel
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise DataError(
+                f"{source}: cannot read {ds.name} (truncated or corrupt): {exc}"
+            ) from None
+    uniq, inverse = _normalise_indices(indices, n, source)
+    out = np.empty((uniq.size, *ds.shape[1:]), dtype=np.float32)
+    try:
+        # Contiguous runs are read as slices: one chunk per frame, only those chunks.
+        start = 0
+        while start < uniq.size:
+            stop = start + 1
+            while stop < uniq.size and uniq[stop] == uniq[stop - 1] + 1:
+                stop += 1
+            out[start:stop] = ds[int(uniq[start]) : int(uniq[stop - 1]) + 1]
+            start = stop
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise DataError(f"{source}: cannot read {ds.name} (truncated or corrupt): {exc}") from None
+    if inverse is not None:
+        out = out[inverse]
+        uniq = uniq[inverse]
+    return out, uniq
+
+
+def _decode_attr(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", errors="replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _is_centred(ds: h5py.Dataset) -> bool:
+    if "centred" in ds.attrs:
+        return bool(_decode_attr(ds.attrs["centred"]))
+    if "centered" in ds.attrs:
+        return bool(_decode_attr(ds.attrs["centered"]))
+    return True  # CXI/cdtools/CXIDB store patterns with the beam centre in the middle
+
+
+def _data_dataset(f: h5py.File, source: str) -> h5py.Dataset:
+    path = _find(f, DATA_PATHS)
+    if path is None:
+        if "entry_1" not in f:
+            raise DataError(f"{source}: not a CXI file (no entry_1 group)")
+        raise DataError(f"{source}: no diffraction data (looked for {' and '.join(DATA_PATHS)})")
+    try:
+        ds = f[path]
+        _ = ds.shape
+    except (OSError, RuntimeError, KeyError) as exc:
+        raise DataError(f"{source}: cannot open {path} (truncated or corrupt): {exc}") from None
+    if ds.ndim not in (2, 3):
+        raise DataError(f"{source}: {path} must be 2D or 3D (frames, ny, nx), got {ds.shape}")
+    return ds
+
+
+def _positions(f: h5py.File, n: int, source: str) -> np.ndarray | None:
+    path = _find(f, TRANSLATION_PATHS)
+    if path is None:
+        return None
+    try:
+        tr = np.asarray(f[path][()], dtype=np.float64)
+    except (OSError, RuntimeError, ValueError, TypeError) as exc:
+        raise DataError(f"{source}: cannot read {path}: {exc}") from None
+    if tr.ndim == 1 and tr.size == 3 and n == 1:
+        tr = tr[None]
+    if tr.ndim != 2 or tr.shape[1] not in (2, 3):
+        raise DataError(f"{source}: {path} must be (frames, 3) in (x, y, z) order, got {tr.shape}")
+    if tr.shape[0] != n:
+        raise DataError(f"{source}: {path} has {tr.shape[0]} positions but the data has {n} frames")
+    if tr.shape[1] == 2:
+        tr = np.concatenate([tr, np.zeros((n, 1))], axis=1)
+    if not np.isfinite(tr).all():
+        raise DataError(f"{source}: {path} contains NaN/inf")
+    by, bx, _ = _basis_units(f)
+    # probe position along an object-grid axis = -(sample translation . axis unit vector)
+    return np.stack([-(tr @ by), -(tr @ bx)], axis=1)
+
+
+def _mask(f: h5py.File, frame_shape, source: str) -> np.ndarray | None:
+    path = "entry_1/instrument_1/detector_1/mask"
+    if path not in f:
+        return None
+    try:
+        m = np.asarray(f[path][()])
+    except (OSError, RuntimeError) as exc:
+        raise DataError(f"{source}: cannot read {path}: {exc}") from None
+    if m.ndim == 3 and m.shape[0] == 1:
+        m = m[0]
+    if m.shape != tuple(frame_shape):
+        raise DataError(f"{source}: {path} has shape {m.shape}, frames are {tuple(frame_shape)}")
+    m = m.astype(np.uint32)
+    # CXI: 0 = good; 0x1000 ("pixel has signal above background") is also good.
+    return (m == 0) | (m == 0x1000)
+
+
+def _read_group(f: h5py.File, path: str) -> dict:
+    if path not in f:
+        return {}
+    node = f[path]
+    out = read_node(node, path)
+    return out if isinstance(out, dict) else {}
+
+
+def _open(path) -> tuple[h5py.File, str]:
+    source = str(path)
+    return open_h5(path), source
+
+
+def read_cxi(
+    path: str | os.PathLike, indices=None, truth: bool = True, check: bool = True
+) -> DiffractionData:
+    """Read a CXI file into :class:`DiffractionData`.
+
+    Args:
+        path: CXI/HDF5 file (xrayflow, cdtools, CXIDB layouts).
+        indices: frames to read (ints, slice or bool mask); only those chunks are read.
+            Positions and angles are subset to match. Default: all frames.
+        truth: also read the ground-truth group (can be large; MPI ranks may skip it).
+        check: raise DataError for NaN/inf or negative counts in the frames read.
+    """
+    f, source = _open(path)
+    with f:
+        ds = _data_dataset(f, source)
+        centred = _is_centred(ds)
+        energy_ev, distance, pixel_size = _geometry(f, source)
+        two_d = ds.ndim == 2
+        n = 1 if two_d else ds.shape[0]
+        if two_d:
+            try:
+                data = np.asarray(ds[()], dtype=np.float32)[None]
+            except (OSError, RuntimeError) as exc:
+                raise DataError(f"{source}: cannot read {ds.name}: {exc}") from None
+            sel = np.arange(1)
+            if indices is not None:
+                sel, inv = _normalise_indices(indices, 1, source)
+                data = data[sel if inv is None else sel[inv]]
+        else:
+            data, sel = _read_frames(ds, indices, source)
+        if check:
+            _check_counts(data, f"{source}: {ds.name}")
+        positions = _positions(f, n, source)
+        angles = None
+        apath = "entry_1/sample_1/geometry_1/rotation_angle"
+        if apath in f:
+            angles = np.asarray(f[apath][()], dtype=np.float64).ravel()
+            if angles.shape != (n,):
+                raise DataError(f"{source}: {apath} has {angles.size} angles for {n} frames")
+        mask = _mask(f, data.shape[-2:], source)
+        attrs = _read_group(f, ATTRS_GROUP)
+        prov = _read_group(f, PROV_GROUP)
+        config = prov.pop("config", {}) or {}
+        if not isinstance(config, dict):
+            config = {}
+        tr = _read_group(f, TRUTH_GROUP) if truth else {}
+        if "modality" not in attrs and "entry_1/experiment_description" in f:
+            attrs.setdefault("description", _decode_attr(f["entry_1/experiment_description"][()]))
+    d = DiffractionData(
+        data=data,
+        energy_ev=energy_ev,
+        distance=distance,
+        pixel_size=pixel_size,
+        centred=centred,
+        positions=None if positions is None else positions[sel],
+        mask=mask,
+        angles=None if angles is None else angles[sel],
+        truth=tr,
+        config=config,
+        provenance=prov,
+        attrs=attrs,
+    )
+    if check:
+        _check_arrays(d, source)
+    return d
+
+
+def read_truth(path: str | os.PathLike) -> dict:
+    """Only the ground-truth group ``entry_1/xrayflow_truth`` (empty dict if absent)."""
+    f, _ = _open(path)
+    with f:
+        return _read_group(f, TRUTH_GROUP)
+
+
+def read_cxi_meta(path: str | os.PathLike) -> dict:
+    """Shape, frame count, geometry, attrs, truth field names and provenance, no frames.
+
+    Returns a dict with keys ``shape`` (P, ny, nx), ``n_frames``, ``frame_shape``,
+    ``dtype``, ``energy_ev``, ``wavelength``, ``distance``, ``pixel_size`` (y, x),
+    ``centred``, ``modality``, ``has_positions``, ``has_angles``, ``has_mask``,
+    ``truth_fields`` (name -> shape or value), ``attrs``, ``provenance``, ``config``.
+    """
+    f, source = _open(path)
+    with f:
+        ds = _data_dataset(f, source)
+        shape = (1, *ds.shape) if ds.ndim == 2 else tuple(ds.shape)
+        energy_ev, distance, pixel_size = _geometry(f, source)
+        truth_fields: dict[str, Any] = {}
+        if TRUTH_GROUP in f:
+
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    if obj.shape == ():
+                        truth_fields[name] = _decode_attr(obj[()])
+                    elif h5py.check_string_dtype(obj.dtype) and obj.size <= 8:
+                        truth_fields[name] = obj.asstr()[()].tolist()
+                    else:
+                        truth_fields[name] = tuple(obj.shape)
+
+            f[TRUTH_GROUP].visititems(visit)
+        attrs = _read_group(f, ATTRS_GROUP)
+        prov = _read_group(f, PROV_GROUP)
+        config = prov.pop("config", {}) or {}
+        meta = {
+            "path": source,
+            "shape": tuple(int(s) for s in shape),
+            "n_frames": int(shape[0]),
+            "frame_shape": tuple(int(s) for s in shape[-2:]),
+            "dtype": str(ds.dtype),
+            "chunks": ds.chunks,
+            "energy_ev": energy_ev,
+            "wavelength": HC_J_M / (energy_ev * EV_TO_J),
+            "distance": distance,
+            "pixel_size": pixel_size,
+            "centred": _is_centred(ds),
+            "modality": attrs.get("modality"),
+            "has_positions": _find(f, TRANSLATION_PATHS) is not None,
+            "has_angles": "entry_1/sample_1/geometry_1/rotation_angle" in f,
+            "has_mask": "entry_1/instrument_1/detector_1/mask" in f,
+            "truth_fields": truth_fields,
+            "attrs": attrs,
+            "provenance": prov,
+            "config": config if isinstance(config, dict) else {},
+        }
+    return meta

@@ -1,0 +1,109 @@
+"""Human-readable summary of a data file (``xrayflow info FILE``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import h5py
+import numpy as np
+
+from xrayflow.errors import DataError
+from xrayflow.io.hdf5 import open_h5
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, tuple):
+        return "(" + ", ".join(str(x) for x in v) + ")"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _is_cxi(path) -> bool:
+    with open_h5(path) as f:
+        return any(p in f for p in ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data"))
+
+
+def describe_cxi(path: str | os.PathLike, show_config: bool = False) -> str:
+    from xrayflow.config import dump_yaml  # noqa: PLC0415
+    from xrayflow.io.cxi import read_cxi_meta  # noqa: PLC0415
+
+    m = read_cxi_meta(path)
+    p, ny, nx = m["shape"]
+    py, px = m["pixel_size"]
+    lines = [
+        f"file:        {m['path']}",
+        f"modality:    {m['modality'] or 'unknown (not written by xrayflow)'}",
+        f"frames:      {p}",
+        f"frame shape: {ny} x {nx} (y, x), {m['dtype']}, "
+        f"{'centred (DC at centre)' if m['centred'] else 'not centred'}",
+        f"energy:      {m['energy_ev']:.6g} eV (wavelength {m['wavelength'] * 1e10:.6g} Å)",
+        f"distance:    {m['distance']:.6g} m",
+        f"pixel size:  {py:.6g} x {px:.6g} m (y, x)",
+        f"positions:   {'yes' if m['has_positions'] else 'no'}; "
+        f"angles: {'yes' if m['has_angles'] else 'no'}; mask: {'yes' if m['has_mask'] else 'no'}",
+    ]
+    extra = {k: v for k, v in m["attrs"].items() if k != "modality" and not k.startswith("@")}
+    if extra:
+        lines.append("attributes:")
+        for k, v in extra.items():
+            if isinstance(v, np.ndarray):
+                v = v.tolist() if v.size <= 8 else f"array{v.shape}"
+            lines.append(f"  {k}: {_fmt(v)}")
+    if m["truth_fields"]:
+        lines.append("truth:")
+        for k, v in m["truth_fields"].items():
+            lines.append(f"  {k}: {_fmt(v)}")
+    else:
+        lines.append("truth:       none")
+    prov = m["provenance"]
+    if prov:
+        lines.append("provenance:")
+        for k in ("seed", "xrayflow_version", "git_commit", "time_utc", "hostname", "command"):
+            if k in prov:
+                lines.append(f"  {k}: {_fmt(prov[k])}")
+        versions = prov.get("versions")
+        if isinstance(versions, dict):
+            lines.append(
+                "  versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k[0] != "@")
+            )
+    if show_config and m["config"]:
+        lines.append("config:")
+        lines += ["  " + ln for ln in dump_yaml(m["config"]).rstrip().splitlines()]
+    return "\n".join(lines)
+
+
+def describe_h5(path: str | os.PathLike, max_items: int = 200) -> str:
+    lines = [f"file: {path}", "HDF5 tree:"]
+    with open_h5(path) as f:
+        items: list[str] = []
+
+        def visit(name, obj):
+            depth = name.count("/")
+            if len(items) >= max_items:
+                return
+            if isinstance(obj, h5py.Dataset):
+                if obj.shape == () and obj.dtype.kind in "iufb":
+                    desc = f"= {obj[()]}"
+                elif h5py.check_string_dtype(obj.dtype) and obj.shape == ():
+                    s = obj.asstr()[()]
+                    desc = "= " + (repr(s) if len(s) < 60 else f"<text, {len(s)} chars>")
+                else:
+                    desc = f"{obj.dtype} {tuple(obj.shape)}"
+                items.append(f"{'  ' * (depth + 1)}{name.split('/')[-1]}: {desc}")
+            else:
+                items.append(f"{'  ' * (depth + 1)}{name.split('/')[-1]}/")
+
+        try:
+            f.visititems(visit)
+        except (OSError, RuntimeError) as exc:
+            raise DataError(f"{path}: cannot read (truncated or corrupt?): {exc}") from None
+    return "\n".join(lines + items)
+
+
+def describe(path: str | os.PathLike, show_config: bool = False) -> str:
+    """Summary of a CXI file, or the group/dataset tree of any other HDF5 file."""
+    if _is_cxi(path):
+        return describe_cxi(path, show_config=show_config)
+    return describe_h5(path)

@@ -1,0 +1,458 @@
+"""Building blocks shared by the modalities: geometry, semantic checks, probe, scan,
+phantom, slices, detector and photon scaling.
+
+Everything physical comes from the optics / illumination / scans / detector / phantoms
+modules; this module only turns config sections into their arguments and checks what the
+schema cannot (each failure is a ConfigError naming the key).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from xrayflow.errors import ConfigError, PhysicsError
+
+#: Share of probe power allowed in the outer eighth of the window on each side.
+PROBE_EDGE_POWER = 0.05
+#: Default photons per exposure when neither photons_per_probe nor photons_per_m2 is given.
+DEFAULT_PHOTONS = 1e6
+
+
+def kerr(path: str, problem: str) -> ConfigError:
+    return ConfigError(f"simulate.{path}: {problem}")
+
+
+def pair(v) -> tuple:
+    if isinstance(v, list | tuple):
+        return tuple(v)
+    return (v, v)
+
+
+def rng_streams(rng: np.random.Generator, names: tuple[str, ...]) -> dict[str, np.random.Generator]:
+    """Independent generators, one per name, in a fixed order (deterministic for a seed)."""
+    return dict(zip(names, rng.spawn(len(names)), strict=True))
+
+
+# --------------------------------------------------------------------------- geometry
+@dataclass
+class Geometry:
+    wavelength: float
+    shape: tuple[int, int]  # physical detector pixels = simulation window
+    pixel_size: tuple[float, float]  # physical detector pitch
+    distance: float
+    binning: int
+    object_pixel: tuple[float, float]  # object-plane pixel of the simulation grid
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """Field of view of the simulation window in the object plane, m."""
+        return (self.shape[0] * self.object_pixel[0], self.shape[1] * self.object_pixel[1])
+
+
+def far_field_geometry(cfg: dict) -> Geometry:
+    """Detector geometry with the far-field object pixel ``λz/(N p)`` per axis."""
+    from xrayflow.optics.constants import wavelength  # noqa: PLC0415
+    from xrayflow.optics.propagation import far_field_pixel_size  # noqa: PLC0415
+
+    g = cfg["geometry"]
+    lam = float(wavelength(cfg["energy_ev"]))
+    shape = tuple(int(s) for s in pair(g["shape"]))
+    pix = tuple(float(p) for p in pair(g["pixel_size"]))
+    b = int(g["binning"])
+    if shape[0] % b or shape[1] % b:
+        raise kerr("geometry.binning", f"{b} does not divide the detector shape {shape}")
+    obj = tuple(
+        float(far_field_pixel_size(lam, g["distance"], n, p))
+        for n, p in zip(shape, pix, strict=True)
+    )
+    return Geometry(lam, shape, pix, float(g["distance"]), b, obj)
+
+
+def check_voxel_size(cfg: dict, object_pixel: tuple[float, float], relation: str) -> float:
+    """The phantom voxel size: the configured one if it matches ``object_pixel``, else error."""
+    v = cfg["phantom"]["voxel_size"]
+    if abs(object_pixel[0] - object_pixel[1]) > 1e-9 * object_pixel[0]:
+        raise kerr(
+            "geometry.pixel_size",
+            f"object pixels differ along y and x ({object_pixel[0]:.4g} vs "
+            f"{object_pixel[1]:.4g} m); phantoms need cubic voxels: use square pixels and a "
+            "square detector",
+        )
+    px = float(object_pixel[1])
+    if v is None:
+        return px
+    if abs(float(v) - px) > 1e-6 * px:
+        raise kerr(
+            "phantom.voxel_size",
+            f"{float(v):.6g} m differs from the object pixel {px:.6g} m given by {relation}; "
+            "set phantom.voxel_size to null (derived) or change the geometry",
+        )
+    return px
+
+
+def detector_mask(cfg: dict, shape) -> np.ndarray | None:
+    from xrayflow.detector import make_mask  # noqa: PLC0415
+
+    g = cfg["geometry"]
+    gaps = [(gp["axis"], gp["start"], gp["width"]) for gp in g["gaps"]]
+    for i, gp in enumerate(g["gaps"]):
+        n = shape[gp["axis"]]
+        if gp["start"] >= n:
+            raise kerr(f"geometry.gaps[{i}].start", f"{gp['start']} is outside the {n} pixels")
+    if not gaps and not g["beamstop_radius_px"]:
+        return None
+    return make_mask(shape, gaps=gaps, beamstop_radius_px=float(g["beamstop_radius_px"]))
+
+
+def make_detector(cfg: dict, geo: Geometry, centred: bool = False, mask=True):
+    from xrayflow.detector import Detector  # noqa: PLC0415
+
+    g = cfg["geometry"]
+    m = detector_mask(cfg, geo.shape) if mask else None
+    try:
+        return Detector(
+            shape=geo.shape,
+            pixel_size=geo.pixel_size,
+            distance=geo.distance,
+            binning=geo.binning,
+            mask=m,
+            saturation=g["saturation"],
+            read_noise=float(g["read_noise"]),
+            centred=centred,
+        )
+    except PhysicsError as exc:
+        raise kerr("geometry", str(exc)) from None
+
+
+def detect(cfg: dict, detector, expected, rng) -> np.ndarray:
+    """Counts (or expected counts without Poisson noise) from expected intensities."""
+    if cfg["noise"]["poisson"]:
+        return detector.measure(expected, rng)
+    return detector.expected_binned(expected).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- photons
+def photon_scaling(cfg: dict):
+    """``("photons", N)`` or ``("fluence", photons_per_m2)`` from the noise section."""
+    n = cfg["noise"]
+    if n["photons_per_probe"] is not None and n["photons_per_m2"] is not None:
+        raise kerr(
+            "noise.photons_per_m2",
+            "give either noise.photons_per_probe or noise.photons_per_m2, not both",
+        )
+    if n["photons_per_m2"] is not None:
+        return "fluence", float(n["photons_per_m2"])
+    return "photons", float(n["photons_per_probe"] or DEFAULT_PHOTONS)
+
+
+def scale_modes(cfg: dict, modes, pixel_size):
+    from xrayflow import illumination as ill  # noqa: PLC0415
+
+    kind, value = photon_scaling(cfg)
+    if kind == "fluence":
+        return ill.scale_to_fluence(modes, value, pixel_size)
+    return ill.scale_to_photons(modes, value)
+
+
+# --------------------------------------------------------------------------- probe
+_PROBE_SIZE_KEY = {
+    "gaussian": "probe.gaussian.waist",
+    "zone_plate": "probe.zone_plate.defocus",
+    "pinhole": "probe.pinhole.diameter",
+    "diffuser": "probe.diffuser.envelope_diameter",
+}
+
+
+def make_probe(cfg: dict, shape, pixel_size: float, wavelength: float, rng) -> np.ndarray:
+    """Probe modes ``(M, n, n)`` complex128, scaled to the configured photons, checked to
+    fit in the window (less than 5 % of the power in the outer eighth on each side)."""
+    from xrayflow import illumination as ill  # noqa: PLC0415
+    from xrayflow.optics.gaussian import gaussian_beam  # noqa: PLC0415
+
+    p = cfg["probe"]
+    kind = p["kind"]
+    shape = tuple(int(s) for s in shape)
+    r_probe, r_modes = rng.spawn(2)
+    try:
+        if kind == "gaussian":
+            s = p["gaussian"]
+            probe = gaussian_beam(shape, pixel_size, wavelength, s["waist"], z=s["defocus"])
+        elif kind == "zone_plate":
+            s = p["zone_plate"]
+            probe = ill.zone_plate_probe(
+                shape,
+                pixel_size,
+                wavelength,
+                s["diameter"],
+                s["outer_zone_width"],
+                central_stop=s["central_stop"],
+                defocus=s["defocus"],
+            )
+        elif kind == "pinhole":
+            s = p["pinhole"]
+            probe = ill.pinhole_probe(shape, pixel_size, wavelength, s["diameter"], s["distance"])
+        elif kind == "diffuser":
+            s = p["diffuser"]
+            probe = ill.diffuser_probe(
+                shape,
+                pixel_size,
+                wavelength,
+                s["grain_size"],
+                s["strength"],
+                r_probe,
+                envelope=s["envelope_diameter"],
+                distance=s["distance"],
+            )
+        else:  # pragma: no cover - schema enum
+            raise kerr("probe.kind", f"unknown probe kind {kind!r}")
+    except PhysicsError as exc:
+        raise kerr(f"probe.{kind}", str(exc)) from None
+    probe = np.asarray(probe, dtype=np.complex128)
+    check_probe_fits(probe, _PROBE_SIZE_KEY[kind], pixel_size)
+    m = int(p["modes"])
+    try:
+        modes = ill.coherent_modes(probe, m, float(p["coherence_fraction"]), rng=r_modes)
+    except PhysicsError as exc:
+        raise kerr("probe.modes", str(exc)) from None
+    modes = np.asarray(modes, dtype=np.complex128).reshape(-1, *shape)
+    return np.asarray(scale_modes(cfg, modes, pixel_size), dtype=np.complex128)
+
+
+def check_probe_fits(probe: np.ndarray, key: str, pixel_size: float) -> None:
+    """ConfigError if the probe does not fit in the window (detector grid)."""
+    a = np.abs(np.asarray(probe)) ** 2
+    a = a.reshape(-1, *a.shape[-2:]).sum(axis=0)
+    total = a.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise kerr(key, "the probe has no power on the simulation grid")
+    ny, nx = a.shape
+    by, bx = max(1, ny // 8), max(1, nx // 8)
+    inner = a[by : ny - by, bx : nx - bx].sum()
+    edge = 1.0 - inner / total
+    if edge > PROBE_EDGE_POWER:
+        raise kerr(
+            key,
+            f"the probe does not fit in the {ny}x{nx} detector grid: {100 * edge:.0f} % of its "
+            f"power lies in the outer eighth of the {ny * pixel_size:.3g} m x "
+            f"{nx * pixel_size:.3g} m window (object pixel {pixel_size:.3g} m); make the probe "
+            "smaller or the window larger (more detector pixels, longer distance or "
+            "smaller detector pixels)",
+        )
+
+
+# --------------------------------------------------------------------------- scan
+def make_scan(cfg: dict, rng) -> np.ndarray:
+    from xrayflow import scans  # noqa: PLC0415
+
+    s = cfg["scan"]
+    try:
+        if s["kind"] == "raster":
+            pos = scans.raster_scan(s["n_y"], s["n_x"], s["step"], snake=s["snake"])
+        else:
+            pos = scans.fermat_spiral(s["n_points"], s["step"])
+        if s["jitter"] > 0:
+            pos = scans.add_jitter(pos, s["jitter"], rng)
+    except PhysicsError as exc:
+        raise kerr("scan", str(exc)) from None
+    return np.asarray(pos, dtype=np.float64)
+
+
+def rotation_angles(cfg: dict) -> np.ndarray:
+    from xrayflow import scans  # noqa: PLC0415
+
+    r = cfg["scan"]["rotation"]
+    return np.asarray(
+        scans.rotation_series(r["n_angles"], r["start_deg"], r["stop_deg"], r["endpoint"]),
+        dtype=np.float64,
+    )
+
+
+# --------------------------------------------------------------------------- phantom
+def _check_material(name, key: str) -> None:
+    from xrayflow.optics.materials import get_material, material_names  # noqa: PLC0415
+
+    names = [name] if isinstance(name, str) else list(name)
+    for n in names:
+        try:
+            get_material(n)
+        except PhysicsError:
+            known = material_names()
+            close = difflib.get_close_matches(str(n), known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise kerr(key, f"unknown material {n!r}{hint} (known: {', '.join(known)})") from None
+
+
+_MATERIAL_PARAMS = ("material", "background", "binder", "carbon", "pore_material")
+
+
+def check_phantom_config(cfg: dict) -> None:
+    """Phantom type, generator parameters and material names (ConfigError naming the key)."""
+    from xrayflow.phantoms import PHANTOMS  # noqa: PLC0415
+
+    ph = cfg["phantom"]
+    t = ph["type"]
+    if t not in PHANTOMS:
+        close = difflib.get_close_matches(t, list(PHANTOMS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise kerr("phantom.type", f"unknown phantom {t!r}{hint} (known: {', '.join(PHANTOMS)})")
+    sig = inspect.signature(PHANTOMS[t])
+    allowed = [n for n in sig.parameters if n not in ("shape", "voxel_size", "rng")]
+    for k in ph["params"]:
+        if k not in allowed:
+            close = difflib.get_close_matches(k, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise kerr(
+                f"phantom.params.{k}",
+                f"unknown parameter of phantom {t!r}{hint} (known: {', '.join(allowed)})",
+            )
+    if ph["material"] is not None:
+        if "material" not in allowed:
+            raise kerr(
+                "phantom.material",
+                f"phantom {t!r} has no single material; set its materials in phantom.params",
+            )
+        _check_material(ph["material"], "phantom.material")
+    for k in _MATERIAL_PARAMS:
+        if k in ph["params"]:
+            _check_material(ph["params"][k], f"phantom.params.{k}")
+    if "fractions" in ph["params"] and isinstance(ph["params"]["fractions"], dict):
+        for name in ph["params"]["fractions"]:
+            _check_material(name, f"phantom.params.fractions.{name}")
+
+
+def make_phantom(cfg: dict, shape, voxel: float, rng):
+    from xrayflow.phantoms import make_phantom as mk  # noqa: PLC0415
+
+    ph = cfg["phantom"]
+    kw = dict(ph["params"])
+    if ph["material"] is not None:
+        kw["material"] = ph["material"]
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw.items()}
+    try:
+        return mk(ph["type"], tuple(int(s) for s in shape), voxel, rng=rng, **kw)
+    except PhysicsError as exc:
+        raise kerr("phantom", str(exc)) from None
+    except TypeError as exc:
+        raise kerr("phantom.params", str(exc)) from None
+
+
+def lateral_shape(cfg: dict, positions, voxel: float, probe_shape) -> tuple[int, int]:
+    """Object (Ny, Nx): configured, or the smallest that holds the scan (+4 px margin)."""
+    from xrayflow import scans  # noqa: PLC0415
+
+    sh = cfg["phantom"]["shape"]
+    auto = scans.object_shape_for_scan(positions, voxel, probe_shape, margin_px=4)
+    ny = int(sh[1]) if sh[1] is not None else auto[0]
+    nx = int(sh[2]) if sh[2] is not None else auto[1]
+    return ny, nx
+
+
+def check_scan_fits(positions, voxel, object_shape, probe_shape) -> np.ndarray:
+    from xrayflow import scans  # noqa: PLC0415
+
+    corners = scans.positions_to_pixels(positions, voxel, object_shape, probe_shape)
+    try:
+        scans.check_positions_fit(corners, object_shape, probe_shape)
+    except PhysicsError as exc:
+        raise kerr(
+            "phantom.shape",
+            f"{exc} (phantom lateral size {object_shape[0]}x{object_shape[1]} voxels; "
+            "set phantom.shape entries to null to derive them from the scan)",
+        ) from None
+    return corners
+
+
+# --------------------------------------------------------------------------- slices
+def n_slices_for(cfg: dict, nz: int, vz: float) -> int:
+    ms = cfg["multislice"]
+    if ms["slice_thickness"] is not None:
+        n = max(1, int(round(nz * vz / float(ms["slice_thickness"]))))
+        if n > nz:
+            raise kerr(
+                "multislice.slice_thickness",
+                f"{ms['slice_thickness']:.4g} m is thinner than one voxel ({vz:.4g} m)",
+            )
+        return n
+    n = int(ms["n_slices"])
+    if n > nz:
+        raise kerr("multislice.n_slices", f"{n} slices but the phantom has only {nz} voxels in z")
+    return n
+
+
+def slabs(delta, beta, n_slices: int, vz: float):
+    """Average δ, β over ``n_slices`` z slabs (Phantom.slices on arrays): (S,Y,X)x2, (S,)."""
+    nz = delta.shape[0]
+    edges = np.linspace(0, nz, n_slices + 1).round().astype(int)
+    counts = np.diff(edges)
+    d_s = np.add.reduceat(delta, edges[:-1], axis=0) / counts[:, None, None]
+    b_s = np.add.reduceat(beta, edges[:-1], axis=0) / counts[:, None, None]
+    return d_s, b_s, counts * vz
+
+
+def depth_of_field(pixel: float, wavelength: float) -> float:
+    """``2 Δx² / λ``: thickness over which a feature of one pixel stays in focus."""
+    return 2.0 * pixel * pixel / wavelength
+
+
+def check_slices(
+    cfg: dict,
+    thickness,
+    pixel: float,
+    wavelength: float,
+    n_window: int,
+    key: str = "multislice.slice_thickness",
+    hint: str | None = None,
+) -> None:
+    """Slices must be thinner than the depth of field and the propagator's validity."""
+    from xrayflow.optics.propagation import critical_distance  # noqa: PLC0415
+
+    t = float(np.max(thickness))
+    zc = critical_distance(n_window, pixel, wavelength)
+    if t > zc:
+        raise kerr(
+            key,
+            f"slices of {t:.4g} m exceed the {cfg['multislice']['propagator']} propagator's "
+            f"validity N*dx^2/lambda = {zc:.4g} m; use more slices",
+        )
+    if not cfg["multislice"]["check_validity"]:
+        return
+    dof = depth_of_field(pixel, wavelength)
+    if t > dof:
+        need = math.ceil(float(np.sum(thickness)) / dof)
+        hint = hint or f"use at least {need} slices (multislice.n_slices)"
+        raise kerr(
+            key,
+            f"slices of {t:.4g} m are thicker than the depth of field 2*dx^2/lambda = "
+            f"{dof:.4g} m (dx = {pixel:.4g} m): the slice approximation is not valid; "
+            f"{hint} or set multislice.check_validity: false",
+        )
+
+
+def transmission(delta, beta, thickness, wavelength, backend):
+    from xrayflow.optics.multislice import transmission as tr  # noqa: PLC0415
+
+    th = np.asarray(thickness, dtype=np.float64).reshape(-1, 1, 1)
+    return tr(
+        backend.asarray(delta),
+        backend.asarray(beta),
+        wavelength,
+        backend.asarray(th),
+        xp=backend.xp,
+        dtype=backend.complex_dtype,
+    )
+
+
+def batched_intensities(cfg, model, corners, detector, rng, out, offset=0):
+    """Run ``model.intensities`` in batches of ``batch_size`` and detect into ``out``."""
+    bs = int(cfg["batch_size"])
+    backend = model.backend
+    for start in range(0, len(corners), bs):
+        stop = min(start + bs, len(corners))
+        expected = backend.to_numpy(model.intensities(corners[start:stop]))
+        out[offset + start : offset + stop] = detect(cfg, detector, expected, rng)
+    return out

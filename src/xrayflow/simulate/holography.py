@@ -1,0 +1,171 @@
+"""Near-field (Fresnel) holography: ``holography``.
+
+The illumination (plane wave, or a Gaussian beam of waist ``probe.gaussian.waist``) passes
+through the sample (multislice over ``multislice.n_slices`` slabs, the projection for one
+slab) and is propagated with the Fresnel transfer function to each detector distance
+(one frame per entry of ``holography.distances``).
+
+Cone beam (``holography.source_distance = z1``): by the Fresnel scaling theorem a point
+source at ``z1`` upstream of the sample and a detector at ``z2`` behind it is equivalent
+to a plane wave propagated over the effective distance ``z_eff = z1·z2/(z1 + z2)`` and
+magnified by ``M = (z1 + z2)/z1``. Frames are stored **magnification-corrected**: on the
+object grid of pixel ``Δx = p/M₁`` (``M₁`` for the first distance; plane wave: ``Δx = p``),
+each frame ``j`` computed with ``z_eff,j``. ``attrs`` lists distances, effective distances
+and magnifications. Frames are real-space images (``centred = False``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xrayflow.errors import PhysicsError
+from xrayflow.io.cxi import DiffractionData
+from xrayflow.simulate import common as C
+from xrayflow.simulate.registry import register_modality
+
+
+def holography_geometry(cfg: dict):
+    """(geometry, object pixel, distances z2, effective distances, magnifications)."""
+    from xrayflow.optics.constants import wavelength  # noqa: PLC0415
+
+    g = cfg["geometry"]
+    lam = float(wavelength(cfg["energy_ev"]))
+    shape = tuple(int(s) for s in C.pair(g["shape"]))
+    pix = tuple(float(p) for p in C.pair(g["pixel_size"]))
+    b = int(g["binning"])
+    if shape[0] % b or shape[1] % b:
+        raise C.kerr("geometry.binning", f"{b} does not divide the detector shape {shape}")
+    z2 = np.asarray(cfg["holography"]["distances"], dtype=np.float64)
+    z1 = cfg["holography"]["source_distance"]
+    if z1 is None:
+        mag = np.ones_like(z2)
+        zeff = z2.copy()
+    else:
+        mag = (z1 + z2) / z1
+        zeff = z1 * z2 / (z1 + z2)
+    obj = (pix[0] / mag[0], pix[1] / mag[0])
+    geo = C.Geometry(lam, shape, pix, float(z2[0]), b, obj)
+    return geo, zeff, mag
+
+
+@register_modality("holography", description="near-field Fresnel holography")
+def holography(config: dict, rng, backend) -> DiffractionData:
+    """Fresnel holograms at one or several distances (plane-wave or point-source geometry)."""
+    from xrayflow.optics.gaussian import gaussian_beam  # noqa: PLC0415
+    from xrayflow.optics.multislice import exit_waves  # noqa: PLC0415
+    from xrayflow.optics.propagation import (  # noqa: PLC0415
+        check_propagation_sampling,
+        propagate,
+        transfer_function,
+    )
+
+    cfg = config
+    s = C.rng_streams(rng, ("phantom", "probe", "scan", "noise"))
+    C.check_phantom_config(cfg)
+    geo, zeff, mag = holography_geometry(cfg)
+    relation = (
+        "the detector pixel (plane-wave holography)"
+        if cfg["holography"]["source_distance"] is None
+        else "detector pixel / magnification (z1 + z2)/z1 of the first distance"
+    )
+    voxel = C.check_voxel_size(cfg, geo.object_pixel, relation)
+    n = geo.shape
+    lam = geo.wavelength
+    for j, z in enumerate(zeff):
+        try:
+            check_propagation_sampling(n, voxel, lam, float(z))
+        except PhysicsError as exc:
+            raise C.kerr(f"holography.distances[{j}]", str(exc)) from None
+    # illumination
+    if cfg["holography"]["illumination"] == "gaussian":
+        w = cfg["probe"]["gaussian"]
+        illum = gaussian_beam(n, voxel, lam, w["waist"], z=w["defocus"])[None]
+        C.check_probe_fits(illum, "probe.gaussian.waist", voxel)
+    else:
+        illum = np.ones((1, *n), dtype=np.complex128)
+    illum = np.asarray(C.scale_modes(cfg, np.asarray(illum, dtype=np.complex128), voxel))
+    # sample
+    sh = cfg["phantom"]["shape"]
+    shape = (int(sh[0] or 16), int(sh[1] or n[0]), int(sh[2] or n[1]))
+    if shape[1:] != n:
+        raise C.kerr(
+            "phantom.shape",
+            f"holography needs the phantom's lateral size to equal the detector grid {n}, "
+            f"got {shape[1:]} (use null to derive it)",
+        )
+    phantom = C.make_phantom(cfg, shape, voxel, s["phantom"])
+    delta, beta = phantom.delta_beta(cfg["energy_ev"])
+    n_sl = C.n_slices_for(cfg, shape[0], voxel)
+    d_s, b_s, th = C.slabs(delta, beta, n_sl, voxel)
+    key = "multislice.n_slices" if n_sl > 1 else "phantom.shape"
+    C.check_slices(cfg, th, voxel, lam, n[0], key=key)
+    trans = C.transmission(d_s, b_s, th, lam, backend)
+    xp = backend.xp
+    transfer = None
+    if n_sl > 1:
+        transfer = xp.stack(
+            [
+                transfer_function(
+                    cfg["multislice"]["propagator"],
+                    n,
+                    voxel,
+                    lam,
+                    float(t),
+                    xp=xp,
+                    dtype=backend.complex_dtype,
+                )
+                for t in th[:-1]
+            ]
+        )
+    psi = exit_waves(
+        backend.asarray(illum.astype(backend.complex_dtype)), trans[:, None], transfer, backend
+    )[0]  # (M, ny, nx)
+    expected = np.empty((len(zeff), *n), dtype=np.float64)
+    for j, z in enumerate(zeff):
+        H = transfer_function(
+            "fresnel", n, voxel, lam, float(z), xp=xp, dtype=backend.complex_dtype
+        )
+        u = propagate(psi, H, backend)
+        expected[j] = backend.to_numpy((xp.abs(u) ** 2).sum(axis=0))
+    detector = C.make_detector(cfg, geo, centred=True)
+    data = C.detect(cfg, detector, expected, s["noise"])
+    b = geo.binning
+    truth = {
+        "object": backend.to_numpy(trans).prod(axis=0) if n_sl > 1 else backend.to_numpy(trans)[0],
+        "exit_wave": backend.to_numpy(psi).astype(np.complex64),
+        "probe": illum.astype(np.complex64),
+        "pixel_size": voxel,
+        "slice_thickness": th,
+        "delta": d_s.astype(np.float32),
+        "beta": b_s.astype(np.float32),
+        "support": phantom.support().any(axis=0),
+        "materials": list(phantom.materials),
+    }
+    attrs = {
+        "modality": "holography",
+        "space": "real",
+        "illumination": cfg["holography"]["illumination"],
+        "distances": np.asarray(cfg["holography"]["distances"], dtype=np.float64),
+        "effective_distances": zeff,
+        "magnifications": mag,
+        "source_distance": cfg["holography"]["source_distance"],
+        "object_pixel_size": voxel,
+        "photons": C.photon_scaling(cfg)[1],
+        "photon_scaling": C.photon_scaling(cfg)[0],
+        "poisson": bool(cfg["noise"]["poisson"]),
+        "binning": b,
+        "n_slices": n_sl,
+        "frame_pixel_size": voxel * b,
+        "note": "frames are magnification-corrected images on the object grid",
+    }
+    mask = detector.good_pixels(centred=True) if detector.mask is not None else None
+    return DiffractionData(
+        data=np.asarray(data, dtype=np.float32),
+        energy_ev=float(cfg["energy_ev"]),
+        distance=geo.distance,
+        pixel_size=(geo.pixel_size[0] * b, geo.pixel_size[1] * b),
+        centred=False,
+        mask=mask,
+        truth=truth if cfg["output"]["store_truth"] else {},
+        attrs=attrs,
+    )
