@@ -1,0 +1,714 @@
+"""Differentiable primitives (VJPs in PyTorch's complex convention).
+
+Each function accepts Tensors, ``xp`` arrays or Python scalars; non-Tensor operands are
+constants. Shapes broadcast like NumPy; the engine sum-reduces gradients back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from xrayflow.backend import array_module, default_workers
+
+from .core import Tensor, as_tensor, make_node
+
+__all__ = [
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "neg",
+    "power",
+    "exp",
+    "log",
+    "sqrt",
+    "sin",
+    "cos",
+    "abs",
+    "abs2",
+    "conj",
+    "real",
+    "imag",
+    "angle",
+    "sum",
+    "mean",
+    "reshape",
+    "transpose",
+    "moveaxis",
+    "broadcast_to",
+    "getitem",
+    "pad",
+    "crop",
+    "stack",
+    "concatenate",
+    "where",
+    "clip",
+    "maximum",
+    "fft2",
+    "ifft2",
+    "fftn",
+    "ifftn",
+    "fft",
+    "ifft",
+    "gather_patches",
+    "scatter_add_patches",
+    "fourier_shift",
+    "polar",
+    "expi",
+    "far_field_intensity",
+]
+
+
+def _d(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _xp(*xs):
+    for x in xs:
+        d = _d(x)
+        if hasattr(d, "shape"):
+            return array_module(d)
+    return np
+
+
+def _conj(v):
+    if isinstance(v, (int, float)):
+        return v
+    if isinstance(v, complex):
+        return v.conjugate()
+    xp = array_module(v)
+    return v.conj() if xp.iscomplexobj(v) else v
+
+
+def _is_complex(x) -> bool:
+    d = _d(x)
+    if hasattr(d, "dtype"):
+        return d.dtype.kind == "c"
+    return isinstance(d, complex)
+
+
+# ---------------------------------------------------------------- elementwise arithmetic
+def add(a, b) -> Tensor:
+    return make_node(_d(a) + _d(b), ((a, lambda g: g), (b, lambda g: g)), "add")
+
+
+def sub(a, b) -> Tensor:
+    return make_node(_d(a) - _d(b), ((a, lambda g: g), (b, lambda g: -g)), "sub")
+
+
+def mul(a, b) -> Tensor:
+    A, B = _d(a), _d(b)
+    return make_node(A * B, ((a, lambda g: g * _conj(B)), (b, lambda g: g * _conj(A))), "mul")
+
+
+def div(a, b) -> Tensor:
+    A, B = _d(a), _d(b)
+    y = A / B
+    return make_node(y, ((a, lambda g: g / _conj(B)), (b, lambda g: -g * _conj(y / B))), "div")
+
+
+def neg(a) -> Tensor:
+    return make_node(-_d(a), ((a, lambda g: -g),), "neg")
+
+
+def power(a, p) -> Tensor:
+    """``a ** p`` for a real scalar ``p`` (or ``p ** a`` via :meth:`Tensor.__rpow__`)."""
+    if isinstance(p, Tensor):
+        raise TypeError("power: the exponent must be a real scalar")
+    p = float(p)
+    A = _d(a)
+    y = A**p
+    if p == 2.0:
+        return make_node(y, ((a, lambda g: g * (2.0 * _conj(A))),), "pow")
+    return make_node(y, ((a, lambda g: g * _conj(p * A ** (p - 1.0))),), "pow")
+
+
+def _rpow(a, base) -> Tensor:
+    A = _d(a)
+    y = base**A
+    lnb = np.log(complex(base)) if base <= 0 else math.log(base)
+    return make_node(y, ((a, lambda g: g * _conj(y * lnb)),), "rpow")
+
+
+def exp(a) -> Tensor:
+    xp = _xp(a)
+    y = xp.exp(_d(a))
+    return make_node(y, ((a, lambda g: g * _conj(y)),), "exp")
+
+
+def expi(phi) -> Tensor:
+    """``exp(i*phi)`` for a real tensor ``phi`` (complex result)."""
+    xp = _xp(phi)
+    P = _d(phi)
+    y = xp.exp(1j * P)
+    # d/dphi: L real -> dL/dphi = Re(conj(g) * i y) = Re(g * conj(i y)); engine takes Re.
+    return make_node(y, ((phi, lambda g: g * _conj(1j * y)),), "expi")
+
+
+def polar(amplitude, phase) -> Tensor:
+    """``amplitude * exp(i*phase)`` (both real)."""
+    return mul(amplitude, expi(phase))
+
+
+def log(a) -> Tensor:
+    xp = _xp(a)
+    A = _d(a)
+    return make_node(xp.log(A), ((a, lambda g: g / _conj(A)),), "log")
+
+
+def sqrt(a) -> Tensor:
+    xp = _xp(a)
+    y = xp.sqrt(_d(a))
+    return make_node(y, ((a, lambda g: g / (2.0 * _conj(y))),), "sqrt")
+
+
+def sin(a) -> Tensor:
+    xp = _xp(a)
+    A = _d(a)
+    return make_node(xp.sin(A), ((a, lambda g: g * _conj(xp.cos(A))),), "sin")
+
+
+def cos(a) -> Tensor:
+    xp = _xp(a)
+    A = _d(a)
+    return make_node(xp.cos(A), ((a, lambda g: -g * _conj(xp.sin(A))),), "cos")
+
+
+def abs(a) -> Tensor:  # noqa: A001 - mirrors numpy
+    """``|a|``; the gradient at 0 is 0 (subgradient)."""
+    xp = _xp(a)
+    A = _d(a)
+    y = xp.abs(A)
+
+    def vjp(g):
+        safe = xp.where(y == 0, 1, y)
+        return g * (A / safe)
+
+    return make_node(y, ((a, vjp),), "abs")
+
+
+def abs2(a) -> Tensor:
+    """``|a|^2`` (real), computed without a square root."""
+    xp = _xp(a)
+    A = _d(a)
+    if xp.iscomplexobj(A):
+        y = A.real * A.real + A.imag * A.imag
+    else:
+        y = A * A
+    return make_node(y, ((a, lambda g: (2.0 * g) * A),), "abs2")
+
+
+def conj(a) -> Tensor:
+    A = _d(a)
+    return make_node(_conj(A), ((a, lambda g: _conj(g)),), "conj")
+
+
+def real(a) -> Tensor:
+    xp = _xp(a)
+    A = _d(a)
+    return make_node(xp.real(A), ((a, lambda g: g),), "real")
+
+
+def imag(a) -> Tensor:
+    xp = _xp(a)
+    A = _d(a)
+    return make_node(xp.imag(A), ((a, lambda g: 1j * g),), "imag")
+
+
+def angle(a) -> Tensor:
+    """Phase ``atan2(Im a, Re a)``; gradient 0 where ``a == 0``."""
+    xp = _xp(a)
+    A = _d(a)
+    y = xp.angle(A)
+
+    def vjp(g):
+        r2 = A.real * A.real + A.imag * A.imag if xp.iscomplexobj(A) else A * A
+        r2 = xp.where(r2 == 0, xp.inf, r2)
+        return g * (1j * A / r2)
+
+    return make_node(y, ((a, vjp),), "angle")
+
+
+def where(cond, a, b) -> Tensor:
+    """``cond ? a : b`` with a constant boolean mask."""
+    xp = _xp(cond, a, b)
+    C = _d(cond)
+    if isinstance(C, Tensor):
+        C = C.data
+    y = xp.where(C, _d(a), _d(b))
+    return make_node(
+        y,
+        ((a, lambda g: xp.where(C, g, 0)), (b, lambda g: xp.where(C, 0, g))),
+        "where",
+    )
+
+
+def clip(a, lo=None, hi=None) -> Tensor:
+    """Clamp a real tensor; the gradient passes only where the value is inside [lo, hi]."""
+    xp = _xp(a)
+    A = _d(a)
+    y = xp.clip(A, lo, hi)
+
+    def vjp(g):
+        m = xp.ones(A.shape, dtype=bool)
+        if lo is not None:
+            m &= A >= lo
+        if hi is not None:
+            m &= A <= hi
+        return xp.where(m, g, 0)
+
+    return make_node(y, ((a, vjp),), "clip")
+
+
+def maximum(a, b) -> Tensor:
+    """Elementwise maximum of real tensors (ties send the gradient to ``a``)."""
+    xp = _xp(a, b)
+    A, B = _d(a), _d(b)
+    m = A >= B
+    y = xp.where(m, A, B)
+    return make_node(
+        y, ((a, lambda g: xp.where(m, g, 0)), (b, lambda g: xp.where(m, 0, g))), "maximum"
+    )
+
+
+# ---------------------------------------------------------------- reductions
+def _norm_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return tuple(sorted(a % ndim for a in axis))
+
+
+def sum(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    xp = _xp(a)
+    A = _d(a)
+    shape = A.shape
+    axes = _norm_axes(axis, A.ndim)
+    y = A.sum(axis=axes, keepdims=keepdims)
+
+    def vjp(g):
+        if not keepdims:
+            g = xp.expand_dims(g, axes) if axes else g
+        return xp.broadcast_to(g, shape)
+
+    return make_node(xp.asarray(y), ((a, vjp),), "sum")
+
+
+def mean(a, axis=None, keepdims: bool = False) -> Tensor:
+    A = _d(a)
+    axes = _norm_axes(axis, A.ndim)
+    n = 1
+    for ax in axes:
+        n *= A.shape[ax]
+    return mul(sum(a, axis=axis, keepdims=keepdims), 1.0 / max(n, 1))
+
+
+# ---------------------------------------------------------------- shape
+def reshape(a, *shape) -> Tensor:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    A = _d(a)
+    old = A.shape
+    return make_node(A.reshape(shape), ((a, lambda g: g.reshape(old)),), "reshape")
+
+
+def transpose(a, axes=None) -> Tensor:
+    A = _d(a)
+    if axes is None:
+        axes = tuple(reversed(range(A.ndim)))
+    axes = tuple(ax % A.ndim for ax in axes)
+    inv = tuple(np.argsort(axes))
+    return make_node(A.transpose(axes), ((a, lambda g: g.transpose(inv)),), "transpose")
+
+
+def moveaxis(a, source, destination) -> Tensor:
+    xp = _xp(a)
+    A = _d(a)
+    return make_node(
+        xp.moveaxis(A, source, destination),
+        ((a, lambda g: xp.moveaxis(g, destination, source)),),
+        "moveaxis",
+    )
+
+
+def broadcast_to(a, shape) -> Tensor:
+    xp = _xp(a)
+    # the engine sum-reduces the gradient to the input's shape
+    return make_node(xp.broadcast_to(_d(a), tuple(shape)), ((a, lambda g: g),), "broadcast_to")
+
+
+def _is_basic_index(idx) -> bool:
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
+
+
+def getitem(a, idx) -> Tensor:
+    """Indexing; basic (slices, ints, None, ...) or advanced (scatter-add VJP)."""
+    xp = _xp(a)
+    A = _d(a)
+    if isinstance(idx, Tensor):
+        idx = idx.data
+    y = A[idx]
+    basic = _is_basic_index(idx)
+
+    def vjp(g):
+        out = xp.zeros(A.shape, dtype=g.dtype)
+        if basic:
+            out[idx] = g
+        elif xp is np:
+            np.add.at(out, idx, g)
+        else:
+            import cupyx  # noqa: PLC0415
+
+            cupyx.scatter_add(out, idx, g)
+        return out
+
+    return make_node(y, ((a, vjp),), "getitem")
+
+
+def _pad_width(pad_width, ndim):
+    pw = (
+        np.broadcast_to(np.asarray(pad_width, dtype=int), (ndim, 2))
+        if np.ndim(pad_width) < 2
+        else None
+    )
+    if pw is None:
+        pw = list(pad_width)
+        # pad_width for the last len(pw) axes
+        pw = [(0, 0)] * (ndim - len(pw)) + [tuple(int(v) for v in p) for p in pw]
+        return tuple(pw)
+    return tuple((int(p[0]), int(p[1])) for p in pw)
+
+
+def pad(a, pad_width, value: float = 0.0) -> Tensor:
+    """Constant padding. ``pad_width``: an int, or ``((before, after), ...)`` for the last
+    ``len(pad_width)`` axes (leading axes are not padded)."""
+    xp = _xp(a)
+    A = _d(a)
+    pw = _pad_width(pad_width, A.ndim)
+    y = xp.pad(A, pw, mode="constant", constant_values=value)
+    sl = tuple(slice(b, b + n) for (b, _), n in zip(pw, A.shape, strict=True))
+    return make_node(y, ((a, lambda g: g[sl]),), "pad")
+
+
+def crop(a, shape: Sequence[int], start: Sequence[int] | None = None) -> Tensor:
+    """Crop the last ``len(shape)`` axes to ``shape`` from ``start`` (default: centred,
+    the inverse of a symmetric :func:`pad`). The VJP zero-pads."""
+    A = _d(a)
+    k = len(shape)
+    full = A.shape[-k:]
+    if start is None:
+        start = [(f - s) // 2 for f, s in zip(full, shape, strict=True)]
+    for f, s, b in zip(full, shape, start, strict=True):
+        if b < 0 or b + s > f:
+            raise ValueError(f"crop window {tuple(start)}+{tuple(shape)} outside {tuple(full)}")
+    idx = (Ellipsis,) + tuple(
+        slice(int(b), int(b) + int(s)) for b, s in zip(start, shape, strict=True)
+    )
+    return getitem(a, idx)
+
+
+def stack(tensors: Sequence, axis: int = 0) -> Tensor:
+    xp = _xp(*tensors)
+    datas = [_d(t) for t in tensors]
+    y = xp.stack(datas, axis=axis)
+    ax = axis % y.ndim
+    parents = []
+    for i, t in enumerate(tensors):
+        parents.append((t, lambda g, i=i: xp.take(g, i, axis=ax)))
+    return make_node(y, parents, "stack")
+
+
+def concatenate(tensors: Sequence, axis: int = 0) -> Tensor:
+    xp = _xp(*tensors)
+    datas = [_d(t) for t in tensors]
+    y = xp.concatenate(datas, axis=axis)
+    ax = axis % y.ndim
+    bounds = np.cumsum([0] + [d.shape[ax] for d in datas])
+    parents = []
+    for i, t in enumerate(tensors):
+        sl = (slice(None),) * ax + (slice(int(bounds[i]), int(bounds[i + 1])),)
+        parents.append((t, lambda g, sl=sl: g[sl]))
+    return make_node(y, parents, "concatenate")
+
+
+# ---------------------------------------------------------------- FFT
+_ADJ_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho", None: "forward"}
+
+
+def _fftmod(arr, backend=None):
+    """(module, extra kwargs) for scipy.fft-like calls on ``arr``'s device."""
+    if backend is not None:
+        return backend._fft, ({} if backend.is_gpu else {"workers": backend.workers})
+    xp = array_module(arr)
+    if xp is np:
+        import scipy.fft  # noqa: PLC0415
+
+        return scipy.fft, {"workers": _WORKERS[0]}
+    import cupyx.scipy.fft  # noqa: PLC0415
+
+    return cupyx.scipy.fft, {}
+
+
+_WORKERS = [default_workers()]
+
+
+def set_fft_workers(n: int) -> None:
+    """Threads for CPU FFTs inside the AD primitives when no backend is passed."""
+    _WORKERS[0] = max(1, int(n))
+
+
+def _fft_op(name, inv_name, a, axes, norm, backend, s=None):
+    A = _d(a)
+    mod, kw = _fftmod(A, backend)
+    f = getattr(mod, name)
+    finv = getattr(mod, inv_name)
+    y = f(A, axes=axes, norm=norm, **kw)
+    adj = _ADJ_NORM[norm]
+    return make_node(y, ((a, lambda g: finv(g, axes=axes, norm=adj, **kw)),), name)
+
+
+def fft2(a, axes=(-2, -1), norm: str = "ortho", backend=None) -> Tensor:
+    """2D FFT (default ``norm="ortho"``, the project convention)."""
+    return _fft_op("fft2", "ifft2", a, axes, norm, backend)
+
+
+def ifft2(a, axes=(-2, -1), norm: str = "ortho", backend=None) -> Tensor:
+    return _fft_op("ifft2", "fft2", a, axes, norm, backend)
+
+
+def fftn(a, axes=None, norm: str = "ortho", backend=None) -> Tensor:
+    return _fft_op("fftn", "ifftn", a, axes, norm, backend)
+
+
+def ifftn(a, axes=None, norm: str = "ortho", backend=None) -> Tensor:
+    return _fft_op("ifftn", "fftn", a, axes, norm, backend)
+
+
+def fft(a, axis: int = -1, norm: str = "ortho", backend=None) -> Tensor:
+    A = _d(a)
+    mod, kw = _fftmod(A, backend)
+    y = mod.fft(A, axis=axis, norm=norm, **kw)
+    adj = _ADJ_NORM[norm]
+    return make_node(y, ((a, lambda g: mod.ifft(g, axis=axis, norm=adj, **kw)),), "fft")
+
+
+def ifft(a, axis: int = -1, norm: str = "ortho", backend=None) -> Tensor:
+    A = _d(a)
+    mod, kw = _fftmod(A, backend)
+    y = mod.ifft(A, axis=axis, norm=norm, **kw)
+    adj = _ADJ_NORM[norm]
+    return make_node(y, ((a, lambda g: mod.fft(g, axis=axis, norm=adj, **kw)),), "ifft")
+
+
+def far_field_intensity(psi, mode_axis: int | None = -3, backend=None, recompute: bool = True):
+    """Fused ``sum_m |fft2(psi)|^2`` (ortho) over ``mode_axis`` (None: no mode sum).
+
+    ``psi`` (B, M, n, n) -> (B, n, n) by default. The VJP is
+    ``psi_bar = ifft2(2 * g * fft2(psi))``; with ``recompute`` (default) the far field is
+    recomputed in backward from ``psi`` (one extra FFT) instead of being kept, which
+    saves one wavefield batch of memory during the gradient.
+    """
+    X = _d(psi)
+    xp = array_module(X)
+    mod, kw = _fftmod(X, backend)
+    F = mod.fft2(X, axes=(-2, -1), norm="ortho", **kw)
+    inten = xp.abs(F)
+    xp.multiply(inten, inten, out=inten)
+    if mode_axis is not None:
+        inten = inten.sum(axis=mode_axis)
+    saved = None if recompute else F
+    del F
+
+    def vjp(g):
+        Fx = saved if saved is not None else mod.fft2(X, axes=(-2, -1), norm="ortho", **kw)
+        gg = g if mode_axis is None else xp.expand_dims(g, mode_axis)
+        out = Fx * (2.0 * gg) if saved is not None else xp.multiply(Fx, 2.0 * gg, out=Fx)
+        return mod.ifft2(out, axes=(-2, -1), norm="ortho", overwrite_x=True, **kw)
+
+    return make_node(inten, ((psi, vjp),), "far_field_intensity")
+
+
+# ---------------------------------------------------------------- patches
+def _corner_arrays(corners, xp):
+    c = np.asarray(corners.get() if hasattr(corners, "get") else corners)
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise ValueError(f"corners must have shape (B, 2), got {c.shape}")
+    ci = np.rint(c).astype(np.int64)
+    if not np.array_equal(ci, c):
+        raise ValueError(
+            "gather_patches: corners must be integers (use fourier_shift for sub-pixel)"
+        )
+    return ci
+
+
+def _check_bounds(ci, full, shape):
+    if ci.size and (
+        ci[:, 0].min() < 0
+        or ci[:, 1].min() < 0
+        or ci[:, 0].max() + shape[0] > full[0]
+        or ci[:, 1].max() + shape[1] > full[1]
+    ):
+        raise ValueError(
+            f"patch corners out of bounds for an object of shape {tuple(full)} "
+            f"and patches {tuple(shape)}"
+        )
+
+
+def _gather(A, ci, shape):
+    """A (..., Ny, Nx) -> (..., B, h, w) (copies)."""
+    xp = array_module(A)
+    h, w = shape
+    B = ci.shape[0]
+    out = xp.empty(A.shape[:-2] + (B, h, w), dtype=A.dtype)
+    if xp is np:
+        for b in range(B):
+            r, c = ci[b]
+            out[..., b, :, :] = A[..., r : r + h, c : c + w]
+    else:
+        cj = xp.asarray(ci)
+        rows = cj[:, 0, None, None] + xp.arange(h)[None, :, None]
+        cols = cj[:, 1, None, None] + xp.arange(w)[None, None, :]
+        out[...] = A[..., rows, cols]
+    return out
+
+
+def scatter_add_patches(out, patches, ci) -> None:
+    """In place: ``out[..., r:r+h, c:c+w] += patches[..., b, :, :]`` for every corner
+    (overlaps accumulate). ``ci`` integer (B, 2)."""
+    xp = array_module(out)
+    h, w = patches.shape[-2:]
+    B = ci.shape[0]
+    if xp is np:
+        for b in range(B):
+            r, c = ci[b]
+            view = out[..., r : r + h, c : c + w]
+            view += patches[..., b, :, :]
+    else:
+        import cupyx  # noqa: PLC0415
+
+        cj = xp.asarray(ci)
+        rows = cj[:, 0, None, None] + xp.arange(h)[None, :, None]
+        cols = cj[:, 1, None, None] + xp.arange(w)[None, None, :]
+        Ny, Nx = out.shape[-2:]
+        flat_idx = (rows * Nx + cols).ravel()
+        lead = int(np.prod(out.shape[:-2], dtype=np.int64))
+        o2 = out.reshape(lead, Ny * Nx)
+        p2 = patches.reshape(lead, B * h * w)
+        if xp.iscomplexobj(out):
+            ov = o2.view(out.real.dtype).reshape(lead, Ny * Nx, 2)
+            pv = p2.view(patches.real.dtype).reshape(lead, B * h * w, 2)
+            for k in range(2):
+                for i in range(lead):
+                    cupyx.scatter_add(ov[i, :, k], flat_idx, pv[i, :, k])
+        else:
+            for i in range(lead):
+                cupyx.scatter_add(o2[i], flat_idx, p2[i])
+
+
+def gather_patches(obj, corners, shape: Sequence[int]) -> Tensor:
+    """Patches of ``obj`` (..., Ny, Nx) at integer top-left ``corners`` (B, 2) ->
+    (..., B, h, w); ``shape`` is (h, w) or an int n for (n, n). The VJP scatter-adds
+    (overlapping patches accumulate)."""
+    A = _d(obj)
+    xp = array_module(A)
+    shape = (int(shape), int(shape)) if np.ndim(shape) == 0 else (int(shape[0]), int(shape[1]))
+    ci = _corner_arrays(corners, xp)
+    _check_bounds(ci, A.shape[-2:], shape)
+    y = _gather(A, ci, shape)
+
+    def vjp(g):
+        out = xp.zeros(A.shape, dtype=g.dtype)
+        scatter_add_patches(out, g, ci)
+        return out
+
+    return make_node(y, ((obj, vjp),), "gather_patches")
+
+
+# ---------------------------------------------------------------- Fourier shift
+def _freqs(h, w, xp, dtype):
+    fy = xp.asarray(np.fft.fftfreq(h).astype(dtype))[:, None]
+    fx = xp.asarray(np.fft.fftfreq(w).astype(dtype))[None, :]
+    return fy, fx
+
+
+def fourier_shift(x, shifts, backend=None) -> Tensor:
+    """Sub-pixel shift of the last two axes by ``shifts`` (..., 2) pixels (y, x):
+    ``y[r] = x[r - s]`` (circular; positive shifts move content to larger indices).
+
+    ``x`` (..., h, w) and ``shifts`` (..., 2) broadcast over the leading axes, e.g. a probe
+    (M, n, n) with shifts (B, 1, 2) gives (B, M, n, n). Differentiable in ``x`` and in
+    ``shifts`` (real; for position refinement).
+    """
+    X = _d(x)
+    S = _d(shifts)
+    xp = _xp(x, shifts)
+    S = xp.asarray(S)
+    h, w = X.shape[-2:]
+    cdt = np.result_type(X.dtype, np.complex64)
+    rdt = np.finfo(cdt).dtype
+    mod, kw = _fftmod(X, backend)
+    fy, fx = _freqs(h, w, xp, np.float64)
+    sy = S[..., 0, None, None].astype(np.float64)
+    sx = S[..., 1, None, None].astype(np.float64)
+    ramp = xp.exp(-2j * np.pi * (fy * sy + fx * sx)).astype(cdt)  # (..., h, w)
+    Xf = mod.fft2(X, axes=(-2, -1), norm="ortho", **kw)
+    Yf = Xf * ramp
+    y = mod.ifft2(Yf, axes=(-2, -1), norm="ortho", **kw)
+
+    def vjp_x(g):
+        Gf = mod.fft2(g, axes=(-2, -1), norm="ortho", **kw)
+        Gf *= ramp.conj()
+        return mod.ifft2(Gf, axes=(-2, -1), norm="ortho", overwrite_x=True, **kw)
+
+    def vjp_s(g):
+        Gf = mod.fft2(g, axes=(-2, -1), norm="ortho", **kw)
+        # dy/ds_y = F^-1(-2 pi i fy Yf); dL/ds = Re sum conj(Gf) * dYf/ds
+        c = Gf.conj() * Yf
+        c = c * (-2j * np.pi)
+        dy = (c * fy.astype(rdt)).real.sum(axis=(-2, -1))
+        dx = (c * fx.astype(rdt)).real.sum(axis=(-2, -1))
+        return xp.stack([dy, dx], axis=-1)
+
+    return make_node(y, ((x, vjp_x), (shifts, vjp_s)), "fourier_shift")
+
+
+# ---------------------------------------------------------------- Tensor methods
+def _attach():
+    T = Tensor
+    T.__add__ = lambda a, b: add(a, b)
+    T.__radd__ = lambda a, b: add(b, a)
+    T.__sub__ = lambda a, b: sub(a, b)
+    T.__rsub__ = lambda a, b: sub(b, a)
+    T.__mul__ = lambda a, b: mul(a, b)
+    T.__rmul__ = lambda a, b: mul(b, a)
+    T.__truediv__ = lambda a, b: div(a, b)
+    T.__rtruediv__ = lambda a, b: div(b, a)
+    T.__neg__ = lambda a: neg(a)
+    T.__pos__ = lambda a: a
+    T.__pow__ = lambda a, p: power(a, p)
+    T.__rpow__ = lambda a, base: _rpow(a, base)
+    T.__getitem__ = lambda a, idx: getitem(a, idx)
+    T.__abs__ = lambda a: abs(a)
+    T.sum = lambda a, axis=None, keepdims=False: sum(a, axis, keepdims)
+    T.mean = lambda a, axis=None, keepdims=False: mean(a, axis, keepdims)
+    T.reshape = lambda a, *shape: reshape(a, *shape)
+    T.transpose = lambda a, axes=None: transpose(a, axes)
+    T.conj = lambda a: conj(a)
+    T.abs = lambda a: abs(a)
+    T.abs2 = lambda a: abs2(a)
+    T.exp = lambda a: exp(a)
+    T.log = lambda a: log(a)
+    T.sqrt = lambda a: sqrt(a)
+    T.real = property(lambda a: real(a))
+    T.imag = property(lambda a: imag(a))
+    T.T = property(lambda a: transpose(a))
+
+
+_attach()
+# silence "unused" for helpers used only in some branches
+_ = (as_tensor, _is_complex)
