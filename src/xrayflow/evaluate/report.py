@@ -1,0 +1,514 @@
+"""The evaluate stage: load objects, align, compute metrics, write JSON and figures.
+
+Two comparisons:
+
+* ``mode="truth"``: a reconstruction against the ground truth of simulated data. The
+  reported FRC resolutions use the fixed thresholds 0.5 and 1/7 (primary: 0.5).
+* ``mode="pair"``: two independent reconstructions (two half-datasets of real data). The
+  primary FRC resolution uses the half-bit curve (van Heel & Schatz 2005).
+
+All thresholds are computed in both modes; ``frc.primary`` names the one to quote.
+
+Kinds of object (``kind``, chosen from the shapes and the data file's modality):
+
+* ``image``: 2D ``(Ny, Nx)`` (a ``(1, Ny, Nx)`` stack is squeezed);
+* ``slices``: multislice ``(S, Ny, Nx)``; the primary comparison is on the projected
+  transmission ``prod_s O_s`` (the quantity the data determine best), plus per-slice numbers
+  when both have the same number of slices (the projection's shift applied to every slice,
+  phase ramp and scale per slice);
+* ``volume``: 3D complex density (Bragg CDI): full 3D alignment including the conjugate twin,
+  3D Fourier shell correlation, SSIM on 3D volumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xrayflow.backend import to_numpy
+from xrayflow.errors import DataError
+from xrayflow.evaluate import alignment as al
+from xrayflow.evaluate import frc as frcmod
+from xrayflow.evaluate import metrics as me
+
+__all__ = [
+    "ObjectData",
+    "RESULT_PATHS",
+    "TRUTH_PATHS",
+    "evaluate",
+    "evaluate_files",
+    "read_object",
+    "write_json",
+]
+
+SCHEMA_VERSION = 1
+
+# Where the complex object is looked for, in order (first hit wins).
+RESULT_PATHS = (
+    "object",
+    "reconstruction/object",
+    "entry_1/reconstruction/object",
+    "entry_1/xrayflow_truth/object",
+    "entry_1/xrayflow_truth/transmission",
+)
+TRUTH_PATHS = (
+    "entry_1/xrayflow_truth/object",
+    "entry_1/xrayflow_truth/transmission",
+    "entry_1/xrayflow_truth/density",
+    "xrayflow_truth/object",
+    "truth/object",
+    "object",
+)
+PIXEL_KEYS = ("pixel_size", "object_pixel_size", "voxel_size")
+MODALITY_PATHS = ("entry_1/xrayflow_attrs/modality", "modality")
+VOLUME_MODALITIES = ("bragg_cdi", "cdi", "bcdi", "cdi3d")
+
+
+@dataclass
+class ObjectData:
+    """A complex object read from a file, with what the evaluation needs besides it."""
+
+    object: np.ndarray
+    pixel_size: float | None = None
+    loss_history: dict[str, np.ndarray] = field(default_factory=dict)
+    modality: str | None = None
+    path: str = ""
+    dataset: str = ""
+
+
+# --------------------------------------------------------------------------- loading
+def _as_str(v: Any) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.ndarray) and v.size == 1:
+        return _as_str(v.ravel()[0])
+    return str(v)
+
+
+def _pixel_from(value: Any) -> float | None:
+    try:
+        arr = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        return None
+    if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        return None
+    return float(arr.mean())  # (y, x) pairs: their mean (equal in practice)
+
+
+def _complex_from_node(node, label: str) -> np.ndarray:
+    import h5py  # noqa: PLC0415
+
+    if isinstance(node, h5py.Group):
+        keys = set(node.keys())
+        if {"real", "imag"} <= keys:
+            return np.asarray(node["real"][()]) + 1j * np.asarray(node["imag"][()])
+        if {"amplitude", "phase"} <= keys:
+            return np.asarray(node["amplitude"][()]) * np.exp(1j * np.asarray(node["phase"][()]))
+        raise DataError(f"{label} is a group without real/imag or amplitude/phase datasets")
+    arr = node[()]
+    if arr.dtype.names and {"r", "i"} <= set(arr.dtype.names):
+        arr = arr["r"] + 1j * arr["i"]
+    arr = np.asarray(arr)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"{label} has non-numeric dtype {arr.dtype}")
+    return arr.astype(np.complex128)
+
+
+def _loss_history(f) -> dict[str, np.ndarray]:
+    import h5py  # noqa: PLC0415
+
+    for key in ("loss_history", "loss", "history/loss"):
+        if key not in f:
+            continue
+        node = f[key]
+        out: dict[str, np.ndarray] = {}
+        if isinstance(node, h5py.Group):
+            for name, ds in node.items():
+                if isinstance(ds, h5py.Dataset) and np.issubdtype(ds.dtype, np.number):
+                    out[name] = np.asarray(ds[()], dtype=np.float64).ravel()
+        else:
+            arr = node[()]
+            if arr.dtype.names:
+                for name in arr.dtype.names:
+                    out[name] = np.asarray(arr[name], dtype=np.float64).ravel()
+            else:
+                arr = np.asarray(arr, dtype=np.float64)
+                if arr.ndim == 2:
+                    cols = node.attrs.get("columns")
+                    names = [_as_str(c) for c in cols] if cols is not None else None
+                    for j in range(arr.shape[1]):
+                        out[names[j] if names and j < len(names) else f"loss_{j}"] = arr[:, j]
+                else:
+                    out["loss"] = arr.ravel()
+        return {k: v for k, v in out.items() if v.size}
+    return {}
+
+
+def read_object(path: str | os.PathLike, role: str = "result") -> ObjectData:
+    """Read the complex object (and pixel size, loss history, modality) from an HDF5 file.
+
+    ``role`` is ``"result"`` (a reconstruction: ``object`` first) or ``"truth"`` (simulated
+    data: ``entry_1/xrayflow_truth/object`` first); see ``RESULT_PATHS`` / ``TRUTH_PATHS``.
+    The pixel size is the attribute or sibling dataset ``pixel_size`` (or
+    ``object_pixel_size``/``voxel_size``) of the object, its parent groups or the file.
+    Raises DataError with the tried paths when something is missing.
+    """
+    import h5py  # noqa: PLC0415
+
+    p = Path(path)
+    label = f"{role} file {str(p)!r}"
+    if not p.exists():
+        raise DataError(f"{label} does not exist")
+    if p.is_dir():
+        raise DataError(f"{label} is a directory, expected an HDF5 file")
+    candidates = TRUTH_PATHS if role == "truth" else RESULT_PATHS
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        raise DataError(f"{label} is not a readable HDF5 file ({exc})") from None
+    with f:
+        name = next((c for c in candidates if c in f), None)
+        if name is None:
+            top = ", ".join(sorted(f.keys())) or "nothing"
+            raise DataError(
+                f"{label} has no object dataset (looked for {', '.join(candidates)}; "
+                f"the file holds: {top})"
+            )
+        try:
+            obj = _complex_from_node(f[name], f"{label}: {name}")
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{label}: {name} cannot be read ({exc})") from None
+        pixel = None
+        node = f[name]
+        for k in PIXEL_KEYS:
+            if k in node.attrs:
+                pixel = _pixel_from(node.attrs[k])
+                break
+        grp = node.parent
+        while pixel is None:
+            for k in PIXEL_KEYS:
+                if k in grp.attrs:
+                    pixel = _pixel_from(grp.attrs[k])
+                elif k in grp and isinstance(grp[k], h5py.Dataset):
+                    pixel = _pixel_from(grp[k][()])
+                if pixel is not None:
+                    break
+            if grp.name == "/":
+                break
+            grp = grp.parent
+        if pixel is None and "entry_1/xrayflow_attrs/object_pixel_size" in f:
+            pixel = _pixel_from(f["entry_1/xrayflow_attrs/object_pixel_size"][()])
+        if _as_str(f.attrs.get("units", "")) in ("pixels", "px"):
+            pixel = None  # a reconstruction in pixel units: no physical pixel size
+        modality = None
+        for mp in MODALITY_PATHS:
+            if mp in f and isinstance(f[mp], h5py.Dataset):
+                modality = _as_str(f[mp][()])
+                break
+        if modality is None and "modality" in f.attrs:
+            modality = _as_str(f.attrs["modality"])
+        losses = _loss_history(f) if role == "result" else {}
+    if obj.ndim not in (2, 3) or min(obj.shape) < 1:
+        raise DataError(f"{label}: {name} has shape {obj.shape}, expected (Ny, Nx) or (S, Ny, Nx)")
+    if not np.all(np.isfinite(obj)):
+        raise DataError(f"{label}: {name} contains NaN or infinite values")
+    return ObjectData(obj, pixel, losses, modality, str(p), name)
+
+
+# --------------------------------------------------------------------------- evaluation
+def _kind(result: ObjectData, ref: ObjectData, requested: str) -> str:
+    shapes = (result.object.shape, ref.object.shape)
+    if requested != "auto":
+        return requested
+    if all(len(s) == 2 or s[0] == 1 for s in shapes):
+        return "image"
+    mods = {m for m in (result.modality, ref.modality) if m}
+    if mods & set(VOLUME_MODALITIES):
+        return "volume"
+    return "slices"
+
+
+def _prepare(obj: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "volume":
+        if obj.ndim != 3:
+            raise DataError(f"kind 'volume' needs a 3D object, got shape {obj.shape}")
+        return obj
+    if obj.ndim == 3:
+        return obj[0] if obj.shape[0] == 1 else np.prod(obj, axis=0)
+    return obj
+
+
+def _finite(x: Any) -> Any:
+    """JSON-safe copy: numpy -> python, non-finite floats -> None."""
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _finite(x.tolist())
+    if isinstance(x, np.bool_ | bool):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating):
+        v = float(x)
+        return v if math.isfinite(v) else None
+    return x
+
+
+def _image_metrics(est: np.ndarray, ref: np.ndarray, cfg: dict) -> dict:
+    """SSIM/PSNR/RMSE of amplitude and phase of aligned, cropped complex arrays."""
+    out: dict[str, Any] = {"nrmse": me.nrmse(est, ref)}
+    a_est, a_ref = np.abs(est), np.abs(ref)
+    rng = float(a_ref.max() - a_ref.min())
+    note = "max - min of the reference amplitude"
+    if rng <= 1e-12 * max(float(a_ref.max()), 1e-300):
+        rng = float(a_ref.max()) if a_ref.max() > 0 else 1.0
+        note = "max of the reference amplitude (its range is zero)"
+    mask = al.phase_mask(ref, cfg["amplitude_threshold"])
+    dphi = np.angle(est * np.conj(ref))
+    p_ref = np.angle(ref)
+    p_est = p_ref + dphi  # unwrapped relative to the reference
+    if cfg["phase_mapping"] == "unit":
+        p_ref_m, p_est_m, prange = (p_ref + np.pi) / (2 * np.pi), (p_est + np.pi) / (2 * np.pi), 1.0
+        mapping = "(phase + pi) / (2 pi), data_range 1"
+    else:
+        p_ref_m, p_est_m, prange = p_ref, p_est, 2 * np.pi
+        mapping = "radians, data_range 2 pi"
+    can_ssim = min(est.shape) >= 11
+    amp: dict[str, Any] = {
+        "data_range": rng,
+        "data_range_source": note,
+        "psnr_db": me.psnr(a_ref, a_est, rng),
+        "rmse": float(np.sqrt(np.mean((a_est - a_ref) ** 2))),
+        "ssim": me.ssim(a_ref, a_est, rng) if can_ssim else None,
+    }
+    pmse = float(np.mean((p_est_m - p_ref_m)[mask] ** 2)) if mask.any() else float("nan")
+    phase: dict[str, Any] = {
+        "mapping": mapping,
+        "data_range": prange,
+        "mask_threshold": cfg["amplitude_threshold"],
+        "mask_fraction": float(mask.mean()),
+        "rmse_rad": float(np.sqrt(np.mean(dphi[mask] ** 2))) if mask.any() else None,
+        "psnr_db": (10 * math.log10(prange**2 / pmse) if pmse > 0 else float("inf"))
+        if mask.any()
+        else None,
+        "ssim": me.ssim(p_ref_m, p_est_m, prange, mask=None if mask.all() else mask)
+        if can_ssim
+        else None,
+    }
+    if not can_ssim:
+        amp["ssim_note"] = phase["ssim_note"] = "array smaller than the 11-pixel SSIM window"
+    out["amplitude"] = amp
+    out["phase"] = phase
+    return out
+
+
+def _frc_block(est: np.ndarray, ref: np.ndarray, cfg: dict, pixel: float | None, mode: str):
+    fc = cfg["frc"]
+    on = fc["on"]
+    a, b = est, ref
+    if on == "phase":
+        a, b = np.angle(est * np.conj(ref)) + np.angle(ref), np.angle(ref)
+    elif on == "amplitude":
+        a, b = np.abs(est), np.abs(ref)
+    taper = [min(int(cfg["taper_px"]), n // 4) for n in a.shape]
+    w = al.tukey_window(a.shape, taper)
+    a = (a - a.mean()) * w
+    b = (b - b.mean()) * w
+    radii, curve, n = frcmod.frc(a, b, real=fc["numerator"] == "real")
+    freq = frcmod.ring_frequencies(radii, a.shape)
+    res = {}
+    for name in fc["thresholds"]:
+        t = frcmod.threshold_curve(str(name), n)
+        res[str(name)] = frcmod.resolution(curve, t, pixel, freq=freq).as_dict()
+    primary = fc["primary"]
+    if primary == "auto":
+        primary = "half_bit" if mode == "pair" else "0.5"
+    if primary not in res:
+        t = frcmod.threshold_curve(primary, n)
+        res[primary] = frcmod.resolution(curve, t, pixel, freq=freq).as_dict()
+    block = {
+        "computed_on": on,
+        "numerator": fc["numerator"],
+        "taper_px": taper,
+        "primary": primary,
+        "resolution_convention": frcmod.CONVENTION,
+        "resolution": res,
+        "frequency_cycles_per_px": freq,
+        "curve": curve,
+        "n_per_ring": n,
+    }
+    return block
+
+
+def evaluate(
+    result: ObjectData | np.ndarray,
+    reference: ObjectData | np.ndarray,
+    config: dict | None = None,
+    *,
+    mode: str = "truth",
+    return_arrays: bool = False,
+):
+    """Compare ``result`` with ``reference`` (ground truth or a second reconstruction).
+
+    Args:
+        result, reference: :class:`ObjectData` or complex arrays.
+        config: the evaluate configuration (``load_config(..., "evaluate")``); None uses
+            the schema defaults.
+        mode: ``"truth"`` or ``"pair"`` (see the module docstring).
+        return_arrays: also return the aligned arrays and FRC data for figures.
+
+    Returns:
+        The metrics dict (JSON-ready: plain Python types, non-finite values as None), or
+        ``(metrics, arrays)`` with ``return_arrays``.
+    """
+    cfg = _default_config() if config is None else config
+    res = result if isinstance(result, ObjectData) else ObjectData(to_numpy(result))
+    ref = reference if isinstance(reference, ObjectData) else ObjectData(to_numpy(reference))
+    if mode not in ("truth", "pair"):
+        raise ValueError("mode must be 'truth' or 'pair'")
+    kind = _kind(res, ref, cfg["kind"])
+    e0 = np.asarray(res.object, dtype=np.complex128)
+    r0 = np.asarray(ref.object, dtype=np.complex128)
+    est = _prepare(e0, kind)
+    tru = _prepare(r0, kind)
+    if est.shape != tru.shape:
+        raise DataError(
+            f"shape mismatch: result object {e0.shape} vs reference {r0.shape} "
+            f"(compared as {kind}: {est.shape} vs {tru.shape})"
+        )
+    pixel = cfg.get("pixel_size") or res.pixel_size or ref.pixel_size
+    acfg = cfg["align"]
+    twin_check = acfg["twin"] is True or (acfg["twin"] == "auto" and kind == "volume")
+    if acfg["enabled"]:
+        aligned, info = al.align(
+            est,
+            tru,
+            global_phase=acfg["global_phase"],
+            scale=acfg["scale"],
+            ramp=acfg["ramp"],
+            register=acfg["register"],
+            twin_check=twin_check,
+            upsample=int(acfg["upsample"]),
+        )
+    else:
+        aligned, info = est, {"enabled": False}
+    # Edges: crop_px, and at least the pixels the registration shift moved in (plus 2 for
+    # the ringing of the circular Fourier shift).
+    auto = [int(math.ceil(abs(v))) + 2 if v else 0 for v in info.get("shift_px", [])]
+    margin = [max(int(cfg["crop_px"]), a) for a in auto] or [int(cfg["crop_px"])] * est.ndim
+    if any(n - 2 * m < 11 for n, m in zip(aligned.shape, margin, strict=True)):
+        raise DataError(
+            f"cropping {margin} px per side leaves too little of an object of shape {est.shape}"
+        )
+    ec = al.crop(aligned, margin)
+    rc = al.crop(tru, margin)
+    metrics: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "mode": mode,
+        "kind": kind,
+        "result": res.path or None,
+        "reference": ref.path or None,
+        "result_dataset": res.dataset or None,
+        "reference_dataset": ref.dataset or None,
+        "shape": list(est.shape),
+        "evaluated_shape": list(ec.shape),
+        "crop_px": margin,  # per axis, applied after alignment
+        "pixel_size_m": pixel,
+        "alignment": info,
+    }
+    metrics.update(_image_metrics(ec, rc, cfg))
+    metrics["frc"] = _frc_block(ec, rc, cfg, pixel, mode)
+    if kind == "slices" and e0.ndim == 3 and e0.shape == r0.shape and e0.shape[0] > 1:
+        per = []
+        shift = info.get("shift_px", [0.0, 0.0])
+        for s in range(e0.shape[0]):
+            xs = al.fourier_shift(e0[s], shift) if acfg["enabled"] else e0[s]
+            if acfg["enabled"]:
+                xs, _ = al.align(
+                    xs,
+                    r0[s],
+                    register=False,
+                    scale=acfg["scale"],
+                    ramp=acfg["ramp"],
+                    upsample=int(acfg["upsample"]),
+                )
+            xs = al.crop(xs, margin)
+            rs = al.crop(r0[s], margin)
+            im = _image_metrics(xs, rs, cfg)
+            per.append(
+                {
+                    "index": s,
+                    "nrmse": im["nrmse"],
+                    "amplitude_ssim": im["amplitude"]["ssim"],
+                    "phase_ssim": im["phase"]["ssim"],
+                    "phase_rmse_rad": im["phase"]["rmse_rad"],
+                }
+            )
+        metrics["slices"] = per
+    if res.loss_history:
+        metrics["loss"] = {
+            k: {"final": float(v[-1]), "min": float(np.min(v)), "n": int(v.size)}
+            for k, v in res.loss_history.items()
+        }
+    metrics = _finite(metrics)
+    if not return_arrays:
+        return metrics
+    arrays = {
+        "est": ec,
+        "ref": rc,
+        "loss_history": res.loss_history,
+        "loss_history_ref": ref.loss_history if mode == "pair" else {},
+    }
+    return metrics, arrays
+
+
+def _default_config() -> dict:
+    from xrayflow.config import load_config  # noqa: PLC0415
+
+    return load_config({}, "evaluate")
+
+
+def write_json(path: str | os.PathLike, metrics: dict) -> Path:
+    """Write ``metrics`` as indented JSON, atomically (no NaN/Infinity tokens)."""
+    from xrayflow.io.atomic import atomic_write_text  # noqa: PLC0415
+
+    text = json.dumps(_finite(metrics), indent=2, allow_nan=False, default=str) + "\n"
+    atomic_write_text(path, text)
+    return Path(path)
+
+
+def evaluate_files(
+    result_path: str | os.PathLike,
+    reference_path: str | os.PathLike,
+    out: str | os.PathLike,
+    config: dict | None = None,
+    *,
+    mode: str = "truth",
+    figures: str | os.PathLike | None = None,
+) -> dict:
+    """Read both files, :func:`evaluate`, write ``out`` (JSON) and optional figures."""
+    cfg = _default_config() if config is None else config
+    res = read_object(result_path, "result")
+    ref = read_object(reference_path, "truth" if mode == "truth" else "result")
+    metrics, arrays = evaluate(res, ref, cfg, mode=mode, return_arrays=True)
+    try:
+        from xrayflow.provenance import provenance  # noqa: PLC0415
+
+        metrics["provenance"] = _finite(provenance(cfg))
+    except Exception:  # noqa: BLE001 - provenance is optional decoration
+        metrics["provenance"] = None
+    metrics["config"] = _finite(cfg)
+    if figures is not None:
+        from xrayflow.evaluate.figures import write_figures  # noqa: PLC0415
+
+        metrics["figures"] = [str(p) for p in write_figures(figures, metrics, arrays, cfg)]
+    write_json(out, metrics)
+    return metrics
