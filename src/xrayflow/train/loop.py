@@ -1,0 +1,603 @@
+"""Training loop: deterministic, resumable, data-parallel, with early stopping.
+
+* Seeds: ``torch.manual_seed``, ``numpy.random.seed`` and ``random.seed`` from ``seed``;
+  ``torch.use_deterministic_algorithms(True)`` (``warn_only`` on CUDA, where a few backward
+  kernels have no deterministic variant). The data order is a function of (seed, epoch)
+  (see :mod:`xrayflow.train.shards`), never of the rank count.
+* Loss: per-sample losses are summed and divided by the **global** batch size; gradients are
+  SUM-all-reduced over ranks, so W ranks with ``global_batch / W`` samples each compute the
+  same step as 1 rank.
+* Checkpoints (``<out>.ckpt``, atomic) every ``checkpoint_every`` steps and at each epoch end
+  hold model, optimizer, scheduler, RNG states, epoch, batch-in-epoch, partial epoch sums and
+  early-stopping state; ``resume=True`` continues to bit-identical weights.
+* Metrics: one JSON line per epoch in ``<out>.metrics.jsonl``; progress lines on stderr.
+* Model file (``out``): ``{"format", "state_dict", "config_json", "provenance_json", ...}``,
+  loadable with ``torch.load(weights_only=True)`` (:func:`load_model`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xrayflow.errors import ConfigError, DataError
+from xrayflow.io.atomic import atomic_path
+from xrayflow.train import distributed as D
+from xrayflow.train.networks import build_network, count_parameters
+from xrayflow.train.shards import ShardDataset, list_shards, shard_extras, shard_info
+
+MODEL_FORMAT = "xrayflow-model"
+
+__all__ = ["MODEL_FORMAT", "load_model", "losses", "save_model", "set_determinism", "train"]
+
+
+# ----------------------------------------------------------------------------- utilities
+def set_determinism(seed: int, deterministic: bool = True, cuda: bool = False) -> None:
+    """Seed torch, numpy and random; switch torch to deterministic algorithms."""
+    if cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - global state used by third-party code
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=cuda)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def _provenance(config: dict, seed) -> dict:
+    try:
+        from xrayflow.provenance import provenance  # noqa: PLC0415
+
+        return provenance(config, seed)
+    except Exception:  # pragma: no cover - helper C's module not available
+        import platform  # noqa: PLC0415
+
+        import xrayflow  # noqa: PLC0415
+
+        return {
+            "xrayflow": xrayflow.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "seed": seed,
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": " ".join(sys.argv),
+        }
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def _atomic_torch_save(obj, path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- model files
+def save_model(
+    path, model: torch.nn.Module, config: dict, provenance: dict, meta: dict | None = None
+) -> Path:
+    """Write weights + config + provenance (JSON strings), loadable with weights_only=True."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    obj = {
+        "format": MODEL_FORMAT,
+        "format_version": 1,
+        "state_dict": state,
+        "config_json": json.dumps(_jsonable(config)),
+        "provenance_json": json.dumps(_jsonable(provenance)),
+        "meta_json": json.dumps(_jsonable(meta or {})),
+    }
+    _atomic_torch_save(obj, path)
+    return Path(path)
+
+
+def load_model(path, device="cpu") -> tuple[torch.nn.Module, dict, dict, dict]:
+    """Load a model file with ``weights_only=True``.
+
+    Returns (model in eval mode, config, provenance, meta).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{str(p)!r}: model file does not exist")
+    try:
+        obj = torch.load(p, map_location=device, weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{str(p)!r}: not a loadable xrayflow model file: {exc}") from None
+    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
+        raise DataError(f"{str(p)!r}: not an xrayflow model file")
+    config = json.loads(obj["config_json"])
+    meta = json.loads(obj["meta_json"])
+    model = build_network(config["network"], meta["input_size"], meta.get("output_size"))
+    model.load_state_dict(obj["state_dict"])
+    model.to(device).eval()
+    return model, config, json.loads(obj["provenance_json"]), meta
+
+
+# ----------------------------------------------------------------------------- losses
+def _err(a, b, kind):
+    d = a - b
+    return d * d if kind == "mse" else d.abs()
+
+
+def _far_field_2d(amp, phase, probe):
+    obj = torch.polar(amp, phase)
+    psi = probe * obj
+    return torch.fft.fftshift(torch.fft.fft2(psi, norm="ortho"), dim=(-2, -1)).abs()
+
+
+def _far_field_3d(support, phase, n_in):
+    rho = torch.polar(support, phase)
+    m = rho.shape[-1]
+    pad = n_in - m
+    if pad:
+        lo = pad // 2
+        rho = torch.nn.functional.pad(rho, (lo, pad - lo) * 3)
+    return torch.fft.fftshift(
+        torch.fft.fftn(rho, dim=(-3, -2, -1), norm="ortho"), dim=(-3, -2, -1)
+    ).abs()
+
+
+def losses(kind: str, out: dict, batch: dict, loss_cfg: dict, probe=None) -> dict:
+    """Per-sample loss terms (each a (B,) tensor) and their weighted ``total``.
+
+    Supervised terms compare with the targets (phase of 3D crystals only inside the true
+    support). The unsupervised ``far_field`` term compares the predicted object's far field
+    (torch.fft, norm="ortho", centred; 2D: probe × object, absolute photon scale; 3D: object
+    zero-padded to the pattern size, least-squares scale fitted per sample) with the measured
+    amplitude sqrt(counts) = ``batch["input"]``.
+    """
+    mode = loss_cfg.get("mode", "supervised")
+    metric = loss_cfg.get("kind", "mse")
+    w = {
+        "amplitude": 1.0,
+        "phase": 1.0,
+        "support": 1.0,
+        "far_field": 1.0,
+        **loss_cfg.get("weights", {}),
+    }
+    terms: dict[str, torch.Tensor] = {}
+    dims = tuple(range(1, out["phase"].dim()))
+    if mode in ("supervised", "both"):
+        if kind == "ptycho2d":
+            terms["amplitude"] = _err(out["amplitude"], batch["amplitude"], metric).mean(dims)
+            terms["phase"] = _err(out["phase"], batch["phase"], metric).mean(dims)
+        else:
+            s = batch["support"]
+            terms["support"] = _err(out["support"], s, metric).mean(dims)
+            terms["phase"] = (_err(out["phase"], batch["phase"], metric) * s).sum(dims) / (
+                s.sum(dims).clamp_min(1.0)
+            )
+    if mode in ("unsupervised", "both"):
+        meas = batch["input"]
+        if kind == "ptycho2d":
+            if probe is None:
+                raise DataError("unsupervised 2D loss needs the probe (dataset 'probe' in shards)")
+            pred = _far_field_2d(out["amplitude"], out["phase"], probe)
+            norm = meas.pow(2).mean(dims).clamp_min(1e-12)
+            terms["far_field"] = (pred - meas).pow(2).mean(dims) / norm
+        else:
+            pred = _far_field_3d(out["support"], out["phase"], meas.shape[-1])
+            sdims = tuple(range(1, pred.dim()))
+            scale = (pred * meas).sum(sdims) / pred.pow(2).sum(sdims).clamp_min(1e-12)
+            shape = (-1,) + (1,) * len(sdims)
+            norm = meas.pow(2).mean(sdims).clamp_min(1e-12)
+            terms["far_field"] = (scale.view(shape) * pred - meas).pow(2).mean(sdims) / norm
+    if not terms:
+        raise ConfigError(f"train.training.loss.mode: unknown {mode!r}")
+    terms["total"] = sum(w[k] * v for k, v in terms.items())
+    return terms
+
+
+# ----------------------------------------------------------------------------- schedule
+def _make_scheduler(opt, sched_cfg: dict, total_steps: int, steps_per_epoch: int):
+    kind = sched_cfg.get("kind", "constant")
+    warm = int(sched_cfg.get("warmup_steps", 0))
+    min_f = float(sched_cfg.get("min_lr_fraction", 0.0))
+
+    if kind == "constant":
+
+        def f(step):
+            return min(1.0, (step + 1) / warm) if warm else 1.0
+    elif kind == "cosine":
+
+        def f(step):
+            if warm and step < warm:
+                return (step + 1) / warm
+            t = min(1.0, (step - warm) / max(1, total_steps - warm))
+            return min_f + (1 - min_f) * 0.5 * (1 + math.cos(math.pi * t))
+    elif kind == "step":
+        every = max(1, int(sched_cfg.get("step_epochs", 10))) * max(1, steps_per_epoch)
+        gamma = float(sched_cfg.get("gamma", 0.5))
+
+        def f(step):
+            w = min(1.0, (step + 1) / warm) if warm else 1.0
+            return w * gamma ** (step // every)
+    else:
+        raise ConfigError(f"train.training.schedule.kind: unknown {kind!r}")
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def _make_optimizer(params, tcfg: dict):
+    name = tcfg.get("optimizer", "adam")
+    lr = float(tcfg.get("lr", 1e-3))
+    wd = float(tcfg.get("weight_decay", 0.0))
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=float(tcfg.get("momentum", 0.9)), weight_decay=wd
+        )
+    raise ConfigError(f"train.training.optimizer: unknown {name!r} (adam | adamw | sgd)")
+
+
+def _np_rng_state() -> str:
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    return json.dumps([name, keys.tolist(), int(pos), int(has_gauss), float(cached)])
+
+
+def _set_np_rng_state(s: str) -> None:
+    name, keys, pos, has_gauss, cached = json.loads(s)
+    state = (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached)
+    np.random.set_state(state)  # noqa: NPY002
+
+
+# ----------------------------------------------------------------------------- training
+def _data_kind(info: dict) -> str:
+    k = info["attrs"].get("kind", "")
+    if k in ("ptycho2d", "bragg_cdi3d"):
+        return k
+    return "ptycho2d" if len(info["input_shape"]) == 2 else "bragg_cdi3d"
+
+
+def train(config: dict, data, out, resume: bool = False, log=None) -> dict:
+    """Train (see :func:`_train`); under several MPI ranks an error on one rank aborts all."""
+    rank, size, _ = D.env_rank_size()
+    try:
+        return _train(config, data, out, resume, log)
+    except BaseException as exc:
+        if size > 1:
+            D.abort_all(exc, rank)
+        raise
+
+
+def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
+    """Train a network on shards ``data`` and write the model file ``out``.
+
+    Args:
+        config: validated ``train`` config (sections ``network``, ``training``, ``seed``).
+        data: shard directory, manifest, file or list (see ``shards.list_shards``).
+        out: model file path; the checkpoint is ``<out>.ckpt``, metrics ``<out>.metrics.jsonl``.
+        resume: continue from ``<out>.ckpt`` (same config required).
+        log: callable for progress lines (default: print to stderr on rank 0).
+
+    Returns:
+        summary dict (finished, epochs, steps, best_val_loss, stopped_early, samples_per_s,
+        time_s, ranks, parameters) plus "model": the trained module (best weights restored).
+    """
+    tcfg = config["training"]
+    seed = int(config.get("seed", 0))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out.with_name(out.name + ".ckpt")
+    metrics_path = out.with_name(out.name + ".metrics.jsonl")
+
+    info = D.init_distributed(tcfg.get("device", "auto"))
+    if log is None:
+
+        def log(msg):
+            if info.is_main:
+                print(msg, file=sys.stderr, flush=True)
+
+    threads = int(tcfg.get("threads", 0))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    set_determinism(seed, bool(tcfg.get("deterministic", True)), info.device.type == "cuda")
+
+    shards = list_shards(data)
+    sinfo = shard_info(shards[0])
+    kind = _data_kind(sinfo)
+    net_cfg = dict(config["network"])
+    want = {"ptycho2d": "ptycho2d", "bragg_cdi3d": "cdi3d"}[kind]
+    if net_cfg.get("kind", "auto") == "auto":
+        net_cfg["kind"] = want
+    if net_cfg["kind"] != want:
+        raise ConfigError(f"train.network.kind: {net_cfg['kind']!r} does not fit {kind} shards")
+    config = {**config, "network": net_cfg}
+    in_size = sinfo["input_shape"][-1]
+    tgt_shape = next(iter(sinfo["target_shapes"].values()))
+    out_size = tgt_shape[-1]
+
+    G = int(tcfg.get("global_batch", 32))
+    if G % info.world_size:
+        raise ConfigError(
+            f"train.training.global_batch: {G} is not divisible by the {info.world_size} ranks"
+        )
+    common = dict(
+        val_fraction=float(tcfg.get("val_fraction", 0.1)),
+        split_seed=int(tcfg.get("split_seed", 0)),
+        seed=seed,
+        shuffle_buffer=int(tcfg.get("shuffle_buffer", 1024)),
+        global_batch=G,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    train_ds = ShardDataset(shards, split="train", shuffle=True, **common)
+    val_ds = ShardDataset(shards, split="val", shuffle=False, **common)
+    steps_per_epoch = train_ds.n_global_batches()
+    if steps_per_epoch == 0:
+        raise DataError(
+            f"{data}: {train_ds.n_split} training samples, fewer than one global batch of {G}"
+        )
+    epochs = int(tcfg.get("epochs", 10))
+    total_steps = epochs * steps_per_epoch
+
+    torch.manual_seed(seed)
+    model = build_network(net_cfg, in_size, out_size).to(info.device)
+    D.broadcast_parameters(model, info)
+    opt = _make_optimizer(model.parameters(), tcfg)
+    sched = _make_scheduler(opt, tcfg.get("schedule", {}), total_steps, steps_per_epoch)
+    loss_cfg = tcfg.get("loss", {})
+    probe = None
+    if loss_cfg.get("mode", "supervised") != "supervised" and kind == "ptycho2d":
+        p = shard_extras(shards[0], "probe")
+        if p is None:
+            raise DataError(f"{shards[0]}: unsupervised loss needs dataset 'probe'")
+        probe = torch.as_tensor(np.asarray(p, dtype=np.complex64), device=info.device)
+
+    es = tcfg.get("early_stopping", {})
+    patience = int(es.get("patience", 0))
+    min_delta = float(es.get("min_delta", 0.0))
+    state = {
+        "epoch": 0,
+        "batch": 0,
+        "step": 0,
+        "loss_sum": 0.0,
+        "seen": 0,
+        "best_val": math.inf,
+        "bad_epochs": 0,
+        "stopped_early": False,
+    }
+    best_state = None
+    fingerprint = json.dumps(
+        _jsonable(
+            {
+                "network": net_cfg,
+                "seed": seed,
+                "training": {
+                    k: v
+                    for k, v in tcfg.items()
+                    if k
+                    not in (
+                        "epochs",
+                        "max_steps",
+                        "checkpoint_every",
+                        "log_every",
+                        "num_workers",
+                        "early_stopping",
+                        "device",
+                        "threads",
+                    )
+                },
+            }
+        ),
+        sort_keys=True,
+    )
+
+    if resume:
+        if not ckpt_path.is_file():
+            raise DataError(f"{str(ckpt_path)!r}: no checkpoint to resume from")
+        ck = torch.load(ckpt_path, map_location=info.device, weights_only=True)
+        if ck.get("fingerprint") != fingerprint:
+            raise ConfigError(
+                "train: --resume with a configuration that differs from the checkpoint's "
+                "(network, seed or training settings other than epochs/max_steps/"
+                "checkpoint_every/early_stopping)"
+            )
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        state.update(json.loads(ck["state_json"]))
+        best_state = ck.get("best_model")
+        torch.set_rng_state(ck["torch_rng"].cpu())
+        _set_np_rng_state(ck["numpy_rng"])
+        pv, pkeys, pg = json.loads(ck["python_rng"])
+        random.setstate((pv, tuple(pkeys), pg))
+        if info.device.type == "cuda" and "cuda_rng" in ck:
+            torch.cuda.set_rng_state(ck["cuda_rng"].cpu())
+        if info.is_main and metrics_path.exists():
+            keep = [
+                ln
+                for ln in metrics_path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["epoch"] < state["epoch"]
+            ]
+            metrics_path.write_text("".join(ln + "\n" for ln in keep))
+        log(
+            f"resumed from {ckpt_path} at epoch {state['epoch']} batch {state['batch']} "
+            f"(step {state['step']})"
+        )
+    elif info.is_main and metrics_path.exists():
+        metrics_path.unlink()
+
+    def save_ckpt():
+        if not info.is_main:
+            return
+        py = random.getstate()
+        obj = {
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "state_json": json.dumps(state),
+            "best_model": best_state,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": _np_rng_state(),
+            "python_rng": json.dumps([py[0], list(py[1]), py[2]]),
+            "fingerprint": fingerprint,
+        }
+        if info.device.type == "cuda":
+            obj["cuda_rng"] = torch.cuda.get_rng_state()
+        _atomic_torch_save(obj, ckpt_path)
+
+    log(
+        f"training {net_cfg['kind']} ({count_parameters(model):,} parameters) on "
+        f"{train_ds.n_split} samples ({val_ds.n_split} held out), {info.world_size} rank(s), "
+        f"global batch {G}, {steps_per_epoch} steps/epoch, device {info.device}"
+    )
+    ck_every = int(tcfg.get("checkpoint_every", 0))
+    max_steps = int(tcfg.get("max_steps", 0))
+    log_every = int(tcfg.get("log_every", 50))
+    nw = int(tcfg.get("num_workers", 0))
+    finished = True
+    t_start = time.perf_counter()
+    rate = 0.0
+
+    def to_dev(batch):
+        return {k: v.to(info.device, non_blocking=True) for k, v in batch.items() if k != "sid"}
+
+    while state["epoch"] < epochs and not state["stopped_early"]:
+        ep = state["epoch"]
+        train_ds.set_epoch(ep)
+        train_ds.set_start_batch(state["batch"])
+        loader = torch.utils.data.DataLoader(
+            train_ds, batch_size=train_ds.local_batch, num_workers=nw
+        )
+        model.train()
+        t0 = time.perf_counter()
+        n0 = state["seen"]
+        interrupted = False
+        for batch in loader:
+            b = to_dev(batch)
+            outp = model(b["input"])
+            terms = losses(kind, outp, b, loss_cfg, probe)
+            loss = terms["total"].sum() / G
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            D.allreduce_gradients(model, info)
+            clip = float(tcfg.get("grad_clip", 0.0))
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            sched.step()
+            gl = D.allreduce_sum([float(terms["total"].detach().sum())], info)[0]
+            state["loss_sum"] += gl
+            state["seen"] += G
+            state["batch"] += 1
+            state["step"] += 1
+            dt = time.perf_counter() - t0
+            rate = (state["seen"] - n0) / max(dt, 1e-9)
+            if log_every and state["step"] % log_every == 0:
+                log(
+                    f"epoch {ep} step {state['step']} loss {gl / G:.5g} "
+                    f"lr {opt.param_groups[0]['lr']:.3g} {rate:.1f} samples/s"
+                )
+            if ck_every and state["step"] % ck_every == 0:
+                save_ckpt()
+            if max_steps and state["step"] >= max_steps:
+                interrupted = True
+                break
+        if interrupted and state["batch"] < steps_per_epoch:
+            save_ckpt()
+            finished = False
+            log(
+                f"stopped at max_steps={max_steps} (epoch {ep}, batch {state['batch']}); "
+                f"continue with --resume"
+            )
+            break
+        # ---- end of epoch: validation, early stopping, metrics
+        val = _validate(model, val_ds, kind, loss_cfg, probe, info, to_dev)
+        train_loss = state["loss_sum"] / max(state["seen"], 1)
+        improved = val is not None and val < state["best_val"] - min_delta
+        if val is not None:
+            if improved:
+                state["best_val"] = val
+                state["bad_epochs"] = 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                state["bad_epochs"] += 1
+                if patience and state["bad_epochs"] >= patience:
+                    state["stopped_early"] = True
+        rec = {
+            "epoch": ep,
+            "step": state["step"],
+            "train_loss": train_loss,
+            "val_loss": val,
+            "best_val_loss": None if math.isinf(state["best_val"]) else state["best_val"],
+            "lr": opt.param_groups[0]["lr"],
+            "samples_per_s": rate,
+            "epoch_time_s": time.perf_counter() - t0,
+            "ranks": info.world_size,
+        }
+        if info.is_main:
+            with open(metrics_path, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        log(
+            f"epoch {ep} done: train {train_loss:.5g} val {val if val is None else f'{val:.5g}'}"
+            f" {rate:.1f} samples/s" + (" (early stop)" if state["stopped_early"] else "")
+        )
+        state.update(epoch=ep + 1, batch=0, loss_sum=0.0, seen=0)
+        save_ckpt()
+        if max_steps and state["step"] >= max_steps and state["epoch"] < epochs:
+            finished = False
+            break
+
+    summary = {
+        "finished": finished,
+        "epochs": state["epoch"],
+        "steps": state["step"],
+        "best_val_loss": None if math.isinf(state["best_val"]) else state["best_val"],
+        "stopped_early": state["stopped_early"],
+        "samples_per_s": rate,
+        "time_s": time.perf_counter() - t_start,
+        "ranks": info.world_size,
+        "parameters": count_parameters(model),
+    }
+    if finished:
+        if tcfg.get("restore_best", True) and best_state is not None:
+            model.load_state_dict(best_state)
+        meta = {
+            "input_size": in_size,
+            "output_size": out_size,
+            "data_kind": kind,
+            "data_attrs": {
+                k: v for k, v in sinfo["attrs"].items() if k not in ("config", "provenance")
+            },
+            "summary": summary,
+        }
+        if info.is_main:
+            save_model(out, model, config, _provenance(config, seed), meta)
+    D.barrier(info)
+    summary["model"] = model
+    D.shutdown(info)
+    return summary
+
+
+@torch.no_grad()
+def _validate(model, ds: ShardDataset, kind, loss_cfg, probe, info, to_dev):
+    if ds.n_split == 0:
+        return None
+    model.eval()
+    s, n = 0.0, 0
+    loader = torch.utils.data.DataLoader(ds, batch_size=max(1, ds.local_batch))
+    for batch in loader:
+        b = to_dev(batch)
+        terms = losses(kind, model(b["input"]), b, loss_cfg, probe)
+        s += float(terms["total"].sum())
+        n += len(b["input"])
+    s, n = D.allreduce_sum([s, float(n)], info)
+    model.train()
+    return s / max(n, 1)
