@@ -1,0 +1,167 @@
+"""Ptycho-tomography forward model: a 3D (δ, β) volume seen by multislice ptychography at
+a series of rotation angles.
+
+For frame ``f`` at angle ``θ_f`` and integer top-left corner ``c_f`` (y, x) in the (Y, X)
+plane::
+
+    V_θ   = rotate (δ, β) about y by θ            # ad.rotate_volume, axes (z, x), bilinear
+    t_s   = exp(-i k vz Σ_{z in slab s} (δ - iβ))  # S slabs along the beam z (as simulate)
+    ψ     = multislice(P, t, c_f, H)               # ad.multislice_object, H_s: slab spacing
+    I_f   = Σ_m |F ψ_m|²                          # DC at (0, 0), ortho FFT
+
+Conventions match the ``ptychotomo`` simulation: volume (Z, Y, X), voxels ``vz`` cubes,
+slab edges ``linspace(0, Z, S + 1).round()``, rotation as ``scipy.ndimage.rotate(vol,
+degrees(θ), axes=(0, 2))``, frames angle-major. Gradients come from :mod:`xrayflow.ad`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xrayflow import ad
+from xrayflow.backend import get_backend
+from xrayflow.errors import PhysicsError
+from xrayflow.models.ptychography import intensity_loss
+from xrayflow.optics.propagation import transfer_function
+
+
+class TomoModel:
+    """Differentiable ptycho-tomography model.
+
+    Args:
+        volume_shape: (Z, Y, X) voxels; the beam runs along z, rotation is about y.
+        voxel_size: voxel edge, m.
+        wavelength: m.
+        frame_shape: (n, n) probe window / detector frame.
+        corners: (F, 2) integer top-left corners (y, x) of each frame's window, voxels.
+        angles: (F,) rotation angle of each frame, rad.
+        n_slices: S slabs along z (multislice); 1 = projection approximation.
+        propagator: ``"fresnel"`` or ``"angular_spectrum"`` between slabs.
+        loss, eps, mask: data term, see :func:`xrayflow.models.ptychography.intensity_loss`.
+        backend: :class:`xrayflow.backend.Backend` (default CPU, single precision).
+        reversible: memory-light multislice backward (:func:`xrayflow.ad.multislice`).
+    """
+
+    def __init__(
+        self,
+        volume_shape,
+        voxel_size,
+        wavelength,
+        frame_shape,
+        corners,
+        angles,
+        n_slices=1,
+        propagator="fresnel",
+        loss="gaussian",
+        eps=1e-6,
+        mask=None,
+        backend=None,
+        reversible=True,
+    ):
+        self.backend = backend if backend is not None else get_backend("cpu")
+        xp = self.backend.xp
+        self.volume_shape = tuple(int(v) for v in volume_shape)
+        self.frame_shape = tuple(int(v) for v in frame_shape)
+        Z, Y, X = self.volume_shape
+        S = int(n_slices)
+        if not 1 <= S <= Z:
+            raise PhysicsError(f"n_slices must be between 1 and Z = {Z}, got {S}")
+        self.corners = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
+        self.angles = np.asarray(angles, dtype=np.float64).ravel()
+        if self.angles.shape[0] != self.corners.shape[0]:
+            raise PhysicsError(f"{self.angles.size} angles for {self.corners.shape[0]} frames")
+        n = self.frame_shape
+        hi = self.corners.max(axis=0) + np.asarray(n) if len(self.corners) else (0, 0)
+        if len(self.corners) and (self.corners.min() < 0 or hi[0] > Y or hi[1] > X):
+            raise PhysicsError(
+                f"scan windows {n} at the corners leave the (Y, X) = ({Y}, {X}) plane of the volume"
+            )
+        self.edges = np.linspace(0, Z, S + 1).round().astype(int)
+        self.thickness = np.diff(self.edges) * float(voxel_size)  # m per slab
+        self.k_vz = 2 * np.pi / float(wavelength) * float(voxel_size)  # rad per unit δ·voxel
+        self.transfer = None
+        if S > 1:
+            self.transfer = xp.stack(
+                [
+                    transfer_function(
+                        propagator,
+                        n,
+                        voxel_size,
+                        wavelength,
+                        float(d),
+                        xp=xp,
+                        dtype=self.backend.complex_dtype,
+                    )
+                    for d in self.thickness[:-1]
+                ]
+            )
+        self.loss_kind, self.eps, self.mask = loss, float(eps), mask
+        self.reversible = reversible
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.thickness)
+
+    def transmission(self, delta, beta, angle: float):
+        """(S, Y, X) complex slab transmissions of the volume rotated by ``angle`` rad."""
+        vol = ad.stack([delta, beta])  # (2, Z, Y, X)
+        if angle != 0.0:
+            vol = ad.rotate_volume(vol, angle, axes=(1, 3))
+        e = self.edges
+        proj = ad.stack(
+            [ad.sum(vol[:, e[s] : e[s + 1]], axis=1) for s in range(len(e) - 1)], axis=1
+        )  # (2, S, Y, X): Σ over the slab's voxels
+        return ad.exp(proj[0] * (-1j * self.k_vz) + proj[1] * (-self.k_vz))
+
+    def _angle(self, frames) -> float:
+        a = np.unique(self.angles[frames])
+        if a.size != 1:
+            raise ValueError(f"a batch must share one angle, got {a.size} different angles")
+        return float(a[0])
+
+    def intensities(self, delta, beta, probe, frames):
+        """Far-field intensities (B, n, n) of ``frames`` (indices sharing one angle)."""
+        frames = np.asarray(frames, dtype=np.int64)
+        t = self.transmission(delta, beta, self._angle(frames))
+        psi = ad.multislice_object(
+            probe,
+            t,
+            self.corners[frames],
+            self.transfer,
+            backend=self.backend,
+            reversible=self.reversible,
+        )
+        return ad.far_field_intensity(psi, backend=self.backend)
+
+    def loss(self, delta, beta, probe, frames, target):
+        """Data term of ``frames``; ``target`` (B, n, n) from ``loss_target(data)``."""
+        I = self.intensities(delta, beta, probe, frames)
+        return intensity_loss(I, target, self.mask, self.loss_kind, self.eps)
+
+    def frame_blocks(self, block: int) -> list[np.ndarray]:
+        """Frames cut into blocks of at most ``block`` frames that share one angle (runs of
+        consecutive frames); boundaries independent of the number of MPI ranks."""
+        f = np.arange(self.angles.size)
+        runs = np.split(f, np.flatnonzero(np.diff(self.angles)) + 1) if f.size else []
+        return [r[i : i + block] for r in runs for i in range(0, r.size, block)]
+
+    def gradient(self, delta, beta, probe, target, blocks, comm=None, wrt=("delta", "beta")):
+        """Loss and gradients summed over ``blocks`` (from :meth:`frame_blocks`), split over
+        the ranks of ``comm`` (:func:`xrayflow.parallel.get_comm` by default) and summed
+        deterministically. ``target[frames]`` gives the targets of global frame indices (an
+        (F, n, n) array, or any object indexed that way, e.g. holding only this rank's
+        frames). Returns a dict
+        ``{"loss": float, name: gradient for name in wrt}``, identical on every rank."""
+        from xrayflow.parallel import get_comm  # noqa: PLC0415
+
+        comm = comm or get_comm()
+        names = ("delta", "beta", "probe")
+        nums = tuple(names.index(w) for w in wrt)
+        vg = ad.value_and_grad(self.loss, argnums=nums)
+
+        def partial(k):
+            f = blocks[k]
+            value, grads = vg(delta, beta, probe, f, target[f])
+            return {"loss": value, **dict(zip(wrt, grads, strict=True))}
+
+        return comm.block_sum(len(blocks), partial)

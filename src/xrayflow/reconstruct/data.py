@@ -1,0 +1,344 @@
+"""Loading measured / simulated data for reconstruction, checked against the config.
+
+Two file kinds, chosen by ``data.format`` (``auto``: by suffix):
+
+* CXI (``.cxi``/``.h5``), read with :func:`xrayflow.io.cxi.read_cxi` — positions in metres
+  (probe centre relative to the object centre), energy, detector distance and pixel size.
+* NumPy archives (``.npz`` or ``.npz.bz2``) — arrays named by ``data.keys``; geometry in
+  pixel units (``geometry.units: pixels``), patterns uncentred unless ``data.centred``.
+
+Everything is returned as a :class:`ReconData`: patterns with the zero frequency at index
+``(0, 0)`` (float32 counts), a good-pixel mask, top-left corners of the probe window on the
+object grid in (fractional) pixels, and the geometry in one unit system.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xrayflow.errors import ConfigError, DataError
+
+
+@dataclass
+class ReconData:
+    """Inputs of the reconstruction, in memory order (y, x) and DC-at-corner patterns."""
+
+    intensities: np.ndarray  # (P, ny, nx) float32
+    mask: np.ndarray  # (ny, nx) bool, True = good pixel
+    corners: np.ndarray  # (P, 2) float64, top-left corner of the window, object pixels
+    object_shape: tuple  # (Ny, Nx)
+    pixel_size: float  # object pixel (m, or 1.0 in pixel units)
+    wavelength: float | None  # m (or object pixels), None if unknown and not needed
+    distance: float | None
+    energy_ev: float | None
+    indices: np.ndarray  # indices of the used frames in the file
+    probe: np.ndarray | None = None  # (M, ny, nx) complex or None
+    slice_spacing: float | None = None
+    distances: np.ndarray | None = None  # holography: per-frame distances
+    truth: dict = field(default_factory=dict)
+    units: str = "metres"
+    positions_m: np.ndarray | None = None  # (P, 2) as read (file units)
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.intensities.shape[0])
+
+    @property
+    def frame_shape(self) -> tuple:
+        return tuple(self.intensities.shape[-2:])
+
+
+def _load_npz(path: Path) -> dict:
+    try:
+        if path.name.endswith(".bz2"):
+            with bz2.open(path, "rb") as fh:
+                raw = fh.read()
+            arc = np.load(io.BytesIO(raw), allow_pickle=False)
+        else:
+            arc = np.load(path, allow_pickle=False)
+        return {k: arc[k] for k in arc.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: cannot read NumPy archive: {exc}") from exc
+
+
+def _subset(n: int, cfg: dict) -> np.ndarray:
+    idx = np.arange(n)
+    sub = cfg["data"]["subset"]
+    if sub == "even":
+        idx = idx[0::2]
+    elif sub == "odd":
+        idx = idx[1::2]
+    mp = cfg["data"]["max_positions"]
+    if mp is not None:
+        idx = idx[:mp]
+    return idx
+
+
+def _squeeze_to(a: np.ndarray, ndim: int, what: str, path) -> np.ndarray:
+    while a.ndim > ndim and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != ndim:
+        raise DataError(f"{path}: {what} has shape {a.shape}, expected {ndim} dimensions")
+    return a
+
+
+def load_data(path, cfg: dict) -> ReconData:
+    """Read ``path`` according to the (validated) reconstruct config ``cfg``."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file {p} does not exist")
+    fmt = cfg["data"]["format"]
+    if fmt == "auto":
+        fmt = "npz" if (p.name.endswith(".npz") or p.name.endswith(".npz.bz2")) else "cxi"
+    rd = _read_npz(p, cfg) if fmt == "npz" else _read_cxi(p, cfg)
+    _finish(rd, cfg, p)
+    return rd
+
+
+def _read_npz(p: Path, cfg: dict) -> ReconData:
+    arrs = _load_npz(p)
+    keys = cfg["data"]["keys"]
+    for role in ("data", "positions"):
+        if keys[role] not in arrs:
+            raise DataError(
+                f"{p}: array {keys[role]!r} ({role}) not found; arrays present: {sorted(arrs)}"
+            )
+    data = _squeeze_to(np.asarray(arrs[keys["data"]]), 3, "data", p)
+    pos = _squeeze_to(np.asarray(arrs[keys["positions"]], dtype=np.float64), 2, "positions", p)
+    probe = None
+    if keys["probe"] in arrs:
+        probe = np.asarray(arrs[keys["probe"]])
+        while probe.ndim > 3 and probe.shape[0] == 1:
+            probe = probe[0]
+        if probe.ndim == 2:
+            probe = probe[None]
+    if pos.shape != (data.shape[0], 2):
+        raise DataError(f"{p}: {data.shape[0]} patterns but positions of shape {pos.shape}")
+    g = cfg["geometry"]
+    if g["units"] != "pixels" and g["object_pixel_size"] is None:
+        raise ConfigError(
+            "geometry.units: NumPy archives carry no geometry; set "
+            "geometry.units: pixels or geometry.object_pixel_size"
+        )
+    centred = bool(cfg["data"]["centred"]) if cfg["data"]["centred"] is not None else False
+    idx = _subset(data.shape[0], cfg)
+    data = np.asarray(data, dtype=np.float32)
+    if centred:
+        data = np.fft.ifftshift(data, axes=(-2, -1))
+    pix = 1.0 if g["units"] == "pixels" else float(g["object_pixel_size"])
+    lam = g["wavelength_px"] if g["units"] == "pixels" else _wavelength(g["energy_ev"])
+    rd = ReconData(
+        intensities=data,
+        mask=np.ones(data.shape[-2:], bool),
+        corners=pos,
+        object_shape=None,
+        pixel_size=pix,
+        wavelength=lam,
+        distance=g["distance"],
+        energy_ev=g["energy_ev"],
+        indices=idx,
+        probe=probe,
+        units=g["units"],
+        positions_m=pos,
+    )
+    # positions are in pixel units (or metres if object_pixel_size given with units metres)
+    rd.corners = pos / (1.0 if g["units"] == "pixels" else pix)
+    return rd
+
+
+def _wavelength(energy_ev):
+    if energy_ev is None:
+        return None
+    from xrayflow.optics.constants import wavelength  # noqa: PLC0415
+
+    return float(wavelength(energy_ev))
+
+
+def _read_cxi(p: Path, cfg: dict) -> ReconData:
+    try:
+        from xrayflow.io.cxi import read_cxi  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - C's module missing
+        raise DataError(f"cannot read CXI files: {exc}") from exc
+    try:
+        dd = read_cxi(p)
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read as CXI/HDF5: {exc}") from exc
+    g = cfg["geometry"]
+    data = np.asarray(dd.data, dtype=np.float32)
+    if data.ndim != 3:
+        raise DataError(f"{p}: patterns have shape {data.shape}, expected (P, ny, nx)")
+    centred = cfg["data"]["centred"]
+    if centred is None:
+        centred = bool(getattr(dd, "centred", True))
+    idx = _subset(data.shape[0], cfg)
+    if centred:
+        data = np.fft.ifftshift(data, axes=(-2, -1))
+    energy = g["energy_ev"] if g["energy_ev"] is not None else getattr(dd, "energy_ev", None)
+    distance = g["distance"] if g["distance"] is not None else getattr(dd, "distance", None)
+    attrs = dict(getattr(dd, "attrs", {}) or {})
+    truth = dict(getattr(dd, "truth", {}) or {})
+    mtype = cfg["model"]["type"]
+    if g["units"] == "pixels":
+        pix = 1.0
+        lam = g["wavelength_px"]
+    else:
+        if energy is None or not np.isfinite(energy) or energy <= 0:
+            raise DataError(f"{p}: photon energy is missing; set geometry.energy_ev")
+        lam = _wavelength(energy)
+        pix = g["object_pixel_size"]
+        if pix is None:
+            pix = attrs.get("object_pixel_size") or truth.get("pixel_size")
+            if pix is not None:
+                pix = float(np.asarray(pix).ravel()[0])
+        if pix is None and mtype != "holography":
+            dps = g["detector_pixel_size"]
+            if dps is None and getattr(dd, "pixel_size", None) is not None:
+                dps = float(np.asarray(dd.pixel_size).ravel()[-1])
+            if distance is None or dps is None:
+                raise DataError(
+                    f"{p}: detector distance or pixel size missing; set "
+                    "geometry.distance / geometry.detector_pixel_size or "
+                    "geometry.object_pixel_size"
+                )
+            pix = lam * float(distance) / (data.shape[-1] * float(dps))
+        if pix is None:
+            raise DataError(f"{p}: object pixel size unknown; set geometry.object_pixel_size")
+    mask = getattr(dd, "mask", None)
+    mask = np.ones(data.shape[-2:], bool) if mask is None else np.asarray(mask, bool)
+    if mask.shape != data.shape[-2:]:
+        raise DataError(f"{p}: mask shape {mask.shape} differs from patterns {data.shape[-2:]}")
+    if centred:
+        mask = np.fft.ifftshift(mask)
+    pos = getattr(dd, "positions", None)
+    if pos is None:
+        pos = np.zeros((data.shape[0], 2))
+    else:
+        pos = np.asarray(pos, np.float64)
+        if pos.shape[0] != dd.data.shape[0]:
+            raise DataError(f"{p}: {dd.data.shape[0]} patterns but {pos.shape[0]} positions")
+    probe = truth.get("probe") if cfg["init"]["probe"] in ("truth", "file") else None
+    rd = ReconData(
+        intensities=data,
+        mask=mask,
+        corners=pos / pix,
+        object_shape=None,
+        pixel_size=float(pix),
+        wavelength=lam,
+        distance=distance,
+        energy_ev=energy,
+        indices=idx,
+        probe=None if probe is None else np.asarray(probe),
+        truth=truth,
+        units=g["units"],
+        positions_m=pos,
+    )
+    ss = attrs.get("slice_spacing", truth.get("slice_spacing", truth.get("slice_thickness")))
+    if ss is not None:
+        rd.slice_spacing = float(np.asarray(ss).ravel()[0])
+    ds = g["distances"] if g["distances"] is not None else attrs.get("distances")
+    if ds is not None:
+        ds = np.asarray(ds, np.float64).ravel()
+        if ds.size == 1:
+            ds = np.full(data.shape[0], ds[0])
+        elif ds.size != dd.data.shape[0]:
+            raise DataError(f"{p}: {ds.size} holography distances for {dd.data.shape[0]} frames")
+        rd.distances = ds
+    osh = attrs.get("object_shape")
+    if osh is None and "object" in truth:
+        osh = np.asarray(truth["object"]).shape[-2:]
+    if osh is not None:
+        rd.object_shape = tuple(int(v) for v in np.asarray(osh).ravel()[-2:])
+    return rd
+
+
+def _finish(rd: ReconData, cfg: dict, p) -> None:
+    """Positions -> window corners on the object grid (from all frames, so that subsets
+    share one grid); then keep the frames of ``rd.indices``; consistency checks."""
+    g, m = cfg["geometry"], cfg["model"]
+    data = rd.intensities
+    if not np.all(np.isfinite(data)):
+        raise DataError(f"{p}: patterns contain NaN or infinite values")
+    if (data < 0).any():
+        raise DataError(f"{p}: patterns contain negative counts")
+    if data.shape[-1] != data.shape[-2] and m["type"] != "holography":
+        raise DataError(f"{p}: patterns must be square, got {data.shape[-2:]}")
+    if rd.probe is not None:
+        pr = np.asarray(rd.probe)
+        if pr.ndim == 2:
+            pr = pr[None]
+        if pr.shape[-2:] != data.shape[-2:]:
+            raise DataError(
+                f"{p}: probe shape {pr.shape[-2:]} differs from the detector "
+                f"shape {data.shape[-2:]}"
+            )
+        rd.probe = pr
+    sat = cfg["data"]["mask_saturated_above"]
+    if sat is not None:
+        rd.mask = rd.mask & ~(data >= sat).any(axis=0)
+    c = np.asarray(rd.corners, np.float64)
+    if g["flip_positions"]:
+        c = c[:, ::-1]
+    n = np.asarray(data.shape[-2:], np.float64)
+    margin = m["object_margin_px"]
+    osh = m["object_shape"] if m["object_shape"] is not None else rd.object_shape
+    if m["type"] == "holography":
+        if osh is None:
+            osh = tuple(int(v) for v in data.shape[-2:])
+        rd.object_shape = tuple(int(v) for v in osh)
+        rd.corners = (
+            np.zeros((data.shape[0], 2))
+            if g["position_reference"] == "centre" and not np.any(c)
+            else c
+        )
+        if tuple(rd.object_shape) != tuple(data.shape[-2:]):
+            raise DataError(
+                f"{p}: holography needs the object grid {rd.object_shape} to "
+                f"equal the detector shape {data.shape[-2:]}"
+            )
+        _take(rd)
+        return
+    if g["position_reference"] == "centre":
+        if osh is None:
+            # centre-relative: corner = centre + pos - n/2, with the grid sized to fit
+            span = c.max(axis=0) - c.min(axis=0)
+            osh = tuple(
+                int(2 * np.ceil((s + n_ + 2 * margin) / 2)) for s, n_ in zip(span, n, strict=True)
+            )
+            mid = (c.max(axis=0) + c.min(axis=0)) / 2
+            c = c - mid
+        corners = (np.asarray(osh) // 2 - n.astype(int) // 2) + c  # as scans.positions_to_pixels
+    else:
+        corners = c
+        if osh is None:
+            corners = corners - corners.min(axis=0) + margin
+            osh = tuple(
+                int(np.ceil(v)) + int(n_) + margin
+                for v, n_ in zip(corners.max(axis=0), n, strict=True)
+            )
+    osh = tuple(int(v) for v in osh)
+    lo = np.floor(corners).min(axis=0)
+    hi = (np.floor(corners) + n).max(axis=0)
+    if (lo < 0).any() or hi[0] > osh[0] or hi[1] > osh[1]:
+        raise DataError(
+            f"{p}: scan positions fall off the object grid {osh} (probe windows "
+            f"span rows {lo[0]:.0f}..{hi[0]:.0f}, columns {lo[1]:.0f}..{hi[1]:.0f}; "
+            "enlarge model.object_shape or fix the pixel size)"
+        )
+    rd.corners = corners
+    rd.object_shape = osh
+    _take(rd)
+
+
+def _take(rd: ReconData) -> None:
+    idx = rd.indices
+    rd.intensities = np.ascontiguousarray(rd.intensities[idx])
+    rd.corners = rd.corners[idx]
+    if rd.positions_m is not None:
+        rd.positions_m = rd.positions_m[idx]
+    if rd.distances is not None:
+        rd.distances = rd.distances[idx]

@@ -1,0 +1,531 @@
+"""The reconstruction loop: minibatch gradient descent through a differentiable model.
+
+One *iteration* is one pass over all (used) positions in minibatches (order shuffled from
+the run's RNG). Per batch: forward model + data term + regularisers, gradients by
+:mod:`xrayflow.ad`, optional preconditioning (object: illumination, probe: object power),
+an optimizer step for every parameter whose schedule is active. Position gradients are
+accumulated over the iteration and applied once at its end (Gauss-Newton-scaled, clipped,
+mean drift removed). After each iteration: NaN / divergence checks, a progress line,
+and a checkpoint every ``run.checkpoint_every`` iterations.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xrayflow import ad
+from xrayflow.backend import get_backend, to_numpy
+from xrayflow.errors import ConfigError, DataError, XrayflowError
+from xrayflow.models.holography import HolographyModel
+from xrayflow.models.ptychography import PtychoModel, loss_target, split_positions
+from xrayflow.reconstruct import checkpoint as ckpt
+from xrayflow.reconstruct.data import ReconData
+from xrayflow.reconstruct.optimizers import GradientDescent, ParamSettings, make_optimizer
+from xrayflow.reconstruct.regularizers import regularization
+
+
+class DivergenceError(XrayflowError):
+    """The loss or a parameter became NaN/inf, or the loss grew past the divergence limit."""
+
+
+@dataclass
+class Result:
+    params: dict
+    positions: np.ndarray  # (P, 2) corners, px
+    history: dict
+    iteration: int
+    stopped: bool = False
+    timings: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------- set-up
+def _physical_k_dz(cfg, data: ReconData, spacing):
+    if data.wavelength is None:
+        raise DataError(
+            "the wavelength is unknown (no energy in the data and no "
+            "geometry.energy_ev / geometry.wavelength_px); needed for "
+            f"model.type={cfg['model']['type']} with these unknowns"
+        )
+    return 2 * np.pi / data.wavelength * spacing
+
+
+def slice_spacing(cfg, data: ReconData) -> float:
+    s = cfg["model"]["slice_spacing"]
+    if s is None:
+        s = data.slice_spacing
+    if s is None:
+        if cfg["model"]["n_slices"] > 1 or cfg["model"]["object_param"] == "delta_beta":
+            raise DataError("slice spacing unknown: set model.slice_spacing")
+        s = 0.0
+    return float(s)
+
+
+def build_model(cfg, data: ReconData, backend):
+    m = cfg["model"]
+    xp = backend.xp
+    cdt = backend.complex_dtype
+    mask = None
+    if not data.mask.all():
+        mask = xp.asarray(data.mask.astype(backend.real_dtype))
+    dz = slice_spacing(cfg, data)
+    k_dz = (
+        _physical_k_dz(cfg, data, dz if dz > 0 else data.pixel_size)
+        if m["object_param"] == "delta_beta"
+        else None
+    )
+    if m["type"] == "holography":
+        from xrayflow.optics.propagation import transfer_function  # noqa: PLC0415
+
+        if data.distances is None:
+            if data.distance is None:
+                raise DataError(
+                    "holography needs propagation distances (geometry.distances "
+                    "or geometry.distance)"
+                )
+            dists = np.full(data.n_positions, float(data.distance))
+        else:
+            dists = np.asarray(data.distances, np.float64)
+        if dists.size != data.n_positions:
+            raise DataError(f"{dists.size} holography distances for {data.n_positions} frames")
+        if data.wavelength is None:
+            raise DataError("holography needs the wavelength (energy)")
+        Hs = np.stack(
+            [
+                transfer_function(
+                    m["propagator"],
+                    data.frame_shape,
+                    data.pixel_size,
+                    data.wavelength,
+                    z,
+                    check=False,
+                    dtype=cdt,
+                )
+                for z in dists
+            ]
+        )
+        return HolographyModel(
+            xp.asarray(Hs),
+            k_dz=k_dz,
+            object_param=m["object_param"],
+            loss=cfg["loss"]["type"],
+            eps=cfg["loss"]["eps"],
+            mask=mask,
+            backend=backend,
+        )
+    S = m["n_slices"]
+    transfer = None
+    if m["type"] == "ptycho2d" and S != 1:
+        raise ConfigError("model.n_slices: ptycho2d has one slice; use multislice_ptycho")
+    if S > 1:
+        from xrayflow.optics.propagation import transfer_function  # noqa: PLC0415
+
+        if data.wavelength is None:
+            raise DataError(
+                "multislice needs the wavelength: no photon energy in the data; "
+                "set geometry.energy_ev (or geometry.wavelength_px in pixel units)"
+            )
+        transfer = xp.asarray(
+            transfer_function(
+                m["propagator"], data.frame_shape, data.pixel_size, data.wavelength, dz, dtype=cdt
+            )
+        )
+    return PtychoModel(
+        data.frame_shape,
+        data.object_shape,
+        n_slices=S,
+        transfer=transfer,
+        k_dz=k_dz,
+        object_param=m["object_param"],
+        loss=cfg["loss"]["type"],
+        eps=cfg["loss"]["eps"],
+        mask=mask,
+        backend=backend,
+    )
+
+
+def initial_probe(cfg, data: ReconData, rng) -> np.ndarray:
+    n = data.frame_shape
+    ini = cfg["init"]
+    M = cfg["model"]["probe_modes"]
+    kind = ini["probe"]
+    base = None
+    if kind in ("file", "truth") and data.probe is not None:
+        base = np.asarray(data.probe, np.complex128)
+        if base.ndim == 2:
+            base = base[None]
+    if kind == "truth" and base is None:
+        raise DataError("init.probe: truth requested but the data file has no probe")
+    if base is None:
+        yy = np.fft.fftshift(np.fft.fftfreq(n[0])) * n[0]
+        xx = np.fft.fftshift(np.fft.fftfreq(n[1])) * n[1]
+        r = np.hypot(yy[:, None] / n[0], xx[None, :] / n[1])
+        w = ini["probe_width"]
+        if kind == "gaussian":
+            p = np.exp(-((r / (w / 2)) ** 2) / 2)
+        else:
+            p = (r <= w / 2).astype(np.float64)
+            # soften the edge a little
+            from scipy.ndimage import gaussian_filter  # noqa: PLC0415
+
+            p = gaussian_filter(p, 1.0)
+        base = p[None].astype(np.complex128)
+    modes = list(base[:M])
+    yy, xx = np.meshgrid(np.arange(n[0]) / n[0], np.arange(n[1]) / n[1], indexing="ij")
+    k = 0
+    while len(modes) < M:
+        k += 1
+        # weaker modes: the first mode with a few low-order phase ramps (near-orthogonal)
+        ky, kx = [(0, 1), (1, 0), (1, 1), (0, 2), (2, 0), (2, 1)][(k - 1) % 6]
+        p = modes[0] * np.exp(2j * np.pi * (ky * yy + kx * xx))
+        modes.append(p * np.sqrt(ini["mode_power"]))
+    probe = np.stack(modes)
+    if ini["probe_scale_to_data"]:
+        m = data.mask
+        target = float(np.mean(data.intensities[:, m].sum(axis=1))) / max(m.mean(), 1e-12)
+        probe *= np.sqrt(target / max(float(np.sum(np.abs(probe) ** 2)), 1e-30))
+    return probe
+
+
+def initial_object(cfg, data: ReconData, model) -> dict:
+    S = cfg["model"]["n_slices"]
+    shape = (S, *data.object_shape)
+    if cfg["init"]["object"] == "truth":
+        t = data.truth
+        if model.object_names == ("object",) and "object" in t:
+            o = np.asarray(t["object"], np.complex128)
+            return {"object": o.reshape(shape)}
+        if "delta" in t and "beta" in t:
+            return {
+                "delta": np.asarray(t["delta"]).reshape(shape),
+                "beta": np.asarray(t["beta"]).reshape(shape),
+            }
+        raise DataError("init.object: truth requested but the data file has no object truth")
+    if model.object_names == ("object",):
+        return {"object": np.ones(shape, np.complex128)}
+    return {"delta": np.zeros(shape), "beta": np.zeros(shape)}
+
+
+def _settings(cfg, names) -> dict:
+    o = cfg["optimizer"]
+    out = {}
+    for n in names:
+        pc = o[n]
+        out[n] = ParamSettings(
+            lr=pc["lr"], start=pc["start"], stop=pc["stop"], precondition=pc["precondition"]
+        )
+    return out
+
+
+def _config_core(cfg) -> dict:
+    c = copy.deepcopy(cfg)
+    c.pop("run", None)
+    c["optimizer"].pop("iterations", None)
+    return c
+
+
+# ------------------------------------------------------------------------- the loop
+class Reconstructor:
+    """Holds the model, parameters and optimizer state; :meth:`run` iterates."""
+
+    def __init__(self, cfg: dict, data: ReconData, checkpoint_path=None, log=None):
+        self.cfg = cfg
+        self.data = data
+        self.log = log if log is not None else (lambda s: print(s, file=sys.stderr, flush=True))
+        r = cfg["run"]
+        self.backend = get_backend(r["device"], r["precision"])
+        be = self.backend
+        xp = be.xp
+        self.model = build_model(cfg, data, be)
+        self.rng = np.random.default_rng(cfg["optimizer"]["seed"])
+        init_rng = np.random.default_rng(cfg["init"]["seed"])
+        self.is_holo = isinstance(self.model, HolographyModel)
+        probe = initial_probe(cfg, data, init_rng)
+        objs = initial_object(cfg, data, self.model)
+        self.params = {"probe": xp.asarray(probe.astype(be.complex_dtype))}
+        for k, v in objs.items():
+            dt = be.complex_dtype if np.iscomplexobj(v) else be.real_dtype
+            self.params[k] = xp.asarray(v.astype(dt))
+        self.positions = np.asarray(data.corners, np.float64).copy()
+        self.initial_positions = self.positions.copy()
+        self.names = [*self.model.object_names, "probe"]
+        o = cfg["optimizer"]
+        self.opt = make_optimizer(o["method"], _settings(cfg, self.names), rule=o["step_rule"])
+        pc = o["positions"]
+        self.correct_positions = bool(cfg["model"]["position_correction"]) and not self.is_holo
+        self.pos_settings = ParamSettings(lr=pc["lr"], start=pc["start"], stop=pc["stop"])
+        self.pos_opt = GradientDescent({"positions": self.pos_settings}, rule="fixed")
+        target = loss_target(data.intensities, cfg["loss"]["type"])
+        self.target = xp.asarray(target.astype(be.real_dtype))
+        self.history = {"loss": [], "time": []}
+        self.iteration = 0
+        self.checkpoint_path = checkpoint_path
+        self.n_good = float(data.mask.sum())
+        # Poisson NLL: subtract its minimum (I = D) so that reported losses are >= 0
+        self.loss_offset = np.zeros(data.n_positions)
+        if cfg["loss"]["type"] == "poisson":
+            D = data.intensities.astype(np.float64) * data.mask
+            eps = cfg["loss"]["eps"]
+            self.loss_offset = (D - D * np.log(D + eps)).sum(axis=(1, 2))
+
+    # -- state for checkpoints ---------------------------------------------------------
+    def save(self, path):
+        state = self.opt.state_dict()
+        state.update({f"__pos__{k}": v for k, v in self.pos_opt.state_dict().items()})
+        params = dict(self.params)
+        params["__positions__"] = self.positions
+        ckpt.save_checkpoint(
+            path,
+            iteration=self.iteration,
+            params=params,
+            optimizer_state=state,
+            rng_state=ckpt.rng_state(self.rng),
+            history=self.history,
+            config=_config_core(self.cfg),
+        )
+
+    def restore(self, path) -> None:
+        c = ckpt.load_checkpoint(path)
+        if c["config"] != _config_core(self.cfg):
+            import json  # noqa: PLC0415
+
+            a = json.dumps(c["config"], sort_keys=True, default=str)
+            b = json.dumps(_config_core(self.cfg), sort_keys=True, default=str)
+            if a != b:
+                raise ConfigError(
+                    f"--resume: the checkpoint {path} was written with a "
+                    "different configuration (only run.* and "
+                    "optimizer.iterations may change)"
+                )
+        xp = self.backend.xp
+        for k in list(self.params):
+            self.params[k] = xp.asarray(c["params"][k])
+        self.positions = np.asarray(c["params"]["__positions__"], np.float64)
+        opt_state = {k: v for k, v in c["optimizer"].items() if not k.startswith("__pos__")}
+        pos_state = {
+            k[len("__pos__") :]: v for k, v in c["optimizer"].items() if k.startswith("__pos__")
+        }
+        self.opt.load_state_dict(opt_state, xp)
+        self.pos_opt.load_state_dict(pos_state, xp)
+        self.rng = ckpt.restore_rng(c["rng_state"])
+        self.history = {k: list(v) for k, v in c["history"].items()}
+        self.iteration = c["iteration"]
+
+    # -- one batch -----------------------------------------------------------------------
+    def _batch_loss(self, tensors, idx, ci, shifts_t, fraction):
+        model = self.model
+        objp = {k: tensors[k] for k in model.object_names}
+        tgt = self.target[idx]
+        if self.is_holo:
+            loss = model.loss(objp, tensors["probe"], idx, None, tgt)
+        else:
+            loss = model.loss(objp, tensors["probe"], ci, shifts_t, tgt)
+        reg = regularization(tensors, self.cfg["regularizers"], fraction)
+        return loss if reg is None else loss + reg
+
+    def _check_finite(self, what_loss, it):
+        xp = self.backend.xp
+        for k, v in self.params.items():
+            if not bool(xp.isfinite(v).all()):
+                raise DivergenceError(f"NaN/inf in parameter {k!r} at iteration {it + 1}")
+        if not np.all(np.isfinite(self.positions)):
+            raise DivergenceError(f"NaN/inf in parameter 'positions' at iteration {it + 1}")
+        if not np.isfinite(what_loss):
+            raise DivergenceError(f"loss is NaN/inf at iteration {it + 1}")
+
+    def _preconditioners(self, idx, ci):
+        """Object: f (illumination + a max); probe: f (object power + a max).
+
+        f = 2 for the amplitude loss (its Gauss-Newton curvature, so lr = 1 is a full
+        ePIE/rPIE-like step) and 4 for the Poisson NLL (whose gradient is about twice as
+        large near the solution and much larger where I << D).
+        """
+        xp = self.backend.xp
+        f = 2.0 if self.cfg["loss"]["type"] == "gaussian" else 4.0
+        alpha = self.cfg["optimizer"]["precondition_alpha"]
+        pre = {}
+        last = self.model.last
+        pb = last.get("probe_shifted")
+        if self.is_holo:
+            illum = xp.sum(xp.abs(self.params["probe"]) ** 2, axis=0)
+            illum = illum * len(idx)
+        else:
+            pw = xp.sum(xp.abs(pb) ** 2, axis=1)  # (B or 1, n, n)
+            if pw.shape[0] != len(idx):
+                pw = xp.broadcast_to(pw, (len(idx), *pw.shape[1:]))
+            illum = xp.zeros(self.data.object_shape, dtype=pw.dtype)
+            ad.scatter_add_patches(illum, xp.ascontiguousarray(pw), ci)
+        d_obj = f * (illum + alpha * illum.max())
+        names = self.model.object_names
+        if names == ("object",):
+            pre["object"] = d_obj
+        else:
+            kdz2 = float(self.model.k_dz) ** 2
+            pre["delta"] = d_obj * kdz2
+            pre["beta"] = d_obj * kdz2
+        if self.is_holo:
+            if "object" in self.params:
+                opw = xp.abs(self.params["object"][0]) ** 2 * len(idx)
+            else:
+                opw = xp.ones(self.data.object_shape) * len(idx)
+        else:
+            opw = xp.sum(last["patch_power"], axis=0)
+        pre["probe"] = f * (opw + alpha * opw.max())
+        return pre
+
+    def _position_curvature(self):
+        """Gauss-Newton curvature of the data term per unit shift (y, x), per position."""
+        xp = self.backend.xp
+        P = self.params["probe"]
+        F = xp.abs(self.backend.fft2(P)) ** 2
+        n = P.shape[-2:]
+        fy = xp.asarray(np.fft.fftfreq(n[0]))[:, None]
+        fx = xp.asarray(np.fft.fftfreq(n[1]))[None, :]
+        cy = float(xp.sum(F * (2 * np.pi * fy) ** 2))
+        cx = float(xp.sum(F * (2 * np.pi * fx) ** 2))
+        if "object" in self.params:
+            o2 = float(xp.mean(xp.abs(self.params["object"]) ** 2))
+        else:
+            o2 = 1.0
+        return 2 * np.array([cy, cx]) * max(o2, 1e-6)
+
+    def run_iteration(self):
+        cfg = self.cfg
+        o = cfg["optimizer"]
+        it = self.iteration
+        xp = self.backend.xp
+        P = self.data.n_positions
+        order = self.rng.permutation(P) if o["shuffle"] else np.arange(P)
+        bs = o["batch_size"]
+        pos_active = self.correct_positions and self.pos_settings.active(it)
+        self.opt.lr_scale = self._lr_scale(it)
+        gpos = np.zeros_like(self.positions) if pos_active else None
+        total = 0.0
+        for b0 in range(0, P, bs):
+            idx = np.sort(order[b0 : b0 + bs])
+            ci, frac = split_positions(self.positions[idx])
+            active = [n for n in self.names if self.opt.active(n, it)]
+            tensors = {
+                n: (ad.param(v) if n in active else ad.const(v)) for n, v in self.params.items()
+            }
+            shifts_np = frac.astype(self.backend.real_dtype)
+            shifts_t = (
+                ad.param(xp.asarray(shifts_np)) if pos_active else ad.const(xp.asarray(shifts_np))
+            )
+            if not np.any(frac) and not pos_active:
+                shifts_t = None
+            loss = self._batch_loss(tensors, idx, ci, shifts_t, len(idx) / P)
+            targets = [tensors[n] for n in active]
+            if pos_active:
+                targets.append(shifts_t)
+            lval = float(loss.data)
+            if not np.isfinite(lval):
+                self._check_finite(lval, it)
+            if targets:
+                gl = ad.backward(loss, targets=targets)
+                grads = dict(zip(active, gl[: len(active)], strict=True))
+                if pos_active:
+                    gpos[idx] = to_numpy(gl[-1]).astype(np.float64)
+                pre = self._preconditioners(idx, ci)
+                closure = None
+                if getattr(self.opt, "rule", None) == "backtracking":
+
+                    def closure(params, idx=idx, ci=ci, shifts_t=shifts_t):
+                        t = {n: ad.const(v) for n, v in params.items()}
+                        return float(self._batch_loss(t, idx, ci, shifts_t, len(idx) / P).data)
+
+                    self.opt.step(self.params, grads, it, precond=pre, closure=closure, loss0=lval)
+                else:
+                    self.opt.step(self.params, grads, it, precond=pre)
+            total += lval - float(self.loss_offset[idx].sum())
+        if pos_active:
+            curv = self._position_curvature()
+            step = -self.pos_settings.lr * gpos / curv[None, :]
+            mx = o["max_position_step"]
+            step = np.clip(step, -mx, mx)
+            step -= step.mean(axis=0, keepdims=True)
+            self.positions += step
+            self._clamp_positions()
+        self.iteration += 1
+        return total / (P * max(self.n_good, 1.0))
+
+    def _lr_scale(self, it: int) -> float:
+        o = self.cfg["optimizer"]
+        k0, n = o["lr_decay_start"], o["iterations"]
+        if k0 is None or it < k0 or n - 1 <= k0:
+            return 1.0
+        return float(o["lr_decay_final"] ** ((it - k0) / (n - 1 - k0)))
+
+    def _clamp_positions(self):
+        n = np.asarray(self.data.frame_shape)
+        hi = np.asarray(self.data.object_shape) - n - 1e-6
+        self.positions = np.clip(self.positions, 0.0, hi)
+
+    def run(self, iterations=None, resume=False) -> Result:
+        cfg = self.cfg
+        r = cfg["run"]
+        n_iter = cfg["optimizer"]["iterations"] if iterations is None else iterations
+        if resume and self.checkpoint_path is not None:
+            from pathlib import Path  # noqa: PLC0415
+
+            if Path(self.checkpoint_path).exists():
+                self.restore(self.checkpoint_path)
+                self.log(
+                    f"reconstruct: resumed from {self.checkpoint_path} at iteration "
+                    f"{self.iteration}"
+                )
+            else:
+                self.log(
+                    f"reconstruct: no checkpoint at {self.checkpoint_path}; starting from scratch"
+                )
+        t_start = time.perf_counter()
+        first = self.history["loss"][0] if self.history["loss"] else None
+        stopped = False
+        while self.iteration < n_iter:
+            t0 = time.perf_counter()
+            it = self.iteration
+            lval = self.run_iteration()
+            dt = time.perf_counter() - t0
+            self._check_finite(lval, it)
+            if first is None:
+                first = lval
+            elif lval > r["divergence_factor"] * first:
+                raise DivergenceError(
+                    f"loss diverged at iteration {it + 1}: {lval:.4g} > "
+                    f"{r['divergence_factor']:g} x first ({first:.4g}); lower the learning "
+                    "rates (optimizer.<param>.lr)"
+                )
+            self.history["loss"].append(lval)
+            self.history["time"].append(dt)
+            le = r["log_every"]
+            if le and (self.iteration % le == 0 or self.iteration == n_iter):
+                act = [n for n in self.names if self.opt.active(n, it)]
+                if self.correct_positions and self.pos_settings.active(it):
+                    act.append("positions")
+                self.log(
+                    f"iter {self.iteration:5d}/{n_iter}  loss {lval:.6e}  "
+                    f"{1.0 / dt:7.2f} it/s  [{', '.join(act)}]"
+                )
+            ce = r["checkpoint_every"]
+            if self.checkpoint_path is not None and ce and self.iteration % ce == 0:
+                self.save(self.checkpoint_path)
+            if (
+                r["stop_after"] is not None
+                and self.iteration >= r["stop_after"]
+                and self.iteration < n_iter
+            ):
+                stopped = True
+                break
+        wall = time.perf_counter() - t_start
+        return Result(
+            params={k: to_numpy(v) for k, v in self.params.items()},
+            positions=self.positions.copy(),
+            history=self.history,
+            iteration=self.iteration,
+            stopped=stopped,
+            timings={"wall_s": wall, "total_iteration_s": float(np.sum(self.history["time"]))},
+        )
