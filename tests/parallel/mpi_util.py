@@ -1,0 +1,32 @@
+"""Launch a script under ``mpiexec -n N`` (skips the test when no mpiexec is found)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).parent / "scripts"
+
+
+def mpiexec() -> str:
+    here = Path(sys.executable).parent / "mpiexec"
+    found = str(here) if here.exists() else shutil.which("mpiexec")
+    if not found:
+        pytest.skip("mpiexec not found")
+    pytest.importorskip("mpi4py")
+    return found
+
+
+def run_mpi(script: str, n: int, *args, timeout: float = 60.0, mpi: bool = True):
+    """Run ``scripts/<script>`` on ``n`` ranks (or as a plain process if not ``mpi``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "XRAYFLOW_MPI"))}
+    env["XRAYFLOW_FFT_WORKERS"] = "1"
+    cmd = [sys.executable, str(SCRIPTS / script), *map(str, args)]
+    if mpi:
+        cmd = [mpiexec(), "-n", str(n), *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

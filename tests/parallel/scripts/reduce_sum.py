@@ -1,0 +1,42 @@
+"""Deterministic block sum of fixed pseudo-random partials; rank 0 saves the result and
+every rank's block partition: ``reduce_sum.py OUT.npz N_BLOCKS``."""
+
+import sys
+
+import numpy as np
+
+from xrayflow.parallel import abort_on_error, get_comm, write_on_root
+
+out, n_blocks = sys.argv[1], int(sys.argv[2])
+
+
+def partial(k):
+    rng = np.random.default_rng(1000 + k)  # depends only on the block index
+    return {
+        "loss": float(rng.random() * 1e3),
+        "vol": rng.standard_normal((2, 5, 7, 3)).astype(np.float32) * 10.0 ** rng.integers(-3, 4),
+        "probe": (rng.standard_normal((2, 6, 6)) + 1j * rng.standard_normal((2, 6, 6))).astype(
+            np.complex64
+        ),
+    }
+
+
+with abort_on_error() as comm:
+    assert comm is get_comm()
+    total = comm.block_sum(n_blocks, partial)
+    mine = comm.partition(n_blocks)
+    spans = comm.mpi.allgather((mine.start, mine.stop)) if comm.mpi else [(mine.start, mine.stop)]
+
+    def save(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(
+                f,
+                loss=total["loss"],
+                vol=total["vol"],
+                probe=total["probe"],
+                spans=np.array(spans),
+                size=comm.size,
+                transport=comm.transport_name(),
+            )
+
+    write_on_root(out, save)

@@ -1,0 +1,37 @@
+"""Tomography gradient summed over ranks; rank 0 saves it: ``tomo_grad.py OUT.npz``."""
+
+import sys
+
+import numpy as np
+
+from xrayflow.backend import get_backend
+from xrayflow.models.tomography import TomoModel
+from xrayflow.parallel import abort_on_error, write_on_root
+
+with abort_on_error() as comm:
+    rng = np.random.default_rng(5)
+    N, n, A = 12, 6, 5
+    g = np.arange(0, N - n + 1, 3)
+    corners = np.array([(y, x) for y in g for x in g])
+    angles = np.linspace(0, np.pi, A, endpoint=False)
+    m = TomoModel(
+        (N, N, N),
+        1e-7,
+        1.5e-10,
+        (n, n),
+        np.tile(corners, (A, 1)),
+        np.repeat(angles, len(corners)),
+        n_slices=2,
+        backend=get_backend("cpu"),
+    )
+    delta = (rng.random((N, N, N)) * 1e-5).astype(np.float32)
+    beta = (rng.random((N, N, N)) * 1e-6).astype(np.float32)
+    probe = np.exp(1j * rng.random((1, n, n))).astype(np.complex64)
+    target = rng.random((A * len(corners), n, n)).astype(np.float32)
+    tot = m.gradient(delta, beta, probe, target, m.frame_blocks(4), comm)
+
+    def save(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, loss=tot["loss"], delta=tot["delta"], beta=tot["beta"])
+
+    write_on_root(sys.argv[1], save, comm)
