@@ -1,0 +1,322 @@
+"""Phase retrieval for 3D Bragg CDI by automatic differentiation, with shrink-wrap.
+
+:func:`refine` minimises the data term of :class:`xrayflow.models.bragg.BraggCDIModel`
+over the complex crystal density ``rho`` with gradients from :mod:`xrayflow.ad` (Adam or a
+fixed step), projecting ``rho`` onto the support after every step and updating the support
+by shrink-wrap (Marchesini et al., PRB 68, 140101 (2003)): ``|rho|`` blurred by a Gaussian
+of width ``sigma`` (decreasing towards ``sigma_min``), thresholded at a fraction of its
+maximum. It starts either from :func:`random_start` (random phases inside a support
+derived from the autocorrelation of the data) or from a given estimate, e.g. a network
+prediction ``support * exp(i phase)`` in the crystal box (the 3D-CDI-NN recipe: network
+first, then refinement). Hybrid input-output iterations (HIO, Fienup, Appl. Opt. 21, 2758
+(1982)) run before the gradient steps by default, 200 from a random start and 20 from an
+estimate. Measured on 32^3 / 64^3 Poisson patterns (1e8 photons) of crystals with 0.5 rad
+rms strain phase (benchmarks/cdi_refine.py): from random phases, Adam alone stagnated
+(R 0.09-0.18, 6 of 6 starts at 32^3); with 200 HIO iterations first, 5 of 6 found the
+crystal (amplitude SSIM >= 0.97, R <= 2.6 x the noise floor; 2 at the floor). From a
+perturbed truth (0.5 rad smooth phase error), Adam alone needed 190-290 steps at 32^3 and
+stayed in a local minimum (R 1.33 x floor) in 1 of 3 cases at 64^3, while 20 HIO
+iterations first brought every case to within 5 % of the floor in 30-55 Adam steps.
+
+Arrays go through the backend's ``xp`` (NumPy or CuPy); complex64 by default. ``rho`` is
+held in the centred layout on the detector grid; results are returned as NumPy arrays in
+data units (``sum |rho|^2 = sum counts``, Parseval with the ortho FFT).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+
+from xrayflow import ad
+from xrayflow.backend import array_module, get_backend, to_numpy
+from xrayflow.errors import ConfigError
+from xrayflow.models.bragg import LOSSES, BraggCDIModel
+
+__all__ = [
+    "DEFAULTS",
+    "ESTIMATE_HIO",
+    "RANDOM_START_HIO",
+    "autocorrelation_support",
+    "crop",
+    "embed",
+    "gaussian_blur",
+    "random_start",
+    "refine",
+    "shrink_wrap",
+]
+
+# HIO iterations before the gradient steps when hio.iterations is None (see module docstring)
+RANDOM_START_HIO = 200
+ESTIMATE_HIO = 20
+DEFAULTS: dict = {
+    "iterations": 300,
+    "loss": "gaussian",
+    "optimizer": {"kind": "adam", "lr": 0.1, "beta1": 0.9, "beta2": 0.999},
+    "shrinkwrap": {
+        "every": 20,
+        "start": 20,
+        "sigma": 2.0,
+        "sigma_min": 1.0,
+        "decay": 0.95,
+        "threshold": 0.25,
+    },
+    "autocorrelation_threshold": 0.1,
+    "hio": {"iterations": None, "beta": 0.9},
+    "stop_loss": None,
+}
+
+
+def _config(config: dict | None) -> dict:
+    """``DEFAULTS`` updated by ``config`` (one level of nesting), checked."""
+    cfg = copy.deepcopy(DEFAULTS)
+    for k, v in (config or {}).items():
+        if k not in cfg:
+            raise ConfigError(f"cdi.{k}: unknown key (known: {sorted(cfg)})")
+        if isinstance(cfg[k], dict):
+            if not isinstance(v, dict):
+                raise ConfigError(f"cdi.{k}: expected a mapping, got {v!r}")
+            unknown = set(v) - set(cfg[k])
+            if unknown:
+                raise ConfigError(f"cdi.{k}.{sorted(unknown)[0]}: unknown key")
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    if cfg["loss"] not in LOSSES:
+        raise ConfigError(f"cdi.loss: must be one of {LOSSES}, got {cfg['loss']!r}")
+    if cfg["optimizer"]["kind"] not in ("adam", "gd"):
+        raise ConfigError(f"cdi.optimizer.kind: adam | gd, got {cfg['optimizer']['kind']!r}")
+    if int(cfg["iterations"]) < 0 or int(cfg["hio"]["iterations"] or 0) < 0:
+        raise ConfigError("cdi.iterations / cdi.hio.iterations: must be >= 0")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- geometry
+def embed(a, shape, xp=np):
+    """Zero-pad ``a`` (crystal box) into the centre of ``shape``, as the simulator places
+    the crystal (start index ``N // 2 - m // 2`` per axis)."""
+    a = xp.asarray(a)
+    out = xp.zeros(tuple(shape), dtype=a.dtype)
+    sl = []
+    for n, m in zip(shape, a.shape, strict=True):
+        if m > n:
+            raise ValueError(f"array {a.shape} does not fit into {tuple(shape)}")
+        sl.append(slice(n // 2 - m // 2, n // 2 - m // 2 + m))
+    out[tuple(sl)] = a
+    return out
+
+
+def crop(a, shape):
+    """The centred box of ``shape`` from ``a`` (inverse of :func:`embed`)."""
+    sl = tuple(
+        slice(n // 2 - m // 2, n // 2 - m // 2 + m) for n, m in zip(a.shape, shape, strict=True)
+    )
+    return a[sl]
+
+
+def gaussian_blur(a, sigma: float, backend):
+    """Circular Gaussian blur of a real volume (``sigma`` in voxels) by FFT, on any backend."""
+    xp = backend.xp
+    f2 = 0
+    for ax, n in enumerate(a.shape):
+        f = xp.asarray(np.fft.fftfreq(n), dtype=backend.real_dtype)
+        shape = [1] * a.ndim
+        shape[ax] = n
+        f2 = f2 + f.reshape(shape) ** 2
+    kern = xp.exp(-2.0 * np.pi**2 * sigma**2 * f2)
+    return backend.ifftn(backend.fftn(a.astype(backend.complex_dtype)) * kern).real
+
+
+def shrink_wrap(rho, sigma: float, threshold: float, backend):
+    """Support ``blur(|rho|, sigma) > threshold * max`` (bool, same layout as ``rho``)."""
+    b = gaussian_blur(backend.xp.abs(rho), sigma, backend)
+    return b > threshold * b.max()
+
+
+def autocorrelation_support(counts, threshold: float = 0.1, centred: bool = True, backend=None):
+    """Support of the object's autocorrelation ``|F^-1{I}|`` above ``threshold * max``,
+    centred (bool (Z, Y, X)). It contains every centred copy of the object; shrink-wrap
+    tightens it."""
+    backend = backend or get_backend("cpu")
+    xp = backend.xp
+    c = xp.asarray(counts, dtype=backend.real_dtype)
+    if centred:
+        c = xp.fft.ifftshift(c)
+    auto = xp.abs(backend.ifftn(c.astype(backend.complex_dtype)))
+    auto = xp.fft.fftshift(auto)
+    return auto > threshold * auto.max()
+
+
+def random_start(data, rng, support=None, threshold: float = 0.1, centred=True, backend=None):
+    """Random phases (uniform in [0, 2 pi)) with a flat amplitude inside ``support``
+    (default: :func:`autocorrelation_support`), scaled so that ``sum |rho|^2 = sum counts``.
+
+    Returns ``(rho, support)``: complex (Z, Y, X) in the centred layout and the bool support.
+    """
+    backend = backend or get_backend("cpu")
+    xp = backend.xp
+    if support is None:
+        support = autocorrelation_support(data, threshold, centred, backend)
+    support = xp.asarray(support, dtype=bool)
+    phase = xp.asarray(rng.uniform(0.0, 2.0 * np.pi, support.shape), dtype=backend.real_dtype)
+    amp = np.sqrt(float(xp.asarray(data, dtype=np.float64).sum()) / max(int(support.sum()), 1))
+    rho = (amp * support) * xp.exp(1j * phase)
+    return rho.astype(backend.complex_dtype), support
+
+
+# ----------------------------------------------------------------------------- steps
+def _hio(model, rho, support, beta: float, n: int):
+    """``n`` hybrid input-output iterations (Fienup 1982) from ``rho``."""
+    xp = model.backend.xp
+    for _ in range(n):
+        p = model.modulus_projection(rho)
+        rho = xp.where(support, p, rho - beta * p)
+    return rho
+
+
+class _Adam:
+    """Adam on a complex array (as two reals; ``v`` accumulates ``|g|^2``), in place."""
+
+    def __init__(self, like, lr: float, beta1: float, beta2: float, eps: float = 1e-8):
+        xp = array_module(like)
+        self.m = xp.zeros_like(like)
+        self.v = xp.zeros(like.shape, dtype=like.real.dtype)
+        self.lr, self.b1, self.b2, self.eps, self.t = float(lr), beta1, beta2, eps, 0
+        self.xp = xp
+
+    def step(self, x, g):
+        xp = self.xp
+        self.t += 1
+        self.m *= self.b1
+        self.m += (1 - self.b1) * g
+        self.v *= self.b2
+        self.v += (1 - self.b2) * (g.real**2 + g.imag**2)
+        c1 = 1 - self.b1**self.t
+        c2 = 1 - self.b2**self.t
+        x -= (self.lr / c1) * self.m / (xp.sqrt(self.v / c2) + self.eps)
+
+
+def _scale_init(model, rho):
+    """Least-squares amplitude scale of ``rho`` so that ``|F rho|`` fits the data."""
+    xp = model.backend.xp
+    mag = xp.abs(model.backend.fftn(rho))
+    w = model.mask if model.mask is not None else 1.0
+    den = float((w * mag * mag).sum())
+    return rho * (float((w * mag * model.amplitude).sum()) / den if den > 0 else 1.0)
+
+
+# ----------------------------------------------------------------------------- refine
+def refine(
+    data,
+    init=None,
+    support=None,
+    config: dict | None = None,
+    rng=None,
+    *,
+    mask=None,
+    centred: bool = True,
+    backend=None,
+) -> dict:
+    """Retrieve the complex crystal density from 3D Bragg CDI counts.
+
+    Args:
+        data: (Z, Y, X) counts (centred unless ``centred=False``).
+        init: complex start, on the detector grid or a smaller centred crystal box
+            (zero-padded with :func:`embed`), e.g. a network's ``support * exp(i phase)``;
+            rescaled to the data by least squares. None: :func:`random_start`.
+        support: bool start support (same layout/size rules as ``init``). None: from the
+            autocorrelation (random start) or shrink-wrap of ``|init|`` at ``sigma_min``.
+        config: overrides of :data:`DEFAULTS` (``iterations``, ``loss``, ``optimizer``
+            {kind adam|gd, lr (adam: in units of the rms start amplitude; gd: in units of
+            the error-reduction step)}, ``shrinkwrap`` {every, start, sigma, sigma_min,
+            decay, threshold}, ``autocorrelation_threshold``, ``hio`` {iterations (None:
+            :data:`RANDOM_START_HIO` from a random start, :data:`ESTIMATE_HIO` from
+            ``init``), beta},
+            ``stop_loss``: stop once the normalised loss is at or below it).
+        rng: ``numpy.random.Generator`` (random start); default seed 0.
+        mask: (Z, Y, X) bool good voxels, or None.
+        backend: :class:`~xrayflow.backend.Backend` (default CPU, single precision).
+
+    Returns:
+        dict with ``object`` (complex, data grid, centred, data units), ``support`` (bool),
+        ``loss`` (history, normalised: data term / sum of counts; for ``gaussian`` this is
+        the squared amplitude R-factor), ``r_factor`` (final), ``iterations`` (gradient
+        steps run), ``hio_iterations``, ``time_s`` and ``config``.
+    """
+    cfg = _config(config)
+    backend = backend or get_backend("cpu")
+    xp = backend.xp
+    rng = np.random.default_rng(0) if rng is None else rng
+    t0 = time.perf_counter()
+    counts = xp.asarray(data, dtype=backend.real_dtype)
+    if counts.ndim != 3:
+        raise ValueError(f"data must be a 3D array (Z, Y, X), got shape {counts.shape}")
+    shape = counts.shape
+    total = float(counts.sum(dtype=np.float64))
+    if total <= 0:
+        raise ValueError("data holds no counts")
+    sw = cfg["shrinkwrap"]
+    if support is not None:
+        support = embed(xp.asarray(support, dtype=bool), shape, xp)
+    if init is None:
+        rho, support = random_start(
+            counts, rng, support, cfg["autocorrelation_threshold"], centred, backend
+        )
+    else:
+        rho = embed(xp.asarray(init, dtype=backend.complex_dtype), shape, xp)
+        if support is None:
+            support = shrink_wrap(rho, sw["sigma_min"], sw["threshold"], backend)
+    # hold rho in units of the rms amplitude over the start support (Adam's lr is then
+    # dimensionless); the data are scaled accordingly
+    scale = total / max(int(support.sum()), 1)
+    model = BraggCDIModel(counts, mask, cfg["loss"], centred, scale, backend=backend)
+    rho = (rho / np.sqrt(scale)).astype(backend.complex_dtype)
+    if init is not None:
+        rho = _scale_init(model, rho)
+    rho *= support
+    norm = total / scale
+    n_hio = cfg["hio"]["iterations"]
+    n_hio = int((RANDOM_START_HIO if init is None else ESTIMATE_HIO) if n_hio is None else n_hio)
+    rho = _hio(model, rho, support, float(cfg["hio"]["beta"]), n_hio)
+    rho *= support
+
+    opt = cfg["optimizer"]
+    adam = opt["kind"] == "adam"
+    if adam:
+        stepper = _Adam(rho, opt["lr"], opt["beta1"], opt["beta2"])
+    else:
+        # unit step = error reduction (gaussian); the Poisson gradient is about twice as big
+        lr = 0.5 * float(opt["lr"]) * (1.0 if cfg["loss"] == "gaussian" else 0.5)
+    value_and_grad = ad.value_and_grad(model.loss)
+    stop = cfg["stop_loss"]
+    sigma = float(sw["sigma"])
+    history = []
+    it = 0
+    for it in range(1, int(cfg["iterations"]) + 1):
+        value, g = value_and_grad(rho)
+        history.append(value / norm)
+        if stop is not None and history[-1] <= float(stop):
+            it -= 1
+            break
+        if adam:
+            stepper.step(rho, g)
+        else:
+            rho -= lr * g
+        if sw["every"] and it >= sw["start"] and it % int(sw["every"]) == 0:
+            support = shrink_wrap(rho * support, sigma, sw["threshold"], backend)
+            sigma = max(float(sw["sigma_min"]), sigma * float(sw["decay"]))
+        rho *= support
+    r = model.r_factor(rho)
+    obj = to_numpy(rho * np.sqrt(scale))
+    return {
+        "object": obj,
+        "support": to_numpy(support),
+        "loss": np.asarray(history, dtype=np.float64),
+        "r_factor": r,
+        "iterations": it,
+        "hio_iterations": n_hio,
+        "time_s": time.perf_counter() - t0,
+        "config": cfg,
+    }
