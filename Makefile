@@ -19,13 +19,15 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile profiles/local
+	$(BIN)/snakemake --cores 1 --workflow-profile profiles/local --report results/report.html
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks workflow/scripts
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks workflow/scripts
+	$(BIN)/snakefmt --check Snakefile rules
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks

@@ -1,0 +1,41 @@
+# xrayflow workflow: simulate -> reconstruct (MPI) -> train -> evaluate -> report.
+#   snakemake --cores 2 --workflow-profile profiles/local                # demo (default)
+#   snakemake ... --configfile config/beamtime.yaml                     # one recon per scan
+#   snakemake ... --configfile config/scaling.yaml                      # scaling study
+#   snakemake --workflow-profile profiles/local --report results/report.html
+# Machine profiles: profiles/{polaris,aurora,frontier,perlmutter,local-slurm}.
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/simulate.smk"
+include: "rules/reconstruct.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/scaling.smk"
+include: "rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_-]+",
+    scan=r"[A-Za-z0-9_-]+",
+    series=r"strong|weak",
+    n=r"\d+",
+    size=r"\d+",
+
+
+onstart:
+    write_provenance()
+
+
+# Targets of the configured mode (config key `mode`).
+rule all:
+    default_target: True
+    input:
+        all_targets(),
+    localrule: True

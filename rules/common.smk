@@ -1,0 +1,226 @@
+# Shared helpers of the xrayflow workflow: configuration validation, sample sheets,
+# command-line fragments and provenance. Rules call the `xrayflow` CLI only.
+import datetime
+import glob
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from snakemake.utils import validate
+
+validate(config, schema="../workflow/schemas/config.schema.yaml")
+
+RESULTS = config["results"].rstrip("/")
+LOGS = config["logs"].rstrip("/")
+DATASETS = config["datasets"]
+TRAIN = config["train"]
+BEAMTIME = config["beamtime"]
+SCALING = config["scaling"]
+
+
+def _rules_resources(stage):
+    """Resource defaults of one stage (schema defaults filled)."""
+    res = dict(config["resources"].get(stage) or {})
+    for key, value in (("threads", 1), ("mem_mb", 2000), ("runtime", 30), ("gpu", 0)):
+        res.setdefault(key, value)
+    return res
+
+
+RES = {
+    stage: _rules_resources(stage)
+    for stage in ("simulate", "reconstruct", "train", "evaluate")
+}
+
+
+def set_args(overrides):
+    """Render KEY=VALUE overrides as shell-quoted `--set` arguments."""
+    return " ".join(f"--set {shlex.quote(str(item))}" for item in overrides)
+
+
+def split_overrides(text):
+    """Scan-sheet overrides are separated by semicolons: 'a=1; b.c=2'."""
+    return [part.strip() for part in str(text or "").split(";") if part.strip()]
+
+
+def config_arg(path):
+    """Optional `--config PATH` argument (empty when PATH is null)."""
+    return f"--config {shlex.quote(str(path))}" if path else ""
+
+
+# ---------------------------------------------------------------------- MPI launch
+def dataset_ranks(wildcards):
+    return int(DATASETS[wildcards.dataset]["ranks"])
+
+
+def scaling_ranks(wildcards):
+    return int(wildcards.n)
+
+
+def mpi_for(ranks):
+    """`mpi` resource: the launcher for multi-rank jobs, "" (not an MPI job) for one rank."""
+
+    def mpi(wildcards):
+        return config["mpi_launcher"] if ranks(wildcards) > 1 else ""
+
+    return mpi
+
+
+def gpus_for(ranks):
+    """`gpu` resource of MPI rules: ranks x config gpus_per_rank (0 on CPU machines)."""
+
+    def gpu(wildcards):
+        return ranks(wildcards) * int(config["gpus_per_rank"])
+
+    return gpu
+
+
+def launch_prefix(wildcards, resources):
+    """`{launcher} -n {tasks} [{wrapper}]` in front of the CLI, or nothing for one rank."""
+    if not resources.mpi or int(resources.tasks) < 2:
+        return ""
+    parts = [str(resources.mpi), f"-n {int(resources.tasks)}", config["mpi_wrapper"]]
+    return " ".join(part for part in parts if part)
+
+
+# ---------------------------------------------------------------------- beamtime scans
+SCAN_TEXT_COLUMNS = {
+    name: object
+    for name in ("scan", "data", "simulate_set", "reconstruct_set", "comment")
+}
+
+
+def load_scans():
+    """Scan table of the beamtime mode, validated against workflow/schemas/scans.schema.yaml."""
+    if config["mode"] != "beamtime":
+        return pd.DataFrame(columns=["scan"]).set_index("scan", drop=False)
+    if BEAMTIME.get("scans"):
+        table = pd.read_csv(
+            BEAMTIME["scans"], sep="\t", comment="#", dtype=SCAN_TEXT_COLUMNS
+        )
+    elif BEAMTIME.get("cxi_dir"):
+        files = sorted(glob.glob(os.path.join(BEAMTIME["cxi_dir"], "*.cxi")))
+        table = pd.DataFrame(
+            {"scan": [Path(f).stem for f in files], "data": files}, dtype=object
+        )
+    else:
+        raise ValueError("beamtime: set either `scans` (TSV scan sheet) or `cxi_dir`")
+    validate(table, schema="../workflow/schemas/scans.schema.yaml")
+    if table["scan"].duplicated().any():
+        dup = sorted(set(table.loc[table["scan"].duplicated(), "scan"]))
+        raise ValueError(f"beamtime scan sheet: duplicate scan names {dup}")
+    if (
+        not table.empty
+        and (table["data"].fillna("") == "").any()
+        and not BEAMTIME.get("simulate")
+    ):
+        raise ValueError(
+            "beamtime: scans without a `data` file need beamtime.simulate (a simulate stage config)"
+        )
+    return table.set_index("scan", drop=False)
+
+
+SCANS = load_scans()
+
+
+def scan_row(scan):
+    return SCANS.loc[scan]
+
+
+def scan_data(wildcards):
+    """Measured CXI file of a scan, or the simulated stand-in when the sheet gives none."""
+    data = scan_row(wildcards.scan).get("data", "")
+    if isinstance(data, str) and data:
+        return data
+    return f"{RESULTS}/beamtime/data/{wildcards.scan}.h5"
+
+
+def scan_ranks(wildcards):
+    ranks = scan_row(wildcards.scan).get("ranks", 0)
+    ranks = 0 if pd.isna(ranks) else int(ranks)
+    return ranks if ranks > 0 else int(BEAMTIME["ranks"])
+
+
+def scans_to_evaluate():
+    if SCANS.empty:
+        return []
+    flags = (
+        SCANS["evaluate"]
+        if "evaluate" in SCANS
+        else pd.Series(False, index=SCANS.index)
+    )
+    return [scan for scan, flag in flags.items() if bool(flag) is True]
+
+
+# ---------------------------------------------------------------------- scaling study
+def scaling_points():
+    """(series, ranks, size) of every timed reconstruction of the scaling mode."""
+    if config["mode"] != "scaling":
+        return []
+    points = []
+    for n in SCALING["ranks"]:
+        points.append(("strong", int(n), int(SCALING["strong_size"])))
+        points.append(("weak", int(n), int(n) * int(SCALING["weak_size_per_rank"])))
+    return points
+
+
+def first_shard(shard_dir):
+    """First HDF5 shard of a shard directory (the input of `xrayflow train --infer`)."""
+    shards = sorted(Path(shard_dir).glob("*.h5"))
+    return str(shards[0]) if shards else str(Path(shard_dir) / "shard-00000.h5")
+
+
+# ---------------------------------------------------------------------- datasets
+def reconstructed_datasets():
+    """Demo datasets with a reconstruct config (the others are only simulated)."""
+    return [name for name, ds in DATASETS.items() if ds.get("reconstruct")]
+
+
+def simulated_only_datasets():
+    return [name for name, ds in DATASETS.items() if not ds.get("reconstruct")]
+
+
+# ---------------------------------------------------------------------- targets
+def demo_targets():
+    targets = [f"{RESULTS}/summary.tsv", f"{RESULTS}/provenance/workflow.yaml"]
+    if TRAIN["enabled"]:
+        targets += [f"{RESULTS}/train/model.pt"]
+        if TRAIN["infer"]:
+            targets += [f"{RESULTS}/train/predictions.h5"]
+    return targets
+
+
+def beamtime_targets():
+    return [f"{RESULTS}/beamtime/summary.tsv", f"{RESULTS}/provenance/workflow.yaml"]
+
+
+def scaling_targets():
+    return [
+        f"{RESULTS}/scaling/scaling.tsv",
+        f"{RESULTS}/scaling/strong.png",
+        f"{RESULTS}/scaling/weak.png",
+        f"{RESULTS}/provenance/workflow.yaml",
+    ]
+
+
+def all_targets():
+    return {
+        "demo": demo_targets,
+        "beamtime": beamtime_targets,
+        "scaling": scaling_targets,
+    }[config["mode"]]()
+
+
+# ---------------------------------------------------------------------- provenance
+def write_provenance():
+    """onstart hook: one time-stamped provenance file per run (workflow/scripts/provenance.py)."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(RESULTS) / "provenance" / f"run-{stamp}.yaml"
+    script = Path(workflow.basedir) / "workflow" / "scripts" / "provenance.py"
+    payload = json.dumps({"config": config, "command": sys.argv})
+    subprocess.run(
+        [sys.executable, str(script), str(out)], input=payload, text=True, check=True
+    )

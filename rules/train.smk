@@ -1,0 +1,75 @@
+# Train stage: `xrayflow train --generate` writes training shards from simulate-stage physics
+# (config section `data`), `xrayflow train` fits the small network on them, and
+# `xrayflow train --infer` applies the model to one shard.
+
+
+rule train_data:
+    """Training shards generated from the train config's `data` section."""
+    input:
+        cfg=lambda wc: TRAIN["config"],
+    output:
+        directory(f"{RESULTS}/train/shards"),
+    log:
+        f"{LOGS}/train/generate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/generate.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: RES["train"]["threads"]
+    resources:
+        mem_mb=RES["train"]["mem_mb"],
+        runtime=RES["train"]["runtime"],
+    params:
+        sets=set_args(TRAIN["set"]),
+    shell:
+        "xrayflow train --generate --config {input.cfg:q} --out {output:q} {params.sets}"
+        " > {log:q} 2>&1"
+
+
+rule train:
+    """Small network trained on the generated shards."""
+    input:
+        cfg=lambda wc: TRAIN["config"],
+        shards=f"{RESULTS}/train/shards",
+    output:
+        f"{RESULTS}/train/model.pt",
+    log:
+        f"{LOGS}/train/train.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/train.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: RES["train"]["threads"]
+    resources:
+        mem_mb=RES["train"]["mem_mb"],
+        runtime=RES["train"]["runtime"],
+        gpu=RES["train"]["gpu"],
+    params:
+        sets=set_args(TRAIN["set"]),
+    shell:
+        "xrayflow train --config {input.cfg:q} --data {input.shards:q} --out {output:q}"
+        " {params.sets} > {log:q} 2>&1"
+
+
+rule train_infer:
+    """Network predictions on the first training shard."""
+    input:
+        cfg=lambda wc: TRAIN["config"],
+        model=f"{RESULTS}/train/model.pt",
+        shards=f"{RESULTS}/train/shards",
+    output:
+        f"{RESULTS}/train/predictions.h5",
+    log:
+        f"{LOGS}/train/infer.log",
+    conda:
+        "../envs/train.yaml"
+    threads: RES["train"]["threads"]
+    resources:
+        mem_mb=RES["train"]["mem_mb"],
+        runtime=RES["train"]["runtime"],
+    params:
+        sets=set_args(TRAIN["set"]),
+        shard=lambda wc, input: first_shard(input.shards),
+    shell:
+        "xrayflow train --infer --config {input.cfg:q} --model {input.model:q}"
+        " --data {params.shard:q} --out {output:q} {params.sets} > {log:q} 2>&1"

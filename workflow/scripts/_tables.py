@@ -1,0 +1,53 @@
+"""Small helpers shared by the summary scripts (Snakemake `script:` helpers only)."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+
+def flatten(tree, prefix=""):
+    """Scalar leaves of a nested JSON object as {dotted.key: value} (lists are skipped)."""
+    flat = {}
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+    elif isinstance(tree, bool | int | float | str) or tree is None:
+        flat[prefix.rstrip(".")] = tree
+    return flat
+
+
+def read_metrics(path):
+    """Numeric leaves of a metrics JSON (strings such as units or file names are left out)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    with open(path) as handle:
+        flat = flatten(json.load(handle))
+    return {k: v for k, v in flat.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def read_benchmark(path):
+    """Mean wall time (s) and peak RSS (MB) of a Snakemake benchmark TSV."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    table = pd.read_csv(path, sep="\t")
+    out = {"runtime_s": float(table["s"].mean())}
+    if "max_rss" in table and pd.api.types.is_numeric_dtype(table["max_rss"]):
+        out["max_rss_mb"] = float(table["max_rss"].max())
+    return out
+
+
+def write_tables(frame, tsv, html, title):
+    frame.to_csv(tsv, sep="\t", index=False, na_rep="")
+    body = frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
+    Path(html).write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+        f"<body><h1>{title}</h1>{body}</body></html>\n"
+    )
+
+
+def finite(value):
+    return isinstance(value, int | float) and math.isfinite(value)
