@@ -5,10 +5,15 @@ patches, H), F = fft2 (ortho). One "gradient evaluation" = value and gradient wi
 to the object patches (S, B, n, n) and the probe (M, n, n).
 
 Reported per (n, S):
-- positions/s = B / (time of one gradient evaluation), reversible and stored modes;
+- positions/s = B / (time of one gradient evaluation), reversible and stored modes with the
+  contract API (patches (S, B, n, n) in, their gradient out), and reversible mode with
+  ``ad.multislice_object`` (object + corners, as the reconstruction uses it; gradient wrt
+  the object, scatter-added);
 - FFT floor = (number of batched 2D FFTs of B*M frames) x (time of one such scipy.fft call,
-  in place, same workers) -- measured interleaved with the gradient runs, best of
-  ``--repeat`` for both, because the machine is shared;
+  in place, same workers), the call time taken from running all the FFTs of one reversible
+  evaluation back to back (so the floor is timed over as long a stretch as the gradient
+  itself) -- interleaved with the gradient runs, best of ``--repeat`` for both, because
+  the machine is shared;
   * our count (reversible): forward 2(S-1)+1; backward 2 (far field recomputed by
     ``ad.far_field_intensity`` to save memory, and its adjoint) + 2(S-1) adjoint
     propagation + 2(S-2) regeneration = 6S-5 (3 for S=1); stored mode: 4S-1;
@@ -118,32 +123,39 @@ def bench_speed(n, S, args, backend, dtype):
     B, M = args.batch, args.modes
     rng, probe, H, amp = make_problem(n, S, B, M, dtype)
     patches = make_patches(rng, n, S, B, dtype)
+    obj, corners = make_object(rng, n, S, B, dtype)
     vg_rev = ad.value_and_grad(loss_patches(H, amp, backend, True), (0, 1))
     vg_sto = ad.value_and_grad(loss_patches(H, amp, backend, False), (0, 1))
+    vg_obj = ad.value_and_grad(loss_object(H, amp, corners, backend, True), (0, 1))
     buf = np.ones((B * M, n, n), dtype)
 
-    def one_fft():
-        scipy.fft.fft2(buf, overwrite_x=True, workers=backend.workers)
-        scipy.fft.ifft2(buf, overwrite_x=True, workers=backend.workers)
-
-    vg_rev(probe, patches)  # warm-up (plans, page faults)
-    vg_sto(probe, patches)
-    one_fft()
-    t_rev, t_sto, t_fft = [], [], []
-    c_rev, c_sto, c_fft = [], [], []
-    for _ in range(args.repeat):  # interleaved: the machine is shared
-        w, c = best(lambda: vg_rev(probe, patches), 1)
-        t_rev.append(w)
-        c_rev.append(c)
-        w, c = best(lambda: vg_sto(probe, patches), 1)
-        t_sto.append(w)
-        c_sto.append(c)
-        w, c = best(one_fft, 3)
-        t_fft.append(w / 2)
-        c_fft.append(c / 2)
-    tr, ts, tf = min(t_rev), min(t_sto), min(t_fft)
-    cr, cs, cf = min(c_rev), min(c_sto), min(c_fft)
     c = fft_counts(S)
+
+    def all_ffts():  # the FFTs of one reversible gradient evaluation, back to back
+        for k in range(c["reversible"]):
+            f = scipy.fft.fft2 if k % 2 == 0 else scipy.fft.ifft2
+            f(buf, overwrite_x=True, workers=backend.workers)
+
+    runs = {
+        "rev": lambda: vg_rev(probe, patches),
+        "sto": lambda: vg_sto(probe, patches),
+        "obj": lambda: vg_obj(probe, obj),
+    }
+    for f in runs.values():  # warm-up (plans, page faults)
+        f()
+    all_ffts()
+    walls = {k: [] for k in (*runs, "fft")}
+    cpus = {k: [] for k in (*runs, "fft")}
+    for _ in range(args.repeat):  # interleaved: the machine is shared
+        for k, f in runs.items():
+            w, cpu = best(f, 1)
+            walls[k].append(w)
+            cpus[k].append(cpu)
+        w, cpu = best(all_ffts, 1)
+        walls["fft"].append(w / c["reversible"])
+        cpus["fft"].append(cpu / c["reversible"])
+    tr, ts, to, tf = (min(walls[k]) for k in ("rev", "sto", "obj", "fft"))
+    cr, cs, co, cf = (min(cpus[k]) for k in ("rev", "sto", "obj", "fft"))
     res = {
         "n": n,
         "slices": S,
@@ -168,8 +180,19 @@ def bench_speed(n, S, args, backend, dtype):
         "ratio_cpu_floor_ours_count_reversible": c["reversible"] * cf / cr,
         "ratio_cpu_floor_minimal_count_reversible": c["minimal"] * cf / cr,
         "ratio_cpu_floor_stored": c["stored"] * cf / cs,
-        "all_times_reversible_s": t_rev,
-        "all_times_stored_s": t_sto,
+        "object_api": {
+            "time_reversible_s": to,
+            "positions_per_s_reversible": B / to,
+            "ratio_floor_ours_count_reversible": c["reversible"] * tf / to,
+            "ratio_floor_minimal_count_reversible": c["minimal"] * tf / to,
+            "cpu_time_reversible_s": co,
+            "ratio_cpu_floor_ours_count_reversible": c["reversible"] * cf / co,
+            "ratio_cpu_floor_minimal_count_reversible": c["minimal"] * cf / co,
+        },
+        "all_times_reversible_s": walls["rev"],
+        "all_times_stored_s": walls["sto"],
+        "all_times_object_reversible_s": walls["obj"],
+        "all_times_fft_per_batched_call_s": walls["fft"],
     }
     return res
 
@@ -240,7 +263,7 @@ def main(argv=None):
     p.add_argument("--slices", type=int, nargs="+", default=[1, 10], help="slice counts S")
     p.add_argument("--batch", type=int, default=32, help="positions per gradient evaluation")
     p.add_argument("--modes", type=int, default=1, help="probe modes M")
-    p.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is kept)")
+    p.add_argument("--repeat", type=int, default=5, help="timed repetitions (best is kept)")
     p.add_argument("--workers", type=int, default=None, help="FFT threads (default: all CPUs)")
     p.add_argument("--precision", choices=["single", "double"], default="single")
     p.add_argument("--mem-size", type=int, default=256, help="n for the memory measurement")
@@ -275,12 +298,14 @@ def main(argv=None):
         hdr = (
             f"{'n':>5} {'S':>3} {'B':>4} {'rev pos/s':>10} {'sto pos/s':>10} {'t_rev s':>8} "
             f"{'t_fft ms':>9} {'#fft rev/min':>13} {'ratio(ours#)':>12} {'ratio(min#)':>11} "
-            f"{'ratio sto':>9} {'cpu-ratio(ours#)':>16}"
+            f"{'ratio sto':>9} {'cpu(ours#)':>10} {'cpu(min#)':>9} "
+            f"{'obj pos/s':>9} {'obj(ours#)':>10} {'obj cpu(ours#)':>14} {'obj cpu(min#)':>13}"
         )
         print(hdr)
         for n in args.sizes:
             for S in args.slices:
                 r = bench_speed(n, S, args, backend, dtype)
+                o = r["object_api"]
                 result["speed"].append(r)
                 print(
                     f"{n:>5} {S:>3} {args.batch:>4} {r['positions_per_s_reversible']:>10.1f} "
@@ -290,7 +315,12 @@ def main(argv=None):
                     f"{r['ratio_floor_ours_count_reversible']:>12.2f} "
                     f"{r['ratio_floor_minimal_count_reversible']:>11.2f} "
                     f"{r['ratio_floor_stored']:>9.2f} "
-                    f"{r['ratio_cpu_floor_ours_count_reversible']:>16.2f}",
+                    f"{r['ratio_cpu_floor_ours_count_reversible']:>10.2f} "
+                    f"{r['ratio_cpu_floor_minimal_count_reversible']:>9.2f} "
+                    f"{o['positions_per_s_reversible']:>9.1f} "
+                    f"{o['ratio_floor_ours_count_reversible']:>10.2f} "
+                    f"{o['ratio_cpu_floor_ours_count_reversible']:>14.2f} "
+                    f"{o['ratio_cpu_floor_minimal_count_reversible']:>13.2f}",
                     flush=True,
                 )
     if not args.no_memory:

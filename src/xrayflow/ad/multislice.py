@@ -28,15 +28,23 @@ stored during the forward pass instead (a checkpoint). ``reversible=False`` stor
 incident wave (the usual AD memory, S wavefield batches) for comparison.
 
 Memory of the backward pass: two wavefield buffers of one position chunk (``chunk``
-positions; default an eighth of the batch) plus one patch buffer, independent of the
-number of slices. :func:`multislice_object` also gathers the object patches itself (in
-forward and backward) and scatter-adds their gradient straight into the object gradient,
-so no (S, B, n, n) array exists at any time.
+positions) plus a few patch buffers per worker thread, independent of the number of
+slices. :func:`multislice_object` also gathers the object patches itself (in forward and
+backward) and scatter-adds their gradient straight into the object gradient, so no
+(S, B, n, n) array exists at any time.
+
+Speed (CPU): chunks are spread over the FFT worker threads (each then runs its FFTs with
+one thread), so the elementwise work runs in parallel too; the division by ``t_j`` is a
+multiplication by ``conj(t_j) / |t_j|^2``. Gradient accumulations shared between chunks
+(object scatter-add, probe sum) happen in chunk order, so results do not depend on the
+thread schedule (bitwise equal to one thread).
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -61,8 +69,8 @@ def _ptr(a):
 class _FFT:
     """In-place batched 2D FFTs on owned contiguous buffers."""
 
-    def __init__(self, arr, backend):
-        self.mod, self.kw = _fftmod(arr, backend)
+    def __init__(self, mod, kw):
+        self.mod, self.kw = mod, kw
 
     def fwd(self, buf):
         r = self.mod.fft2(buf, axes=(-2, -1), norm="ortho", overwrite_x=True, **self.kw)
@@ -77,29 +85,116 @@ class _FFT:
         return buf
 
 
-def _chunks(B: int, chunk: int | None) -> list[tuple[int, int]]:
+def _chunks(B: int, chunk: int | None, threads: int) -> list[tuple[int, int]]:
     if chunk is None:
-        chunk = max(1, math.ceil(B / 8))
+        chunk = max(1, math.ceil(B / (8 * threads)))
     chunk = max(1, min(int(chunk), B))
     return [(b0, min(B, b0 + chunk)) for b0 in range(0, B, chunk)]
+
+
+class _Turns:
+    """Runs ``fn`` for chunk ``ci`` under ``key`` only after chunks 0..ci-1 did (in order),
+    so shared accumulations are deterministic. Workers take chunks in ascending order, one
+    at a time, so the lowest unfinished chunk never waits (no deadlock)."""
+
+    def __init__(self):
+        self.cv = threading.Condition()
+        self.next: dict = {}
+        self.failed = False
+
+    def run(self, key, ci: int, fn) -> None:
+        with self.cv:
+            self.cv.wait_for(lambda: self.failed or self.next.get(key, 0) == ci)
+            if self.failed:
+                raise RuntimeError("multislice: another worker thread failed")
+            try:
+                fn()
+            finally:
+                self.next[key] = ci + 1
+                self.cv.notify_all()
+
+    def fail(self) -> None:
+        with self.cv:
+            self.failed = True
+            self.cv.notify_all()
+
+
+class _Patches:
+    """Slice transmissions given as patches (S, B, n, n)."""
+
+    def __init__(self, T, xp):
+        self.T, self.xp = T, xp
+
+    def mul(self, j, b0, b1, a, out):
+        """``out = a * t_j`` for positions b0:b1 (``a``: (1 or b, M, n, n))."""
+        self.xp.multiply(a, self.T[j, b0:b1, None], out=out)
+
+    def conj(self, j, b0, b1, out):
+        """``out = conj(t_j)`` (b, n, n) for positions b0:b1; returns ``out``."""
+        return self.xp.conjugate(self.T[j, b0:b1], out=out)
+
+
+class _ObjectPatches:
+    """Slice transmissions read from the object (S, Ny, Nx) at integer corners (B, 2),
+    without an intermediate copy on the CPU."""
+
+    def __init__(self, O, ci, n, xp):
+        self.O, self.ci, self.n, self.xp = O, ci, n, xp
+        if xp is not np:
+            cj = xp.asarray(ci)
+            ar = xp.arange(n)
+            self.rows = cj[:, 0, None, None] + ar[None, :, None]
+            self.cols = cj[:, 1, None, None] + ar[None, None, :]
+
+    def _views(self, j, b0, b1):
+        n = self.n
+        for k, b in enumerate(range(b0, b1)):
+            r, c = self.ci[b]
+            yield k, self.O[j, r : r + n, c : c + n]
+
+    def _gather(self, j, b0, b1):
+        return self.O[j][self.rows[b0:b1], self.cols[b0:b1]]
+
+    def mul(self, j, b0, b1, a, out):
+        xp = self.xp
+        if xp is np:
+            for k, v in self._views(j, b0, b1):
+                xp.multiply(a[min(k, a.shape[0] - 1)], v, out=out[k])
+        else:
+            xp.multiply(a, self._gather(j, b0, b1)[:, None], out=out)
+
+    def conj(self, j, b0, b1, out):
+        xp = self.xp
+        if xp is np:
+            for k, v in self._views(j, b0, b1):
+                xp.conjugate(v, out=out[k])
+            return out
+        return xp.conjugate(self._gather(j, b0, b1), out=out)
 
 
 class _Engine:
     """Shared forward/backward for both multislice entry points.
 
-    Slice transmissions come from ``get_t(j, b0, b1, out)`` ((b, n, n); ``out`` is a
-    scratch buffer the function may fill and return) and patch gradients go to
-    ``put_gt(j, b0, b1, gt)``.
+    Slice transmissions come from ``src`` (:class:`_Patches` or :class:`_ObjectPatches`;
+    called from several threads at once).
     """
 
     def __init__(self, P, S, B, n, cdt, transfer, backend, reversible, max_amp, chunk, xp):
+        if P.shape[0] not in (1, B):
+            raise ValueError(f"per-position probes must number B = {B}, got {P.shape[0]}")
         self.P, self.S, self.B, self.n, self.cdt, self.xp = P, S, B, n, cdt, xp
-        self.M = P.shape[0]
+        self.M = P.shape[1]
+        self.per_position = P.shape[0] > 1
         self.reversible = reversible
         self.max_amp = float(max_amp)
-        self.chunks = _chunks(B, chunk)
+        mod, kw = _fftmod(P, backend)
+        workers = int(kw.get("workers", 1)) if xp is np else 1
+        self.chunks = _chunks(B, chunk, workers)
+        self.threads = max(1, min(workers, len(self.chunks)))
+        if "workers" in kw:
+            kw = {**kw, "workers": max(1, workers // self.threads)}
+        self.fft = _FFT(mod, kw)
         self.bmax = max(b1 - b0 for b0, b1 in self.chunks)
-        self.fft = _FFT(P, backend)
         # propagators: H_j for j in 0..S-2
         self.H, self.Hc, self.Hinv, self.unitary, self.hmin = [], [], [], [], []
         if S > 1:
@@ -153,108 +248,160 @@ class _Engine:
                 amp = 1.0
         return store
 
+    def probe(self, b0: int, b1: int):
+        """(b or 1, M, n, n) probes of positions b0:b1."""
+        return self.P[b0:b1] if self.per_position else self.P
+
+    def _parallel(self, work, turns: _Turns | None = None) -> None:
+        """``work(next_chunk)`` on each worker thread; ``next_chunk()`` hands out chunk
+        indices in ascending order (None when all are taken)."""
+        it = iter(range(len(self.chunks)))
+        lock = threading.Lock()
+
+        def next_chunk():
+            with lock:
+                return next(it, None)
+
+        if self.threads == 1:
+            work(next_chunk)
+            return
+
+        def guarded():
+            try:
+                work(next_chunk)
+            except BaseException:
+                if turns is not None:
+                    turns.fail()
+                raise
+
+        with ThreadPoolExecutor(self.threads) as ex:
+            futures = [ex.submit(guarded) for _ in range(self.threads)]
+        for f in futures:
+            f.result()
+
     # -- forward ---------------------------------------------------------------------
-    def forward(self, get_t, store):
+    def forward(self, src, store):
         xp, M, n, S = self.xp, self.M, self.n, self.S
         y = xp.empty((self.B, M, n, n), dtype=self.cdt)
-        tbuf = xp.empty((self.bmax, n, n), dtype=self.cdt)
         self.stored = {}
-        for ci, (b0, b1) in enumerate(self.chunks):
-            b = b1 - b0
-            psi = y[b0:b1]
-            for j in range(S):
-                t = get_t(j, b0, b1, tbuf[:b])
-                if j == 0:
-                    xp.multiply(self.P[None], t[:, None], out=psi)
-                else:
-                    if store[j]:
+
+        def work(next_chunk):
+            while (ci := next_chunk()) is not None:
+                b0, b1 = self.chunks[ci]
+                psi = y[b0:b1]
+                for j in range(S):
+                    if j > 0 and store[j]:
                         self.stored[(ci, j)] = psi.copy()
-                    psi *= t[:, None]
-                if j < S - 1:
-                    self.fft.fwd(psi)
-                    psi *= self.H[j]
-                    self.fft.inv(psi)
+                    a = self.probe(b0, b1) if j == 0 else psi
+                    src.mul(j, b0, b1, a, psi)
+                    if j < S - 1:
+                        self.fft.fwd(psi)
+                        psi *= self.H[j]
+                        self.fft.inv(psi)
+
+        self._parallel(work)
         self.y = y
         self.store = store
         return y
 
     # -- backward --------------------------------------------------------------------
-    def backward(self, G, gt_dest, gt_done, get_t, need_probe, record=None):
+    def backward(self, G, gt_dest, gt_done, src, need_probe, record=None):
         """``gt_dest(j, b0, b1, scratch)`` returns the (b, n, n) buffer that receives the patch
-        gradient (or None to skip it); ``gt_done(j, b0, b1, buf)`` is called once it is
-        filled."""
-        xp, M, n, S, cdt = self.xp, self.M, self.n, self.S, self.cdt
-        store = self.store
-        unit = self.bmax * M * n * n
-        Wflat = xp.empty(2 * unit, dtype=cdt)
-        tbuf = xp.empty((self.bmax, n, n), dtype=cdt)
-        gtbuf = xp.empty((self.bmax, n, n), dtype=cdt)
-        mbuf = xp.empty((self.bmax, M, n, n), dtype=cdt) if M > 1 else None
-        gP = xp.zeros((M, n, n), dtype=cdt) if need_probe else None
-        for ci, (b0, b1) in enumerate(self.chunks):
-            b = b1 - b0
-            W = Wflat[: 2 * b * M * n * n].reshape(2, b, M, n, n)
-            W0, W1 = W[0], W[1]
-            regen_needed = S > 1 and not store[S - 1]
-            if regen_needed:
-                W0[...] = self.y[b0:b1]
-            W1[...] = G[b0:b1]
-            for j in range(S - 1, -1, -1):
-                t = get_t(j, b0, b1, tbuf[:b])
-                if j == 0:
-                    psi, src = self.P[None], "probe"
-                elif store[j]:
-                    psi, src = self.stored[(ci, j)], "stored"
-                else:
-                    W0 /= t[:, None]
-                    psi, src = W0, "regenerated"
-                if record is not None and j > 0:
-                    record.append((j, b0, b1, src, psi.copy()))
-                # gradient of the patch: sum_m gu * conj(psi)
-                gt = gt_dest(j, b0, b1, gtbuf[:b])
-                if gt is not None:
-                    if M == 1:
-                        xp.conjugate(xp.broadcast_to(psi[:, 0], gt.shape), out=gt)
-                        gt *= W1[:, 0]
-                    else:
-                        mb = mbuf[:b]
-                        xp.conjugate(xp.broadcast_to(psi, mb.shape), out=mb)
-                        mb *= W1
-                        mb.sum(axis=1, out=gt)
-                    gt_done(j, b0, b1, gt)
-                # adjoint through the transmission
-                tb = tbuf[:b]
-                xp.conjugate(t, out=tb)  # t may alias tb (object API): elementwise, safe
-                W1 *= tb[:, None]
-                if j == 0:
-                    break
-                # propagate back by P_{j-1}: adjoint always, regeneration when needed
-                regen = (j - 1) > 0 and not store[j - 1]
-                if regen:
-                    if psi is not W0:
-                        W0[...] = psi
-                    self.fft.fwd(W)
-                    if self.unitary[j - 1]:
-                        W *= self.Hc[j - 1]
-                    else:
-                        W0 *= self.Hinv[j - 1]
-                        W1 *= self.Hc[j - 1]
-                    self.fft.inv(W)
-                else:
-                    self.fft.fwd(W1)
-                    W1 *= self.Hc[j - 1]
-                    self.fft.inv(W1)
-            if need_probe:
-                gP += W1.sum(axis=0)
+        gradient (or None to skip it); ``gt_done(j, b0, b1, buf)`` (None: nothing to do) is
+        called once it is filled, in chunk order for each slice."""
+        xp, M, n, cdt = self.xp, self.M, self.n, self.cdt
+        gP = xp.zeros(self.P.shape, dtype=cdt) if need_probe else None
+        turns = _Turns()
+
+        def work(next_chunk):
+            bm = self.bmax
+            bufs = {
+                "W": xp.empty(2 * bm * M * n * n, dtype=cdt),
+                "t": xp.empty((bm, n, n), dtype=cdt),
+                "a": xp.empty((bm, n, n), dtype=np.finfo(cdt).dtype),
+                "gt": xp.empty((bm, n, n), dtype=cdt),
+                "m": xp.empty((bm, M, n, n), dtype=cdt) if M > 1 else None,
+            }
+            while (ci := next_chunk()) is not None:
+                self._backward_chunk(ci, G, gt_dest, gt_done, src, gP, bufs, turns, record)
+
+        self._parallel(work, turns)
+        if record is not None:
+            record.sort(key=lambda r: (r[1], -r[0]))  # serial order: chunks, slices down
         return gP
+
+    def _backward_chunk(self, ci, G, gt_dest, gt_done, src, gP, bufs, turns, record):
+        xp, M, n, S, store = self.xp, self.M, self.n, self.S, self.store
+        b0, b1 = self.chunks[ci]
+        b = b1 - b0
+        W = bufs["W"][: 2 * b * M * n * n].reshape(2, b, M, n, n)
+        W0, W1 = W[0], W[1]
+        tb, a, gtb = bufs["t"][:b], bufs["a"][:b], bufs["gt"][:b]
+        g = G[b0:b1]  # gradient of u_j: G for the last slice, then W1
+        u = self.y[b0:b1]  # u_j for regeneration: the exit wave, then W0
+        for j in range(S - 1, -1, -1):
+            tc = src.conj(j, b0, b1, tb)  # conj(t_j)
+            if j == 0:
+                psi, origin = self.probe(b0, b1), "probe"
+            elif store[j]:
+                psi, origin = self.stored[(ci, j)], "stored"
+            else:  # psi_j = u_j / t_j = u_j * conj(t_j) / |t_j|^2
+                xp.abs(tc, out=a)
+                xp.multiply(a, a, out=a)
+                xp.reciprocal(a, out=a)
+                r = xp.multiply(tc, a, out=gtb)  # 1/t_j (gtb is free until gt below)
+                xp.multiply(u, r[:, None], out=W0)
+                psi, origin = W0, "regenerated"
+            if record is not None and j > 0:
+                record.append((j, b0, b1, origin, psi.copy()))
+            # gradient of the patch: sum_m gu * conj(psi)
+            gt = gt_dest(j, b0, b1, gtb)
+            if gt is not None:
+                if M == 1:  # via the scratch: gt may be fresh memory (write it once)
+                    xp.conjugate(xp.broadcast_to(psi[:, 0], gtb.shape), out=gtb)
+                    xp.multiply(gtb, g[:, 0], out=gt)
+                else:
+                    mb = bufs["m"][:b]
+                    xp.conjugate(xp.broadcast_to(psi, mb.shape), out=mb)
+                    mb *= g
+                    mb.sum(axis=1, out=gt)
+                if gt_done is not None:
+                    turns.run(j, ci, lambda j=j, gt=gt: gt_done(j, b0, b1, gt))
+            # adjoint through the transmission: gpsi_j = gu_j * conj(t_j)
+            xp.multiply(g, tc[:, None], out=W1)
+            g = W1
+            if j == 0:
+                break
+            # propagate back by P_{j-1}: adjoint always, regeneration when needed
+            if (j - 1) > 0 and not store[j - 1]:
+                if psi is not W0:
+                    W0[...] = psi
+                self.fft.fwd(W)
+                if self.unitary[j - 1]:
+                    W *= self.Hc[j - 1]
+                else:
+                    W0 *= self.Hinv[j - 1]
+                    W1 *= self.Hc[j - 1]
+                self.fft.inv(W)
+                u = W0
+            else:
+                self.fft.fwd(W1)
+                W1 *= self.Hc[j - 1]
+                self.fft.inv(W1)
+        if gP is not None and self.per_position:
+            gP[b0:b1] = W1
+        elif gP is not None:
+            part = W1.sum(axis=0)
+            turns.run("probe", ci, lambda: xp.add(gP, part, out=gP))
 
 
 def _prepare_probe(probe):
+    """Probe as (1 or B, M, n, n)."""
     P = _d(probe)
-    if P.ndim == 2:
-        P = P[None]
-    if P.ndim != 3 or P.shape[-1] != P.shape[-2]:
-        raise ValueError(f"probe must have shape (M, n, n), got {P.shape}")
+    if 2 <= P.ndim <= 4:
+        P = P.reshape((1,) * (4 - P.ndim) + P.shape)
+    if P.ndim != 4 or P.shape[-1] != P.shape[-2]:
+        raise ValueError(f"probe must have shape (M, n, n) or (B, M, n, n), got {P.shape}")
     return P
 
 
@@ -271,7 +418,8 @@ def multislice(
     """Exit waves of a multislice object for every position and probe mode.
 
     Args:
-        probe: (M, n, n) complex probe modes (Tensor or array; (n, n) means M = 1).
+        probe: (M, n, n) complex probe modes (Tensor or array; (n, n) means M = 1), or
+            (B, M, n, n) probes per position (e.g. sub-pixel shifted).
         patches: (S, B, n, n) slice transmissions at the B positions.
         transfer: Fresnel/angular-spectrum transfer function (n, n), or (S-1, n, n) for
             unequal spacings; DC at index 0 (constant, no gradient). Ignored if S = 1.
@@ -280,7 +428,8 @@ def multislice(
         reversible: regenerate waves in backward instead of storing them (see module doc).
         max_amplification: checkpoint a slice when regeneration would amplify round-off by
             more than this (accumulated ``1/min|t|``).
-        chunk: positions per chunk (default ``ceil(B/8)``): backward buffers scale with it.
+        chunk: positions per chunk (default ``ceil(B / (8 * threads))``, threads = CPU FFT
+            workers, 1 on the GPU): backward buffers (per thread) scale with it.
 
     Returns:
         (B, M, n, n) exit waves (complex); differentiable in ``probe`` and ``patches``.
@@ -295,15 +444,13 @@ def multislice(
     P = P.astype(cdt, copy=False)
     eng = _Engine(P, S, B, n, cdt, transfer, backend, reversible, max_amplification, chunk, xp)
 
-    def get_t(j, b0, b1, out):
-        return T[j, b0:b1]
-
     tmin = [1.0] * S
     if reversible:
         for j in range(1, S):
             tmin[j] = float(xp.abs(T[j]).min())
     store = eng.plan(tmin)
-    y = eng.forward(get_t, store)
+    src = _Patches(T, xp)
+    y = eng.forward(src, store)
 
     need_probe = isinstance(probe, Tensor) and probe.requires_grad
     need_t = isinstance(patches, Tensor) and patches.requires_grad
@@ -315,11 +462,8 @@ def multislice(
         def gt_dest(j, b0, b1, scratch):
             return None if gT is None else gT[j, b0:b1]
 
-        def gt_done(j, b0, b1, buf):
-            pass
-
-        gP = eng.backward(g, gt_dest, gt_done, get_t, need_probe, record=_record)
-        state["probe"] = gP
+        gP = eng.backward(g, gt_dest, None, src, need_probe, record=_record)
+        state["probe"] = None if gP is None else gP.reshape(_d(probe).shape)
         state["patches"] = gT
 
     def vjp_probe(g):
@@ -365,26 +509,13 @@ def multislice_object(
     cdt = np.result_type(P.dtype, O.dtype, np.complex64)
     P = P.astype(cdt, copy=False)
     eng = _Engine(P, S, B, n, cdt, transfer, backend, reversible, max_amplification, chunk, xp)
-    cj = xp.asarray(ci) if xp is not np else ci
-    ar = xp.arange(n)
-
-    def get_t(j, b0, b1, out):
-        if xp is np:
-            for k, b in enumerate(range(b0, b1)):
-                r, c = ci[b]
-                out[k] = O[j, r : r + n, c : c + n]
-        else:
-            rows = cj[b0:b1, 0, None, None] + ar[None, :, None]
-            cols = cj[b0:b1, 1, None, None] + ar[None, None, :]
-            out[...] = O[j][rows, cols]
-        return out
-
     tmin = [1.0] * S
     if reversible:
         for j in range(1, S):
             tmin[j] = float(xp.abs(O[j]).min())  # bound over the whole slice
     store = eng.plan(tmin)
-    y = eng.forward(get_t, store)
+    src = _ObjectPatches(O, ci, n, xp)
+    y = eng.forward(src, store)
 
     need_probe = isinstance(probe, Tensor) and probe.requires_grad
     need_o = isinstance(obj, Tensor) and obj.requires_grad
@@ -399,8 +530,8 @@ def multislice_object(
         def gt_done(j, b0, b1, buf):
             scatter_add_patches(gO[j], buf, ci[b0:b1])
 
-        gP = eng.backward(g, gt_dest, gt_done, get_t, need_probe, record=_record)
-        state["probe"] = gP
+        gP = eng.backward(g, gt_dest, gt_done, src, need_probe, record=_record)
+        state["probe"] = None if gP is None else gP.reshape(_d(probe).shape)
         state["obj"] = gO
 
     def vjp_probe(g):

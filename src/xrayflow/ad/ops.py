@@ -509,9 +509,10 @@ def far_field_intensity(psi, mode_axis: int | None = -3, backend=None, recompute
     """Fused ``sum_m |fft2(psi)|^2`` (ortho) over ``mode_axis`` (None: no mode sum).
 
     ``psi`` (B, M, n, n) -> (B, n, n) by default. The VJP is
-    ``psi_bar = ifft2(2 * g * fft2(psi))``; with ``recompute`` (default) the far field is
-    recomputed in backward from ``psi`` (one extra FFT) instead of being kept, which
-    saves one wavefield batch of memory during the gradient.
+    ``psi_bar = ifft2(2 * g * fft2(psi))``, computed in place in the far field. With
+    ``recompute`` (default) the far field is recomputed in backward from ``psi`` (one
+    extra FFT) instead of being kept, which saves one wavefield batch of memory between
+    the forward and the backward pass; ``recompute=False`` keeps it (one FFT less).
     """
     X = _d(psi)
     xp = array_module(X)
@@ -521,14 +522,15 @@ def far_field_intensity(psi, mode_axis: int | None = -3, backend=None, recompute
     xp.multiply(inten, inten, out=inten)
     if mode_axis is not None:
         inten = inten.sum(axis=mode_axis)
-    saved = None if recompute else F
+    saved = [] if recompute else [F]  # used once: a second VJP call recomputes
     del F
 
     def vjp(g):
-        Fx = saved if saved is not None else mod.fft2(X, axes=(-2, -1), norm="ortho", **kw)
-        gg = g if mode_axis is None else xp.expand_dims(g, mode_axis)
-        out = Fx * (2.0 * gg) if saved is not None else xp.multiply(Fx, 2.0 * gg, out=Fx)
-        return mod.ifft2(out, axes=(-2, -1), norm="ortho", overwrite_x=True, **kw)
+        Fx = saved.pop() if saved else mod.fft2(X, axes=(-2, -1), norm="ortho", **kw)
+        g2 = xp.multiply(g, 2.0)
+        xp.multiply(Fx, g2 if mode_axis is None else xp.expand_dims(g2, mode_axis), out=Fx)
+        del g2
+        return mod.ifft2(Fx, axes=(-2, -1), norm="ortho", overwrite_x=True, **kw)
 
     return make_node(inten, ((psi, vjp),), "far_field_intensity")
 
