@@ -80,9 +80,39 @@ class ObjectData:
     modality: str | None = None
     path: str = ""
     dataset: str = ""
+    illumination: np.ndarray | None = None  # (Ny, Nx) sum over positions of |P|^2, or None
 
 
 # --------------------------------------------------------------------------- loading
+def illumination_map(probe: np.ndarray, corners: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum over scan positions of the probe intensity on the object grid, shape ``shape``.
+
+    ``probe`` is (M, n, n) or (n, n) (modes add in intensity); ``corners`` (P, 2) are the
+    top-left window corners in object pixels (rounded to the nearest pixel; windows are
+    clipped at the grid edges).
+    """
+    power = np.abs(np.asarray(probe)) ** 2
+    power = power.reshape(-1, *power.shape[-2:]).sum(axis=0)
+    n_y, n_x = power.shape
+    out = np.zeros(shape, dtype=np.float64)
+    for cy, cx in np.rint(np.asarray(corners, dtype=np.float64)).astype(int):
+        y0, x0 = max(cy, 0), max(cx, 0)
+        y1, x1 = min(cy + n_y, shape[0]), min(cx + n_x, shape[1])
+        if y1 > y0 and x1 > x0:
+            out[y0:y1, x0:x1] += power[y0 - cy : y1 - cy, x0 - cx : x1 - cx]
+    return out
+
+
+def _read_illumination(f, shape: tuple) -> np.ndarray | None:
+    """Illumination of a reconstruction file that stores ``probe`` and ``positions_px``."""
+    if "probe" not in f or "positions_px" not in f or len(shape) < 2:
+        return None
+    corners = np.asarray(f["positions_px"][()], dtype=np.float64)
+    if corners.ndim != 2 or corners.shape[1] != 2:
+        return None
+    return illumination_map(f["probe"][()], corners, shape[-2:])
+
+
 def _as_str(v: Any) -> str:
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
@@ -214,11 +244,12 @@ def read_object(path: str | os.PathLike, role: str = "result") -> ObjectData:
         if modality is None and "modality" in f.attrs:
             modality = _as_str(f.attrs["modality"])
         losses = _loss_history(f) if role == "result" else {}
+        illum = _read_illumination(f, obj.shape) if role == "result" else None
     if obj.ndim not in (2, 3) or min(obj.shape) < 1:
         raise DataError(f"{label}: {name} has shape {obj.shape}, expected (Ny, Nx) or (S, Ny, Nx)")
     if not np.all(np.isfinite(obj)):
         raise DataError(f"{label}: {name} contains NaN or infinite values")
-    return ObjectData(obj, pixel, losses, modality, str(p), name)
+    return ObjectData(obj, pixel, losses, modality, str(p), name, illum)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -242,6 +273,20 @@ def _prepare(obj: np.ndarray, kind: str) -> np.ndarray:
     if obj.ndim == 3:
         return obj[0] if obj.shape[0] == 1 else np.prod(obj, axis=0)
     return obj
+
+
+def _illuminated_box(res: ObjectData, kind: str, shape: tuple, fraction: float):
+    """Slices (y, x) of the bounding box where the result's illumination >= fraction x max.
+
+    None when the fraction is 0, the kind is a volume, or the result has no probe/positions.
+    """
+    if fraction <= 0 or kind == "volume" or res.illumination is None:
+        return None
+    illum = res.illumination
+    if illum.shape != tuple(shape[-2:]) or not np.any(illum > 0):
+        return None
+    ys, xs = np.nonzero(illum >= fraction * illum.max())
+    return (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
 
 
 def _finite(x: Any) -> Any:
@@ -385,6 +430,10 @@ def evaluate(
             f"(compared as {kind}: {est.shape} vs {tru.shape})"
         )
     pixel = cfg.get("pixel_size") or res.pixel_size or ref.pixel_size
+    box = _illuminated_box(res, kind, est.shape, cfg["illuminated_fraction"])
+    if box is not None:
+        est, tru = est[box], tru[box]
+        e0, r0 = e0[(...,) + box], r0[(...,) + box]
     acfg = cfg["align"]
     twin_check = acfg["twin"] is True or (acfg["twin"] == "auto" and kind == "volume")
     if acfg["enabled"]:
@@ -420,6 +469,7 @@ def evaluate(
         "reference_dataset": ref.dataset or None,
         "shape": list(est.shape),
         "evaluated_shape": list(ec.shape),
+        "illuminated_box": None if box is None else [[b.start, b.stop] for b in box],
         "crop_px": margin,  # per axis, applied after alignment
         "pixel_size_m": pixel,
         "alignment": info,
