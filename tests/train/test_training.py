@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from xrayflow.errors import DataError
 from xrayflow.train.loop import load_model, losses, train
 from xrayflow.train.networks import build_network
 
@@ -263,3 +264,19 @@ def test_infer_on_cxi(shards2d, tiny_config, tmp_path):
     with h5py.File(tmp_path / "p1.h5") as a, h5py.File(tmp_path / "p2.h5") as b:
         np.testing.assert_allclose(a["phase"][()], b["phase"][()], rtol=1e-5, atol=1e-6)
         assert a["amplitude"].shape == (5, 16, 16)
+
+
+def test_train_restores_global_torch_settings(shards2d, tiny_config, tmp_path):
+    threads = torch.get_num_threads()
+    assert not torch.are_deterministic_algorithms_enabled()
+    train(tiny_config(epochs=1), shards2d, tmp_path / "m.pt", log=lambda *_: None)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == threads
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with pytest.raises(DataError):  # raised after the run switched the settings
+            train(tiny_config(epochs=1), tmp_path / "none", tmp_path / "e.pt", log=lambda *_: None)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

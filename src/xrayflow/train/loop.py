@@ -2,7 +2,8 @@
 
 * Seeds: ``torch.manual_seed``, ``numpy.random.seed`` and ``random.seed`` from ``seed``;
   ``torch.use_deterministic_algorithms(True)`` (``warn_only`` on CUDA, where a few backward
-  kernels have no deterministic variant). The data order is a function of (seed, epoch)
+  kernels have no deterministic variant) for the duration of :func:`train` only (the caller's
+  settings are restored on return). The data order is a function of (seed, epoch)
   (see :mod:`xrayflow.train.shards`), never of the rank count.
 * Loss: per-sample losses are summed and divided by the **global** batch size; gradients are
   SUM-all-reduced over ranks, so W ranks with ``global_batch / W`` samples each compute the
@@ -265,15 +266,42 @@ def _data_kind(info: dict) -> str:
     return "ptycho2d" if len(info["input_shape"]) == 2 else "bragg_cdi3d"
 
 
+def _global_torch_settings() -> tuple:
+    """Process-wide torch settings that :func:`_train` changes (restored afterwards)."""
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+        torch.get_num_threads(),
+    )
+
+
+def _restore_torch_settings(saved: tuple) -> None:
+    det, warn_only, bench, cudnn_det, threads = saved
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = bench
+    torch.backends.cudnn.deterministic = cudnn_det
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def train(config: dict, data, out, resume: bool = False, log=None) -> dict:
-    """Train (see :func:`_train`); under several MPI ranks an error on one rank aborts all."""
+    """Train (see :func:`_train`); under several MPI ranks an error on one rank aborts all.
+
+    Deterministic algorithms, cuDNN flags and the torch thread count are switched for the
+    run only: the caller's settings are restored on return (also after an error).
+    """
     rank, size, _ = D.env_rank_size()
+    saved = _global_torch_settings()
     try:
         return _train(config, data, out, resume, log)
     except BaseException as exc:
         if size > 1:
             D.abort_all(exc, rank)
         raise
+    finally:
+        _restore_torch_settings(saved)
 
 
 def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
