@@ -63,9 +63,9 @@ def test_single_process_needs_no_mpi():
     assert out.stdout.split() == ["0", "1", "serial", "False"]
 
 
-def _reduce(tmp_path, n_ranks, n_blocks, mpi=True):
-    out = tmp_path / f"sum{n_ranks}{mpi}.npz"
-    r = run_mpi("reduce_sum.py", n_ranks, out, n_blocks, mpi=mpi)
+def _reduce(tmp_path, n_ranks, n_blocks, mpi=True, *extra):
+    out = tmp_path / f"sum{n_ranks}{mpi}{''.join(extra)}.npz"
+    r = run_mpi("reduce_sum.py", n_ranks, out, n_blocks, *extra, mpi=mpi)
     assert r.returncode == 0, r.stderr
     return dict(np.load(out))
 
@@ -98,6 +98,22 @@ def test_block_sum_with_an_idle_rank(tmp_path):
     assert three["spans"].tolist() == [[0, 1], [1, 2], [2, 2]]
     for key in ("loss", "vol", "probe"):
         assert np.array_equal(serial[key], three[key]), key
+
+
+@pytest.mark.mpi
+def test_block_sum_with_given_spans_and_idle_rank_0(tmp_path):
+    serial = _reduce(tmp_path, 1, 5, False)
+    skew = _reduce(tmp_path, 2, 5, True, "skew")  # rank 0 holds no block
+    assert skew["spans"].tolist() == [[0, 0], [0, 5]]
+    for key in ("loss", "vol", "probe"):
+        assert np.array_equal(serial[key], skew[key]), key
+
+
+def test_block_sum_rejects_bad_spans():
+    from xrayflow.parallel import Comm
+
+    with pytest.raises(ValueError, match="do not cover"):
+        Comm().block_sum(3, lambda k: np.ones(2), spans=[range(0, 2)])
 
 
 @pytest.mark.mpi

@@ -80,6 +80,10 @@ class Comm:
         """Python object from ``root`` to every rank (pickled; small objects only)."""
         return obj if self.mpi is None else self.mpi.bcast(obj, root=root)
 
+    def allgather(self, obj) -> list:
+        """``[obj of rank 0, obj of rank 1, ...]`` on every rank (pickled; small objects)."""
+        return [obj] if self.mpi is None else self.mpi.allgather(obj)
+
     def abort(self, code: int = 1) -> None:
         """End every rank now (MPI_Abort; the launcher kills the others)."""
         if self.mpi is None:
@@ -130,9 +134,11 @@ class Comm:
             self._transport(g[0]).allreduce(buf)
         return lay.unpack(bufs)
 
-    def block_sum(self, n_blocks: int, partial: Callable[[int], object]):
+    def block_sum(self, n_blocks: int, partial: Callable[[int], object], spans=None):
         """Deterministic sum over ranks of ``partial(k)`` for blocks ``k`` in
-        ``range(n_blocks)``; this rank computes the blocks ``self.partition(n_blocks)``.
+        ``range(n_blocks)``; this rank computes the blocks ``self.partition(n_blocks)``, or
+        ``spans[self.rank]`` when ``spans`` (one ``range`` per rank, consecutive, covering
+        ``range(n_blocks)``) says which rank holds which blocks (e.g. the data they read).
 
         ``partial(k)`` returns an array or a dict of arrays / floats (same layout for every
         block), e.g. ``{"loss": value, "delta": grad, ...}``. The result is bit-identical for
@@ -142,7 +148,17 @@ class Comm:
         """
         if n_blocks < 1:
             raise ValueError(f"block_sum: n_blocks must be >= 1, got {n_blocks}")
-        bounds = [partition(n_blocks, r, self.size) for r in range(self.size)]
+        if spans is None:
+            bounds = [partition(n_blocks, r, self.size) for r in range(self.size)]
+        else:
+            bounds = [range(s.start, s.stop) for s in spans]
+            starts = [b.start for b in bounds] + [n_blocks]
+            if (
+                len(bounds) != self.size
+                or any(b.stop != nxt for b, nxt in zip(bounds, starts[1:], strict=True))
+                or starts[0] != 0
+            ):
+                raise ValueError(f"block_sum: spans {spans} do not cover range({n_blocks})")
         covers = [tree_cover(0, n_blocks, b.start, b.stop) for b in bounds]
         state: dict = {}
 
@@ -163,9 +179,9 @@ class Comm:
             return state["layout"].unpack(nodes[0])
         mine = state["layout"].describe() if "layout" in state else None
         every = self.mpi.allgather(mine)
-        ref = every[0]
+        ref = next(d for d in every if d is not None)
         if any(d is not None and d != ref for d in every):
-            raise ValueError("block_sum: ranks returned partials of different layouts")
+            raise ValueError(f"block_sum: ranks returned partials of different layouts: {every}")
         lay = Layout(*ref)
         mods = _modules(lay)
         k_max = max(len(c) for c in covers)

@@ -10,6 +10,13 @@ Two file kinds, chosen by ``data.format`` (``auto``: by suffix):
 Everything is returned as a :class:`ReconData`: patterns with the zero frequency at index
 ``(0, 0)`` (float32 counts), a good-pixel mask, top-left corners of the probe window on the
 object grid in (fractional) pixels, and the geometry in one unit system.
+
+Under MPI the used frames are cut into fixed *chunks* of at most ``run.block_frames``
+consecutive frames (never across a change of rotation angle; ``null``: one chunk per rank,
+``ceil(P / ranks)`` frames); each rank owns a contiguous run of chunks
+(:func:`xrayflow.parallel.partition`) and holds only their patterns — from a CXI file it
+reads only those frames (a NumPy archive is loaded whole, then cut). Positions, angles, the
+mask and per-frame totals are known on every rank.
 """
 
 from __future__ import annotations
@@ -22,13 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from xrayflow.errors import ConfigError, DataError
+from xrayflow.parallel import Comm, get_comm
 
 
 @dataclass
 class ReconData:
-    """Inputs of the reconstruction, in memory order (y, x) and DC-at-corner patterns."""
+    """Inputs of the reconstruction, in memory order (y, x) and DC-at-corner patterns.
 
-    intensities: np.ndarray  # (P, ny, nx) float32
+    ``intensities`` holds the frames ``local`` (rows of the P used frames) of this MPI
+    rank; everything else describes all P used frames."""
+
+    intensities: np.ndarray  # (len(local), ny, nx) float32
     mask: np.ndarray  # (ny, nx) bool, True = good pixel
     corners: np.ndarray  # (P, 2) float64, top-left corner of the window, object pixels
     object_shape: tuple  # (Ny, Nx)
@@ -43,10 +54,23 @@ class ReconData:
     truth: dict = field(default_factory=dict)
     units: str = "metres"
     positions_m: np.ndarray | None = None  # (P, 2) as read (file units)
+    angles: np.ndarray | None = None  # (P,) rotation angles, rad (tomography)
+    volume_depth: int | None = None  # Z voxels of a tomography volume (from the truth)
+    local: np.ndarray | None = None  # rows of the used frames held here (None: all)
+    chunk_starts: np.ndarray | None = None  # first row of each chunk (None: one chunk)
+    frame_totals: np.ndarray | None = None  # (P,) counts per frame over good pixels
+
+    def __post_init__(self):
+        if self.local is None:
+            self.local = np.arange(self.intensities.shape[0])
+        if self.chunk_starts is None:
+            self.chunk_starts = np.zeros(1, np.int64)
+        if self.frame_totals is None:
+            self.frame_totals = self.intensities[:, self.mask].sum(axis=1, dtype=np.float64)
 
     @property
     def n_positions(self) -> int:
-        return int(self.intensities.shape[0])
+        return int(np.asarray(self.corners).shape[0])
 
     @property
     def frame_shape(self) -> tuple:
@@ -79,6 +103,33 @@ def _subset(n: int, cfg: dict) -> np.ndarray:
     return idx
 
 
+def chunk_starts(n: int, block: int, angles=None) -> np.ndarray:
+    """First row of each chunk: consecutive runs of at most ``block`` of ``n`` frames that
+    do not cross a change of ``angles`` (as :meth:`TomoModel.frame_blocks`)."""
+    runs = [0]
+    if angles is not None and n:
+        runs += (np.flatnonzero(np.diff(np.asarray(angles))) + 1).tolist()
+    ends = [*runs[1:], n]
+    return np.asarray([s for a, b in zip(runs, ends, strict=True) for s in range(a, b, block)])
+
+
+def local_rows(starts: np.ndarray, n: int, comm: Comm) -> np.ndarray:
+    """Rows of the chunks owned by ``comm``'s rank (a contiguous run of chunks)."""
+    own = comm.partition(len(starts))
+    bounds = [*np.asarray(starts).tolist(), n]
+    return np.arange(bounds[own.start], bounds[own.stop], dtype=np.int64)
+
+
+def _plan(cfg: dict, n_file: int, angles_file, comm: Comm):
+    """Used frames (file indices), chunk starts and this rank's rows."""
+    used = _subset(n_file, cfg)
+    tomo = cfg["model"]["type"] == "ptychotomo"
+    ang = None if angles_file is None or not tomo else np.asarray(angles_file)[used]
+    block = cfg["run"]["block_frames"] or max(1, -(-len(used) // comm.size))
+    starts = chunk_starts(len(used), block, ang)
+    return used, starts, local_rows(starts, len(used), comm)
+
+
 def _squeeze_to(a: np.ndarray, ndim: int, what: str, path) -> np.ndarray:
     while a.ndim > ndim and a.shape[0] == 1:
         a = a[0]
@@ -87,20 +138,22 @@ def _squeeze_to(a: np.ndarray, ndim: int, what: str, path) -> np.ndarray:
     return a
 
 
-def load_data(path, cfg: dict) -> ReconData:
-    """Read ``path`` according to the (validated) reconstruct config ``cfg``."""
+def load_data(path, cfg: dict, comm: Comm | None = None) -> ReconData:
+    """Read ``path`` according to the (validated) reconstruct config ``cfg``; only this
+    rank's frames of ``comm`` (default: :func:`xrayflow.parallel.get_comm`)."""
+    comm = comm or get_comm()
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file {p} does not exist")
     fmt = cfg["data"]["format"]
     if fmt == "auto":
         fmt = "npz" if (p.name.endswith(".npz") or p.name.endswith(".npz.bz2")) else "cxi"
-    rd = _read_npz(p, cfg) if fmt == "npz" else _read_cxi(p, cfg)
-    _finish(rd, cfg, p)
+    rd = _read_npz(p, cfg, comm) if fmt == "npz" else _read_cxi(p, cfg, comm)
+    _finish(rd, cfg, p, comm)
     return rd
 
 
-def _read_npz(p: Path, cfg: dict) -> ReconData:
+def _read_npz(p: Path, cfg: dict, comm: Comm) -> ReconData:
     arrs = _load_npz(p)
     keys = cfg["data"]["keys"]
     for role in ("data", "positions"):
@@ -126,8 +179,8 @@ def _read_npz(p: Path, cfg: dict) -> ReconData:
             "geometry.units: pixels or geometry.object_pixel_size"
         )
     centred = bool(cfg["data"]["centred"]) if cfg["data"]["centred"] is not None else False
-    idx = _subset(data.shape[0], cfg)
-    data = np.asarray(data, dtype=np.float32)
+    idx, starts, local = _plan(cfg, data.shape[0], None, comm)
+    data = np.asarray(data[idx[local]], dtype=np.float32)
     if centred:
         data = np.fft.ifftshift(data, axes=(-2, -1))
     pix = 1.0 if g["units"] == "pixels" else float(g["object_pixel_size"])
@@ -145,6 +198,8 @@ def _read_npz(p: Path, cfg: dict) -> ReconData:
         probe=probe,
         units=g["units"],
         positions_m=pos,
+        local=local,
+        chunk_starts=starts,
     )
     # positions are in pixel units (or metres if object_pixel_size given with units metres)
     rd.corners = pos / (1.0 if g["units"] == "pixels" else pix)
@@ -159,23 +214,40 @@ def _wavelength(energy_ev):
     return float(wavelength(energy_ev))
 
 
-def _read_cxi(p: Path, cfg: dict) -> ReconData:
+def _frame_geometry(p: Path, n: int):
+    """Positions (n, 2) m (or None) and rotation angles (n,) rad (or None) of every frame
+    (small datasets, read by every rank)."""
+    from xrayflow.io.cxi import _positions, open_h5  # noqa: PLC0415
+
+    with open_h5(p) as f:
+        pos = _positions(f, n, str(p))
+        apath = "entry_1/sample_1/geometry_1/rotation_angle"
+        ang = np.asarray(f[apath][()], np.float64).ravel() if apath in f else None
+    if ang is not None and ang.size != n:
+        raise DataError(f"{p}: {ang.size} rotation angles for {n} frames")
+    return pos, ang
+
+
+def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
     try:
-        from xrayflow.io.cxi import read_cxi  # noqa: PLC0415
+        from xrayflow.io.cxi import read_cxi, read_cxi_meta  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - C's module missing
         raise DataError(f"cannot read CXI files: {exc}") from exc
     try:
-        dd = read_cxi(p)
+        n_file = read_cxi_meta(p)["n_frames"]
+        pos_all, ang_all = _frame_geometry(p, n_file)
+        idx, starts, local = _plan(cfg, n_file, ang_all, comm)
+        want = idx[local]
+        dd = read_cxi(p, indices=want if want.size else idx[:1])
     except OSError as exc:
         raise DataError(f"{p}: cannot read as CXI/HDF5: {exc}") from exc
     g = cfg["geometry"]
-    data = np.asarray(dd.data, dtype=np.float32)
+    data = np.asarray(dd.data, dtype=np.float32)[: want.size]
     if data.ndim != 3:
         raise DataError(f"{p}: patterns have shape {data.shape}, expected (P, ny, nx)")
     centred = cfg["data"]["centred"]
     if centred is None:
         centred = bool(getattr(dd, "centred", True))
-    idx = _subset(data.shape[0], cfg)
     if centred:
         data = np.fft.ifftshift(data, axes=(-2, -1))
     energy = g["energy_ev"] if g["energy_ev"] is not None else getattr(dd, "energy_ev", None)
@@ -214,13 +286,7 @@ def _read_cxi(p: Path, cfg: dict) -> ReconData:
         raise DataError(f"{p}: mask shape {mask.shape} differs from patterns {data.shape[-2:]}")
     if centred:
         mask = np.fft.ifftshift(mask)
-    pos = getattr(dd, "positions", None)
-    if pos is None:
-        pos = np.zeros((data.shape[0], 2))
-    else:
-        pos = np.asarray(pos, np.float64)
-        if pos.shape[0] != dd.data.shape[0]:
-            raise DataError(f"{p}: {dd.data.shape[0]} patterns but {pos.shape[0]} positions")
+    pos = np.zeros((n_file, 2)) if pos_all is None else np.asarray(pos_all, np.float64)
     probe = truth.get("probe") if cfg["init"]["probe"] in ("truth", "file") else None
     rd = ReconData(
         intensities=data,
@@ -236,6 +302,9 @@ def _read_cxi(p: Path, cfg: dict) -> ReconData:
         truth=truth,
         units=g["units"],
         positions_m=pos,
+        angles=ang_all,
+        local=local,
+        chunk_starts=starts,
     )
     ss = attrs.get("slice_spacing", truth.get("slice_spacing", truth.get("slice_thickness")))
     if ss is not None:
@@ -244,21 +313,25 @@ def _read_cxi(p: Path, cfg: dict) -> ReconData:
     if ds is not None:
         ds = np.asarray(ds, np.float64).ravel()
         if ds.size == 1:
-            ds = np.full(data.shape[0], ds[0])
-        elif ds.size != dd.data.shape[0]:
-            raise DataError(f"{p}: {ds.size} holography distances for {dd.data.shape[0]} frames")
+            ds = np.full(n_file, ds[0])
+        elif ds.size != n_file:
+            raise DataError(f"{p}: {ds.size} holography distances for {n_file} frames")
         rd.distances = ds
     osh = attrs.get("object_shape")
     if osh is None and "object" in truth:
         osh = np.asarray(truth["object"]).shape[-2:]
+    if mtype == "ptychotomo" and "delta" in truth:
+        vol = np.asarray(truth["delta"]).shape
+        osh, rd.volume_depth = (osh if osh is not None else vol[-2:]), int(vol[0])
     if osh is not None:
         rd.object_shape = tuple(int(v) for v in np.asarray(osh).ravel()[-2:])
     return rd
 
 
-def _finish(rd: ReconData, cfg: dict, p) -> None:
+def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
     """Positions -> window corners on the object grid (from all frames, so that subsets
-    share one grid); then keep the frames of ``rd.indices``; consistency checks."""
+    share one grid); then keep the frames of ``rd.indices``; consistency checks; the
+    saturation mask and per-frame totals from every rank's frames."""
     g, m = cfg["geometry"], cfg["model"]
     data = rd.intensities
     if not np.all(np.isfinite(data)):
@@ -279,7 +352,10 @@ def _finish(rd: ReconData, cfg: dict, p) -> None:
         rd.probe = pr
     sat = cfg["data"]["mask_saturated_above"]
     if sat is not None:
-        rd.mask = rd.mask & ~(data >= sat).any(axis=0)
+        hot = np.any(comm.allgather((data >= sat).any(axis=0)), axis=0)
+        rd.mask = rd.mask & ~hot
+    mine = data.reshape(data.shape[0], -1)[:, rd.mask.ravel()].sum(axis=1, dtype=np.float64)
+    rd.frame_totals = np.concatenate(comm.allgather(mine))
     c = np.asarray(rd.corners, np.float64)
     if g["flip_positions"]:
         c = c[:, ::-1]
@@ -291,7 +367,7 @@ def _finish(rd: ReconData, cfg: dict, p) -> None:
             osh = tuple(int(v) for v in data.shape[-2:])
         rd.object_shape = tuple(int(v) for v in osh)
         rd.corners = (
-            np.zeros((data.shape[0], 2))
+            np.zeros((c.shape[0], 2))
             if g["position_reference"] == "centre" and not np.any(c)
             else c
         )
@@ -335,9 +411,12 @@ def _finish(rd: ReconData, cfg: dict, p) -> None:
 
 
 def _take(rd: ReconData) -> None:
+    """Keep the used frames' geometry (the patterns were read for them already)."""
     idx = rd.indices
-    rd.intensities = np.ascontiguousarray(rd.intensities[idx])
+    rd.intensities = np.ascontiguousarray(rd.intensities)
     rd.corners = rd.corners[idx]
+    if rd.angles is not None:
+        rd.angles = np.asarray(rd.angles, np.float64)[idx]
     if rd.positions_m is not None:
         rd.positions_m = rd.positions_m[idx]
     if rd.distances is not None:

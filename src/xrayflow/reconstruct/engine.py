@@ -7,6 +7,14 @@ an optimizer step for every parameter whose schedule is active. Position gradien
 accumulated over the iteration and applied once at its end (Gauss-Newton-scaled, clipped,
 mean drift removed). After each iteration: NaN / divergence checks, a progress line,
 and a checkpoint every ``run.checkpoint_every`` iterations.
+
+MPI: a batch is split into *blocks* — its positions falling in one fixed chunk of
+``run.block_frames`` frames (:mod:`xrayflow.reconstruct.data`) — and each rank computes the
+blocks of the chunks whose frames it holds. Per-block data terms, gradients and
+preconditioner sums are added by :meth:`xrayflow.parallel.Comm.block_sum` in a fixed tree
+order, so every rank takes the same step and the result is bit-identical for any number of
+ranks (with a number in ``run.block_frames``). Regularisers are evaluated once per batch, the
+same on every rank.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from xrayflow.backend import get_backend, to_numpy
 from xrayflow.errors import ConfigError, DataError, XrayflowError
 from xrayflow.models.holography import HolographyModel
 from xrayflow.models.ptychography import PtychoModel, loss_target, split_positions
+from xrayflow.models.tomography import TomoModel
+from xrayflow.parallel import Comm, get_comm, partition, write_on_root
 from xrayflow.reconstruct import checkpoint as ckpt
 from xrayflow.reconstruct.data import ReconData
 from xrayflow.reconstruct.optimizers import GradientDescent, ParamSettings, make_optimizer
@@ -117,6 +127,8 @@ def build_model(cfg, data: ReconData, backend):
             mask=mask,
             backend=backend,
         )
+    if m["type"] == "ptychotomo":
+        return build_tomo_model(cfg, data, backend, mask)
     S = m["n_slices"]
     transfer = None
     if m["type"] == "ptycho2d" and S != 1:
@@ -141,6 +153,41 @@ def build_model(cfg, data: ReconData, backend):
         transfer=transfer,
         k_dz=k_dz,
         object_param=m["object_param"],
+        loss=cfg["loss"]["type"],
+        eps=cfg["loss"]["eps"],
+        mask=mask,
+        backend=backend,
+    )
+
+
+def volume_shape(cfg, data: ReconData) -> tuple:
+    """(Z, Y, X) of a ptycho-tomography volume."""
+    Z = cfg["model"]["volume_depth"] or data.volume_depth or data.object_shape[1]
+    return (int(Z), *data.object_shape)
+
+
+def build_tomo_model(cfg, data: ReconData, backend, mask) -> TomoModel:
+    m = cfg["model"]
+    if data.angles is None:
+        raise DataError("model.type=ptychotomo needs rotation angles in the data file")
+    if data.wavelength is None:
+        raise DataError("model.type=ptychotomo needs the wavelength (photon energy)")
+    corners = np.round(data.corners).astype(np.int64)  # TomoModel: whole-voxel windows
+    off = np.abs(data.corners - corners).max()
+    if off > 0.25:
+        raise DataError(
+            f"model.type=ptychotomo rounds scan positions to whole voxels; they are up to "
+            f"{off:.2f} voxels off the grid (choose a scan step of whole voxels)"
+        )
+    return TomoModel(
+        volume_shape(cfg, data),
+        data.pixel_size,
+        data.wavelength,
+        data.frame_shape,
+        corners,
+        data.angles,
+        n_slices=m["n_slices"],
+        propagator=m["propagator"],
         loss=cfg["loss"]["type"],
         eps=cfg["loss"]["eps"],
         mask=mask,
@@ -185,18 +232,21 @@ def initial_probe(cfg, data: ReconData, rng) -> np.ndarray:
         modes.append(p * np.sqrt(ini["mode_power"]))
     probe = np.stack(modes)
     if ini["probe_scale_to_data"]:
-        m = data.mask
-        target = float(np.mean(data.intensities[:, m].sum(axis=1))) / max(m.mean(), 1e-12)
+        target = float(np.mean(data.frame_totals)) / max(data.mask.mean(), 1e-12)
         probe *= np.sqrt(target / max(float(np.sum(np.abs(probe) ** 2)), 1e-30))
     return probe
 
 
+def object_names(model) -> tuple:
+    return ("delta", "beta") if isinstance(model, TomoModel) else model.object_names
+
+
 def initial_object(cfg, data: ReconData, model) -> dict:
-    S = cfg["model"]["n_slices"]
-    shape = (S, *data.object_shape)
+    tomo = isinstance(model, TomoModel)
+    shape = model.volume_shape if tomo else (cfg["model"]["n_slices"], *data.object_shape)
     if cfg["init"]["object"] == "truth":
         t = data.truth
-        if model.object_names == ("object",) and "object" in t:
+        if object_names(model) == ("object",) and "object" in t:
             o = np.asarray(t["object"], np.complex128)
             return {"object": o.reshape(shape)}
         if "delta" in t and "beta" in t:
@@ -205,7 +255,7 @@ def initial_object(cfg, data: ReconData, model) -> dict:
                 "beta": np.asarray(t["beta"]).reshape(shape),
             }
         raise DataError("init.object: truth requested but the data file has no object truth")
-    if model.object_names == ("object",):
+    if object_names(model) == ("object",):
         return {"object": np.ones(shape, np.complex128)}
     return {"delta": np.zeros(shape), "beta": np.zeros(shape)}
 
@@ -221,6 +271,10 @@ def _settings(cfg, names) -> dict:
     return out
 
 
+def _quiet(_msg: str) -> None:
+    """Log of the ranks other than 0."""
+
+
 def _config_core(cfg) -> dict:
     c = copy.deepcopy(cfg)
     c.pop("run", None)
@@ -230,20 +284,31 @@ def _config_core(cfg) -> dict:
 
 # ------------------------------------------------------------------------- the loop
 class Reconstructor:
-    """Holds the model, parameters and optimizer state; :meth:`run` iterates."""
+    """Holds the model, parameters and optimizer state; :meth:`run` iterates.
 
-    def __init__(self, cfg: dict, data: ReconData, checkpoint_path=None, log=None):
+    Every rank of ``comm`` holds the same parameters and takes the same steps; only rank 0
+    logs and writes checkpoints."""
+
+    def __init__(
+        self, cfg: dict, data: ReconData, checkpoint_path=None, log=None, comm: Comm | None = None
+    ):
         self.cfg = cfg
         self.data = data
+        self.comm = comm or get_comm()
+        if not self.comm.is_root:
+            log = _quiet
         self.log = log if log is not None else (lambda s: print(s, file=sys.stderr, flush=True))
         r = cfg["run"]
         self.backend = get_backend(r["device"], r["precision"])
         be = self.backend
+        if be.is_gpu and self.comm.size > 1:
+            self.comm.select_gpu()  # GPU = node-local rank mod GPUs, before any allocation
         xp = be.xp
         self.model = build_model(cfg, data, be)
         self.rng = np.random.default_rng(cfg["optimizer"]["seed"])
         init_rng = np.random.default_rng(cfg["init"]["seed"])
         self.is_holo = isinstance(self.model, HolographyModel)
+        self.is_tomo = isinstance(self.model, TomoModel)
         probe = initial_probe(cfg, data, init_rng)
         objs = initial_object(cfg, data, self.model)
         self.params = {"probe": xp.asarray(probe.astype(be.complex_dtype))}
@@ -252,41 +317,63 @@ class Reconstructor:
             self.params[k] = xp.asarray(v.astype(dt))
         self.positions = np.asarray(data.corners, np.float64).copy()
         self.initial_positions = self.positions.copy()
-        self.names = [*self.model.object_names, "probe"]
+        self.object_names = object_names(self.model)
+        self.names = [*self.object_names, "probe"]
         o = cfg["optimizer"]
         self.opt = make_optimizer(o["method"], _settings(cfg, self.names), rule=o["step_rule"])
         pc = o["positions"]
-        self.correct_positions = bool(cfg["model"]["position_correction"]) and not self.is_holo
+        self.correct_positions = (
+            bool(cfg["model"]["position_correction"]) and not self.is_holo and not self.is_tomo
+        )
         self.pos_settings = ParamSettings(lr=pc["lr"], start=pc["start"], stop=pc["stop"])
         self.pos_opt = GradientDescent({"positions": self.pos_settings}, rule="fixed")
+        # this rank's frames: targets indexed through row_of[global frame]
+        P = data.n_positions
+        self.row_of = np.full(P, -1, np.int64)
+        self.row_of[data.local] = np.arange(data.local.size)
         target = loss_target(data.intensities, cfg["loss"]["type"])
         self.target = xp.asarray(target.astype(be.real_dtype))
+        self.chunk_starts = np.asarray(data.chunk_starts, np.int64)
+        n_ch, size = len(self.chunk_starts), self.comm.size
+        # first chunk of each rank, then the end: rank r owns chunks [c[r], c[r + 1])
+        starts = [partition(n_ch, r, size).start for r in range(size)]
+        self.rank_chunks = np.asarray([*starts, n_ch])
         self.history = {"loss": [], "time": []}
         self.iteration = 0
         self.checkpoint_path = checkpoint_path
         self.n_good = float(data.mask.sum())
         # Poisson NLL: subtract its minimum (I = D) so that reported losses are >= 0
-        self.loss_offset = np.zeros(data.n_positions)
+        self.loss_offset = np.zeros(P)
         if cfg["loss"]["type"] == "poisson":
             D = data.intensities.astype(np.float64) * data.mask
             eps = cfg["loss"]["eps"]
-            self.loss_offset = (D - D * np.log(D + eps)).sum(axis=(1, 2))
+            self.loss_offset[data.local] = (D - D * np.log(D + eps)).sum(axis=(1, 2))
+
+    @property
+    def transport(self) -> str:
+        """How gradients travel between ranks (``serial``, ``mpi``, ``nccl``, ...)."""
+        return self.comm.transport_name(self.backend.xp.__name__)
 
     # -- state for checkpoints ---------------------------------------------------------
     def save(self, path):
+        """Checkpoint (rank 0 writes it atomically; it holds no per-rank state)."""
         state = self.opt.state_dict()
         state.update({f"__pos__{k}": v for k, v in self.pos_opt.state_dict().items()})
         params = dict(self.params)
         params["__positions__"] = self.positions
-        ckpt.save_checkpoint(
-            path,
-            iteration=self.iteration,
-            params=params,
-            optimizer_state=state,
-            rng_state=ckpt.rng_state(self.rng),
-            history=self.history,
-            config=_config_core(self.cfg),
-        )
+
+        def write(tmp):
+            ckpt.save_checkpoint(
+                tmp,
+                iteration=self.iteration,
+                params=params,
+                optimizer_state=state,
+                rng_state=ckpt.rng_state(self.rng),
+                history=self.history,
+                config=_config_core(self.cfg),
+            )
+
+        write_on_root(path, write, self.comm)
 
     def restore(self, path) -> None:
         c = ckpt.load_checkpoint(path)
@@ -315,17 +402,75 @@ class Reconstructor:
         self.history = {k: list(v) for k, v in c["history"].items()}
         self.iteration = c["iteration"]
 
-    # -- one batch -----------------------------------------------------------------------
-    def _batch_loss(self, tensors, idx, ci, shifts_t, fraction):
+    # -- one block of a batch -------------------------------------------------------------
+    def _block_loss(self, tensors, frames, pos_active):
+        """Data term of ``frames`` (sorted global frame indices held by this rank).
+
+        Returns ``(loss, shifts tensor or None, integer corners or None)``."""
+        xp = self.backend.xp
+        rows = self.row_of[frames]
+        if (rows < 0).any():
+            raise RuntimeError(f"frames {frames[rows < 0][:5].tolist()} are not held by this rank")
+        tgt = self.target[rows]
         model = self.model
-        objp = {k: tensors[k] for k in model.object_names}
-        tgt = self.target[idx]
+        if self.is_tomo:
+            t = tensors
+            return model.loss(t["delta"], t["beta"], t["probe"], frames, tgt), None, None
+        objp = {k: tensors[k] for k in self.object_names}
         if self.is_holo:
-            loss = model.loss(objp, tensors["probe"], idx, None, tgt)
-        else:
-            loss = model.loss(objp, tensors["probe"], ci, shifts_t, tgt)
-        reg = regularization(tensors, self.cfg["regularizers"], fraction)
-        return loss if reg is None else loss + reg
+            return model.loss(objp, tensors["probe"], frames, None, tgt), None, None
+        ci, frac = split_positions(self.positions[frames])
+        shifts = xp.asarray(frac.astype(self.backend.real_dtype))
+        shifts_t = ad.param(shifts) if pos_active else ad.const(shifts)
+        if not np.any(frac) and not pos_active:
+            shifts_t = None
+        return model.loss(objp, tensors["probe"], ci, shifts_t, tgt), shifts_t, ci
+
+    def _partial(self, frames, idx, active, pos_active):
+        """Block sums: ``loss``, Poisson ``offset``, gradients of the ``active`` parameters,
+        ``gpos`` ((len(idx), 2), this block's rows) and, for ptychography, the sums behind the
+        preconditioners (``illum`` on the object grid, ``opw`` on the window)."""
+        xp = self.backend.xp
+        tensors = {n: (ad.param(v) if n in active else ad.const(v)) for n, v in self.params.items()}
+        loss, shifts_t, ci = self._block_loss(tensors, frames, pos_active)
+        out = {"loss": float(loss.data), "offset": float(self.loss_offset[frames].sum())}
+        targets = [tensors[n] for n in active] + ([shifts_t] if pos_active else [])
+        if not targets:
+            return out
+        gl = ad.backward(loss, targets=targets)
+        out.update(zip(active, gl[: len(active)], strict=False))
+        if pos_active:
+            g = np.zeros((len(idx), 2))
+            g[np.searchsorted(idx, frames)] = to_numpy(gl[-1])
+            out["gpos"] = g
+        if active and not (self.is_holo or self.is_tomo):
+            pb = self.model.last["probe_shifted"]
+            pw = xp.sum(xp.abs(pb) ** 2, axis=1)  # (B or 1, n, n)
+            if pw.shape[0] != len(frames):
+                pw = xp.broadcast_to(pw, (len(frames), *pw.shape[1:]))
+            illum = xp.zeros(self.data.object_shape, dtype=pw.dtype)
+            ad.scatter_add_patches(illum, xp.ascontiguousarray(pw), ci)
+            out["illum"] = illum
+            out["opw"] = xp.sum(self.model.last["patch_power"], axis=0)
+        return out
+
+    def _blocks(self, idx):
+        """Cut the sorted batch ``idx`` at chunk boundaries; blocks and each rank's span."""
+        chunk = np.searchsorted(self.chunk_starts, idx, side="right") - 1
+        cuts = np.flatnonzero(np.diff(chunk)) + 1
+        blocks = np.split(idx, cuts)
+        first = np.searchsorted(chunk[np.r_[0, cuts]], self.rank_chunks)
+        spans = [range(int(a), int(b)) for a, b in zip(first[:-1], first[1:], strict=True)]
+        return blocks, spans
+
+    def _regularization(self, params, active, fraction):
+        """Regularisers (once per batch, identical on every rank): value, gradients."""
+        t = {n: (ad.param(v) if n in active else ad.const(v)) for n, v in params.items()}
+        reg = regularization(t, self.cfg["regularizers"], fraction)
+        if reg is None:
+            return 0.0, {}
+        grads = ad.backward(reg, targets=[t[n] for n in active]) if active else []
+        return float(reg.data), dict(zip(active, grads, strict=True))
 
     def _check_finite(self, what_loss, it):
         xp = self.backend.xp
@@ -337,43 +482,35 @@ class Reconstructor:
         if not np.isfinite(what_loss):
             raise DivergenceError(f"loss is NaN/inf at iteration {it + 1}")
 
-    def _preconditioners(self, idx, ci):
-        """Object: f (illumination + a max); probe: f (object power + a max).
+    def _preconditioners(self, idx, sums):
+        """Object: f (illumination + a max); probe: f (object power + a max); none for
+        ptycho-tomography. ``sums``: the batch's block sums (``illum``, ``opw``).
 
         f = 2 for the amplitude loss (its Gauss-Newton curvature, so lr = 1 is a full
         ePIE/rPIE-like step) and 4 for the Poisson NLL (whose gradient is about twice as
         large near the solution and much larger where I << D).
         """
+        if self.is_tomo:
+            return {}
         xp = self.backend.xp
         f = 2.0 if self.cfg["loss"]["type"] == "gaussian" else 4.0
         alpha = self.cfg["optimizer"]["precondition_alpha"]
         pre = {}
-        last = self.model.last
-        pb = last.get("probe_shifted")
         if self.is_holo:
-            illum = xp.sum(xp.abs(self.params["probe"]) ** 2, axis=0)
-            illum = illum * len(idx)
-        else:
-            pw = xp.sum(xp.abs(pb) ** 2, axis=1)  # (B or 1, n, n)
-            if pw.shape[0] != len(idx):
-                pw = xp.broadcast_to(pw, (len(idx), *pw.shape[1:]))
-            illum = xp.zeros(self.data.object_shape, dtype=pw.dtype)
-            ad.scatter_add_patches(illum, xp.ascontiguousarray(pw), ci)
-        d_obj = f * (illum + alpha * illum.max())
-        names = self.model.object_names
-        if names == ("object",):
-            pre["object"] = d_obj
-        else:
-            kdz2 = float(self.model.k_dz) ** 2
-            pre["delta"] = d_obj * kdz2
-            pre["beta"] = d_obj * kdz2
-        if self.is_holo:
+            illum = xp.sum(xp.abs(self.params["probe"]) ** 2, axis=0) * len(idx)
             if "object" in self.params:
                 opw = xp.abs(self.params["object"][0]) ** 2 * len(idx)
             else:
                 opw = xp.ones(self.data.object_shape) * len(idx)
         else:
-            opw = xp.sum(last["patch_power"], axis=0)
+            illum, opw = sums["illum"], sums["opw"]
+        d_obj = f * (illum + alpha * illum.max())
+        if self.object_names == ("object",):
+            pre["object"] = d_obj
+        else:
+            kdz2 = float(self.model.k_dz) ** 2
+            pre["delta"] = d_obj * kdz2
+            pre["beta"] = d_obj * kdz2
         pre["probe"] = f * (opw + alpha * opw.max())
         return pre
 
@@ -394,54 +531,15 @@ class Reconstructor:
         return 2 * np.array([cy, cx]) * max(o2, 1e-6)
 
     def run_iteration(self):
-        cfg = self.cfg
-        o = cfg["optimizer"]
+        o = self.cfg["optimizer"]
         it = self.iteration
-        xp = self.backend.xp
         P = self.data.n_positions
-        order = self.rng.permutation(P) if o["shuffle"] else np.arange(P)
-        bs = o["batch_size"]
         pos_active = self.correct_positions and self.pos_settings.active(it)
         self.opt.lr_scale = self._lr_scale(it)
         gpos = np.zeros_like(self.positions) if pos_active else None
         total = 0.0
-        for b0 in range(0, P, bs):
-            idx = np.sort(order[b0 : b0 + bs])
-            ci, frac = split_positions(self.positions[idx])
-            active = [n for n in self.names if self.opt.active(n, it)]
-            tensors = {
-                n: (ad.param(v) if n in active else ad.const(v)) for n, v in self.params.items()
-            }
-            shifts_np = frac.astype(self.backend.real_dtype)
-            shifts_t = (
-                ad.param(xp.asarray(shifts_np)) if pos_active else ad.const(xp.asarray(shifts_np))
-            )
-            if not np.any(frac) and not pos_active:
-                shifts_t = None
-            loss = self._batch_loss(tensors, idx, ci, shifts_t, len(idx) / P)
-            targets = [tensors[n] for n in active]
-            if pos_active:
-                targets.append(shifts_t)
-            lval = float(loss.data)
-            if not np.isfinite(lval):
-                self._check_finite(lval, it)
-            if targets:
-                gl = ad.backward(loss, targets=targets)
-                grads = dict(zip(active, gl[: len(active)], strict=True))
-                if pos_active:
-                    gpos[idx] = to_numpy(gl[-1]).astype(np.float64)
-                pre = self._preconditioners(idx, ci)
-                closure = None
-                if getattr(self.opt, "rule", None) == "backtracking":
-
-                    def closure(params, idx=idx, ci=ci, shifts_t=shifts_t):
-                        t = {n: ad.const(v) for n, v in params.items()}
-                        return float(self._batch_loss(t, idx, ci, shifts_t, len(idx) / P).data)
-
-                    self.opt.step(self.params, grads, it, precond=pre, closure=closure, loss0=lval)
-                else:
-                    self.opt.step(self.params, grads, it, precond=pre)
-            total += lval - float(self.loss_offset[idx].sum())
+        for idx in self._batches(P, o["batch_size"], o["shuffle"]):
+            total += self._batch_step(idx, it, pos_active, gpos)
         if pos_active:
             curv = self._position_curvature()
             step = -self.pos_settings.lr * gpos / curv[None, :]
@@ -452,6 +550,61 @@ class Reconstructor:
             self._clamp_positions()
         self.iteration += 1
         return total / (P * max(self.n_good, 1.0))
+
+    def _batches(self, P, bs, shuffle) -> list:
+        """Sorted frame indices of each minibatch, from the run's RNG only. Ptychography:
+        ``bs`` frames in shuffled order. Ptycho-tomography: whole blocks (one angle each,
+        so that a block rotates the volume once) in shuffled order, up to ``bs`` frames."""
+        if not self.is_tomo:
+            order = self.rng.permutation(P) if shuffle else np.arange(P)
+            return [np.sort(order[b0 : b0 + bs]) for b0 in range(0, P, bs)]
+        ends = [*self.chunk_starts[1:].tolist(), P]
+        chunks = [np.arange(a, b) for a, b in zip(self.chunk_starts.tolist(), ends, strict=True)]
+        order = self.rng.permutation(len(chunks)) if shuffle else range(len(chunks))
+        batches, cur = [], []
+        for c in order:
+            if cur and sum(map(len, cur)) + len(chunks[c]) > bs:
+                batches.append(np.sort(np.concatenate(cur)))
+                cur = []
+            cur.append(chunks[c])
+        return [*batches, np.sort(np.concatenate(cur))]
+
+    def _batch_step(self, idx, it, pos_active, gpos) -> float:
+        """Gradients of one batch summed over its blocks (all ranks), one optimizer step.
+        Returns the batch's loss less the Poisson offset."""
+        fraction = len(idx) / self.data.n_positions
+        active = [n for n in self.names if self.opt.active(n, it)]
+        blocks, spans = self._blocks(idx)
+        sums = self.comm.block_sum(
+            len(blocks), lambda k: self._partial(blocks[k], idx, active, pos_active), spans
+        )
+        rval, rgrads = self._regularization(self.params, active, fraction)
+        lval = sums["loss"] + rval
+        if not np.isfinite(lval):
+            self._check_finite(lval, it)
+        if pos_active:
+            gpos[idx] = sums["gpos"]
+        if active:
+            grads = {n: sums[n] + rgrads[n] if n in rgrads else sums[n] for n in active}
+            pre = self._preconditioners(idx, sums)
+            if getattr(self.opt, "rule", None) == "backtracking":
+
+                def closure(params):
+                    t = {n: ad.const(v) for n, v in params.items()}
+                    s = self.comm.block_sum(
+                        len(blocks),
+                        lambda k: {"loss": float(self._block_loss(t, blocks[k], False)[0].data)},
+                        spans,
+                    )
+                    return s["loss"] + self._regularization(params, [], fraction)[0]
+
+                self.opt.step(self.params, grads, it, precond=pre, closure=closure, loss0=lval)
+            else:
+                self.opt.step(self.params, grads, it, precond=pre)
+            if self.cfg["model"]["nonnegative"]:
+                for n in sorted(set(active) & {"delta", "beta"}):
+                    self.backend.xp.maximum(self.params[n], 0, out=self.params[n])
+        return lval - sums["offset"]
 
     def _lr_scale(self, it: int) -> float:
         o = self.cfg["optimizer"]

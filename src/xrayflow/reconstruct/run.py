@@ -19,8 +19,17 @@ Output layout (``write_h5``, atomic; see :func:`result_tree`):
 ``provenance``              versions, git commit, time, command line, seed
 ==========================  =============================================================
 
+With ``model.type: ptychotomo`` ``object`` is absent and ``delta``, ``beta`` are the
+float32 (Z, Y, X) volume (z along the beam at angle 0, rotation about y), with ``angles``
+float64 (P,) rad per frame and ``voxel_size`` (= ``pixel_size``).
+
 Root attributes: ``model``, ``units``, ``n_slices``, ``slice_spacing``, ``wavelength``,
-``energy_ev``, ``iterations``.
+``energy_ev``, ``iterations``, ``n_ranks`` (MPI processes), ``transport`` (how gradients
+travelled between them: ``serial``, ``mpi``, ``nccl``, ``cuda-aware-mpi``, ``host``),
+``n_blocks`` (fixed blocks of frames, see ``run.block_frames``).
+
+Under MPI every rank runs :func:`reconstruct` on its share of the frames; rank 0 writes the
+output (and the checkpoints) atomically.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xrayflow.parallel import Comm, get_comm, write_on_root
 from xrayflow.reconstruct.data import load_data
 from xrayflow.reconstruct.engine import Reconstructor, slice_spacing
 
@@ -57,7 +67,6 @@ def result_tree(cfg, data, rec, res) -> dict:
     tot = float(np.sum(res.history["time"]))
     its = len(res.history["loss"])
     tree = {
-        "object": transmission_from(res.params, rec.model),
         "probe": res.params["probe"],
         "positions": pos,
         "positions_px": pos_px,
@@ -73,6 +82,11 @@ def result_tree(cfg, data, rec, res) -> dict:
         "config": cfg,
         "provenance": provenance(cfg, cfg["optimizer"]["seed"]),
     }
+    if rec.is_tomo:
+        tree["angles"] = np.asarray(data.angles, np.float64)
+        tree["voxel_size"] = float(pix)
+    else:
+        tree["object"] = transmission_from(res.params, rec.model)
     if "delta" in res.params:
         tree["delta"] = res.params["delta"]
         tree["beta"] = res.params["beta"]
@@ -85,23 +99,36 @@ def result_tree(cfg, data, rec, res) -> dict:
         "energy_ev": float(data.energy_ev) if data.energy_ev else float("nan"),
         "iterations": its,
         "positions_units": units,
+        "n_ranks": int(rec.comm.size),
+        "transport": rec.transport,
+        "n_blocks": len(data.chunk_starts),
     }
     return tree, attrs
 
 
-def reconstruct(cfg: dict, data_path, out_path, resume: bool = False, log=None):
+def reconstruct(
+    cfg: dict, data_path, out_path, resume: bool = False, log=None, comm: Comm | None = None
+):
     """Run the reconstruction; write ``out_path`` unless stopped early (``run.stop_after``).
 
-    Returns the :class:`~xrayflow.reconstruct.engine.Result`.
+    Collective over ``comm`` (default :func:`xrayflow.parallel.get_comm`): call it on every
+    rank. Returns the :class:`~xrayflow.reconstruct.engine.Result`.
     """
     from xrayflow.io.hdf5 import write_h5  # noqa: PLC0415
 
-    data = load_data(data_path, cfg)
+    comm = comm or get_comm()
+    data = load_data(data_path, cfg, comm)
     ck = default_checkpoint_path(cfg, out_path)
-    rec = Reconstructor(cfg, data, checkpoint_path=ck, log=log)
+    rec = Reconstructor(cfg, data, checkpoint_path=ck, log=log, comm=comm)
+    rec.log(
+        f"reconstruct: {comm.size} rank(s), transport {rec.transport}, "
+        f"{len(data.chunk_starts)} blocks of frames (run.block_frames: "
+        f"{cfg['run']['block_frames']}), "
+        f"rank 0 holds {data.local.size} of {data.n_positions} frames"
+    )
     res = rec.run(resume=resume)
     if res.stopped:
         return res
     tree, attrs = result_tree(cfg, data, rec, res)
-    write_h5(out_path, tree, attrs=attrs)
+    write_on_root(out_path, lambda tmp: write_h5(tmp, tree, attrs=attrs), comm)
     return res

@@ -1,5 +1,6 @@
 """Deterministic block sum of fixed pseudo-random partials; rank 0 saves the result and
-every rank's block partition: ``reduce_sum.py OUT.npz N_BLOCKS``."""
+every rank's block partition: ``reduce_sum.py OUT.npz N_BLOCKS [skew]`` (``skew``: explicit
+spans giving every block to the last rank, rank 0 none)."""
 
 import sys
 
@@ -8,6 +9,7 @@ import numpy as np
 from xrayflow.parallel import abort_on_error, get_comm, write_on_root
 
 out, n_blocks = sys.argv[1], int(sys.argv[2])
+skew = sys.argv[3:] == ["skew"]
 
 
 def partial(k):
@@ -23,8 +25,11 @@ def partial(k):
 
 with abort_on_error() as comm:
     assert comm is get_comm()
-    total = comm.block_sum(n_blocks, partial)
-    mine = comm.partition(n_blocks)
+    given = None
+    if skew:
+        given = [range(0, 0)] * (comm.size - 1) + [range(0, n_blocks)]
+    total = comm.block_sum(n_blocks, partial, spans=given)
+    mine = given[comm.rank] if skew else comm.partition(n_blocks)
     spans = comm.mpi.allgather((mine.start, mine.stop)) if comm.mpi else [(mine.start, mine.stop)]
 
     def save(tmp):
