@@ -16,7 +16,10 @@ shifts ``s_b``::
     psi   = P_b * O[c_b]  (slice 0);  then for j >= 1:  psi = t_j[c_b] * F^-1{H F{psi}}
     I_b   = sum_m |F{psi_m}|^2                         # DC at index (0, 0), ortho FFT
 
-Gradients come from :mod:`xrayflow.ad`; nothing here is hand-differentiated.
+Gradients come from :mod:`xrayflow.ad`; nothing here is hand-differentiated. The object
+part is the fused :func:`xrayflow.ad.multislice_object` (also for S = 1), the far field the
+fused :func:`xrayflow.ad.far_field_intensity`: probe shift and far field cost four
+(B, M, n, n) FFTs per batch (forward and backward), and no (S, B, n, n) array is formed.
 """
 
 from __future__ import annotations
@@ -100,15 +103,18 @@ class PtychoModel:
     def object_names(self) -> tuple:
         return ("delta", "beta") if self.object_param == "delta_beta" else ("object",)
 
-    def _slice_patches(self, obj_params, corners):
-        """(S, B, n, n) complex transmission patches."""
-        n = self.frame_shape
+    def _transmission(self, obj_params):
+        """(S, Ny, Nx) complex transmission (a Tensor) of the whole object.
+
+        For ``delta_beta`` the exponential is taken over the object grid, which is smaller
+        than a batch of patches for the usual overlaps.
+        """
         if self.object_param == "delta_beta":
-            d = ad.gather_patches(obj_params["delta"], corners, n)
-            b = ad.gather_patches(obj_params["beta"], corners, n)
+            d = ad.as_tensor(obj_params["delta"])
+            b = ad.as_tensor(obj_params["beta"])
             # t = exp(-i k dz delta - k dz beta)
             return ad.exp(d * (-1j * self.k_dz) + b * (-self.k_dz))
-        return ad.gather_patches(obj_params["object"], corners, n)
+        return ad.as_tensor(obj_params["object"])
 
     def shift_probe(self, probe, shifts):
         """Probe modes (M, n, n) shifted by ``shifts`` (B, 2) px -> (B, M, n, n).
@@ -132,35 +138,36 @@ class PtychoModel:
         return ad.ifft2(Pf * (ry * rx), backend=self.backend)
 
     def exit_waves(self, obj_params: dict, probe, corners, shifts):
-        """Exit waves (B, M, n, n) for integer ``corners`` (B, 2) and ``shifts`` (B, 2)."""
-        S = self.n_slices
-        B = corners.shape[0]
+        """Exit waves (B, M, n, n) for integer ``corners`` (B, 2) and ``shifts`` (B, 2).
+
+        Uses the fused :func:`xrayflow.ad.multislice_object` (patches gathered per chunk,
+        their gradient scatter-added into the object; backward memory O(batch), not
+        O(slices)). Side outputs for the preconditioners go to ``self.last``:
+        ``patch_power`` (B, n, n) = prod_j |t_j[c_b]|^2 and ``probe_shifted``
+        (B or 1, M, n, n).
+        """
+        probe = ad.as_tensor(probe)
         if shifts is None:
             pb = ad.reshape(probe, 1, *probe.shape)  # (1, M, n, n)
         else:
             pb = self.shift_probe(probe, shifts)
-        patches = self._slice_patches(obj_params, corners)  # (S, B, n, n)
-        n = self.frame_shape
-        self.last["patch_power"] = None
-        psi = pb * ad.reshape(patches[0], B, 1, *n)
-        for j in range(1, S):
-            H = self.transfer if self.transfer.ndim == 2 else self.transfer[j - 1]
-            psi = ad.ifft2(ad.fft2(psi, backend=self.backend) * H, backend=self.backend)
-            psi = psi * ad.reshape(patches[j], B, 1, *n)
+        obj = self._transmission(obj_params)
+        transfer = self.transfer if self.n_slices > 1 else None
+        psi = ad.multislice_object(pb, obj, corners, transfer, backend=self.backend)
         # plain-array side outputs for the preconditioners
-        pdat = patches.data
-        xp = array_module(pdat)
-        pw = xp.abs(pdat[0]) ** 2
-        for j in range(1, S):
-            pw = pw * xp.abs(pdat[j]) ** 2
-        self.last["patch_power"] = pw  # (B, n, n)
-        self.last["probe_shifted"] = pb.data  # (B or 1, M, n, n)
+        O = obj.data
+        xp = array_module(O)
+        pw = xp.abs(O[0]) ** 2
+        for j in range(1, self.n_slices):
+            pw *= xp.abs(O[j]) ** 2
+        self.last["patch_power"] = ad.gather_patches(pw, corners, self.frame_shape).data
+        self.last["probe_shifted"] = pb.data
         return psi
 
     def intensities(self, obj_params, probe, corners, shifts):
         """Far-field intensities (B, n, n), DC at index (0, 0)."""
         psi = self.exit_waves(obj_params, probe, corners, shifts)
-        return ad.sum(ad.abs2(ad.fft2(psi, backend=self.backend)), axis=1)
+        return ad.far_field_intensity(psi, backend=self.backend, recompute=False)
 
     def loss(self, obj_params, probe, corners, shifts, target):
         """Data term for the batch; ``target`` from :func:`loss_target`."""
