@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from xrayflow import ad, cdi
 from xrayflow.backend import get_backend
-from xrayflow.errors import ConfigError
+from xrayflow.errors import ConfigError, DataError
 from xrayflow.evaluate.alignment import align
 from xrayflow.evaluate.metrics import ssim
 from xrayflow.models.bragg import BraggCDIModel
@@ -216,3 +216,154 @@ def test_masked_voxels_are_ignored(noisy):
     bad = _score(cdi.refine(junk, init, None, cfg)["object"], truth)
     assert good[0] >= SSIM_MIN and good[1] <= PHASE_MAX, good
     assert bad[0] < SSIM_MIN or bad[1] > PHASE_MAX, bad
+
+
+# ----------------------------------------------------------------------------- network start
+class _PerfectNet:
+    """Stand-in for a trained CDI3DNet whose output is the true crystal box."""
+
+    heads = ("support", "phase")
+
+    def __init__(self, truth, input_size=N):
+        import torch
+
+        box = cdi.crop(truth, (N // 2,) * 3)
+        self.out = {
+            "support": torch.from_numpy((np.abs(box) > 0).astype(np.float32))[None],
+            "phase": torch.from_numpy(np.angle(box).astype(np.float32))[None],
+        }
+        self.input_size = input_size
+        self.seen = None
+
+    def parameters(self):
+        import torch
+
+        return iter([torch.zeros(1)])
+
+    def __call__(self, x):
+        self.seen = x
+        return self.out
+
+
+def _floor(data, truth):
+    scaled = truth * np.sqrt(data.sum() / np.sum(np.abs(truth) ** 2))
+    return BraggCDIModel(data, backend=get_backend("cpu", "double")).r_factor(scaled)
+
+
+def test_network_start_from_the_true_box_is_the_truth(noisy):
+    data, truth = noisy
+    box = cdi.crop(truth, (N // 2,) * 3)
+    init = cdi.network_start((np.abs(box) > 0).astype(np.float32), np.angle(box), data.shape)
+    assert init.shape == data.shape and init.dtype == np.complex64
+    # the network's box lands where the simulator put the crystal: no shift, no twin needed
+    np.testing.assert_allclose(init, truth / np.abs(truth).max(), atol=1e-6)
+    s, dphi = _score(init, truth)
+    assert s > 0.999 and dphi < 1e-3
+
+
+def test_refine_from_a_perfect_network_stops_at_once(noisy):
+    data, truth = noisy
+    net = _PerfectNet(truth)
+    # no HIO: a perfect start is already at the noise floor (HIO would wander off it first)
+    cfg = {"stop_loss": (1.05 * _floor(data, truth)) ** 2, "iterations": 100}
+    res = cdi.refine_from_network(net, data, {**cfg, "hio": {"iterations": 0}})
+    # the network saw sqrt(counts), centred, with a batch axis
+    np.testing.assert_allclose(net.seen.numpy()[0], np.sqrt(data), rtol=1e-6)
+    assert res["hio_iterations"] == 0 and res["iterations"] <= 5
+    assert res["network_support"].shape == (N // 2,) * 3
+    assert 0 <= res["network_time_s"] <= res["time_s"]
+    s, dphi = _score(res["object"], truth)
+    assert s >= 0.99 and dphi <= 0.05, (s, dphi)
+    # uncentred counts: the network still gets centred input
+    res2 = cdi.refine_from_network(net, np.fft.ifftshift(data), {"iterations": 0}, centred=False)
+    np.testing.assert_allclose(net.seen.numpy()[0], np.sqrt(data), rtol=1e-6)
+    assert res2["hio_iterations"] == cdi.NETWORK_HIO  # the default from a network
+    assert res2["r_factor"] < 2 * _floor(data, truth)
+
+
+def test_network_predict_rejects_wrong_sizes_and_models(noisy):
+    data, truth = noisy
+    with pytest.raises(DataError, match="network input"):
+        cdi.network_predict(_PerfectNet(truth, input_size=2 * N), data)
+    net = _PerfectNet(truth)
+    net.heads = ("amplitude", "phase")
+    with pytest.raises(DataError, match="not a 3D CDI network"):
+        cdi.network_predict(net, data)
+
+
+# ----------------------------------------------------------------------------- file entry
+def _tiny_cxi(path, n=16):
+    from xrayflow.io.cxi import write_cxi
+
+    vox = 1.378e-10 / (n * 55e-6)
+    cfg = {
+        "modality": "bragg_cdi",
+        "seed": 4,
+        "energy_ev": 9000,
+        "geometry": {"shape": n, "distance": 1.0, "pixel_size": 55e-6},
+        "phantom": {
+            "type": "faceted_crystals",
+            "shape": [None, None, None],
+            "params": {"n_crystals": 1, "radius_range": [0.1 * n * vox, 0.11 * n * vox]},
+        },
+        "noise": {"photons_per_probe": 1e7, "poisson": True},
+        "output": {"compression": "none"},
+    }
+    d = simulate(cfg)
+    write_cxi(path, d)
+    return d
+
+
+def _tiny_model(path, n=16):
+    from xrayflow.train.loop import save_model
+    from xrayflow.train.networks import build_network
+
+    net_cfg = {"kind": "cdi3d", "channels": [2, 4], "norm": "none"}
+    net = build_network(net_cfg, n, n // 2)
+    save_model(path, net, {"network": net_cfg}, {}, {"input_size": n, "output_size": n // 2})
+
+
+def test_reconstruct_file_writes_the_result(tmp_path):
+    from xrayflow.io.hdf5 import read_h5
+
+    d = _tiny_cxi(tmp_path / "b.cxi")
+    cfg = {"iterations": 6, "hio": {"iterations": 4}, "seed": 3}
+    res = cdi.reconstruct_file(cfg, tmp_path / "b.cxi", tmp_path / "r.h5")
+    out = read_h5(tmp_path / "r.h5")
+    assert out["object"].shape == d.data.shape and out["object"].dtype == np.complex64
+    np.testing.assert_array_equal(out["object"], res["object"].astype(np.complex64))
+    assert out["support"].dtype == bool and out["support"].shape == d.data.shape
+    assert len(out["loss"]) == 6 and out["iterations"] == 6 and out["hio_iterations"] == 4
+    assert out["timings"]["total_s"] > 0 and out["start"] == "random"
+    assert out["config"]["iterations"] == 6 and out["config"]["seed"] == 3
+    assert out["provenance"]["seed"] == 3
+    assert out["voxel_size"] == pytest.approx(d.attrs["object_pixel_size"])
+    # same seed, same result
+    again = cdi.reconstruct_file(cfg, tmp_path / "b.cxi", tmp_path / "r2.h5")
+    np.testing.assert_array_equal(again["object"], res["object"])
+    # from a (here untrained) network
+    _tiny_model(tmp_path / "m.pt")
+    cdi.reconstruct_file(cfg, tmp_path / "b.cxi", tmp_path / "n.h5", tmp_path / "m.pt")
+    net = read_h5(tmp_path / "n.h5")
+    assert net["start"] == "network" and net["model"] == str(tmp_path / "m.pt")
+    assert net["network"]["support"].shape == (8, 8, 8) and net["timings"]["network_s"] > 0
+
+
+def test_reconstruct_file_rejects_bad_input(tmp_path):
+    from xrayflow.io.cxi import DiffractionData, write_cxi
+
+    with pytest.raises(DataError, match="does not exist"):
+        cdi.reconstruct_file({}, tmp_path / "missing.cxi", tmp_path / "r.h5")
+    flat = DiffractionData(
+        data=np.ones((1, 16, 16), np.float32),
+        energy_ev=9000.0,
+        distance=1.0,
+        pixel_size=(55e-6, 55e-6),
+    )
+    write_cxi(tmp_path / "2d.cxi", flat)
+    with pytest.raises(DataError, match="not a 3D Bragg CDI volume"):
+        cdi.reconstruct_file({}, tmp_path / "2d.cxi", tmp_path / "r.h5")
+    _tiny_cxi(tmp_path / "b.cxi")
+    with pytest.raises(ConfigError, match="cdi.bogus"):
+        cdi.reconstruct_file({"bogus": 1}, tmp_path / "b.cxi", tmp_path / "r.h5")
+    assert not (tmp_path / "r.h5").exists()

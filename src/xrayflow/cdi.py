@@ -21,36 +21,55 @@ iterations first brought every case to within 5 % of the floor in 30-55 Adam ste
 Arrays go through the backend's ``xp`` (NumPy or CuPy); complex64 by default. ``rho`` is
 held in the centred layout on the detector grid; results are returned as NumPy arrays in
 data units (``sum |rho|^2 = sum counts``, Parseval with the ortho FFT).
+
+Network first, then refinement: :func:`network_predict` runs a trained
+:class:`xrayflow.train.networks.CDI3DNet` (sqrt(counts), centred, in; support probability and
+phase of the crystal box out), :func:`network_start` turns that into a start on the data grid
+and :func:`refine_from_network` does both and refines. :func:`reconstruct_file` is the
+file-to-file entry (CXI from the simulate stage in, HDF5 out) for the reconstruct stage.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
 from xrayflow import ad
 from xrayflow.backend import array_module, get_backend, to_numpy
-from xrayflow.errors import ConfigError
+from xrayflow.errors import ConfigError, DataError
 from xrayflow.models.bragg import LOSSES, BraggCDIModel
 
 __all__ = [
     "DEFAULTS",
     "ESTIMATE_HIO",
+    "NETWORK_HIO",
     "RANDOM_START_HIO",
     "autocorrelation_support",
     "crop",
     "embed",
     "gaussian_blur",
+    "network_predict",
+    "network_start",
     "random_start",
+    "reconstruct_file",
     "refine",
+    "refine_from_network",
     "shrink_wrap",
 ]
 
 # HIO iterations before the gradient steps when hio.iterations is None (see module docstring)
 RANDOM_START_HIO = 200
 ESTIMATE_HIO = 20
+# HIO iterations before the gradient steps from a network prediction (refine_from_network).
+# Small CDI3DNets trained for minutes on CPU (benchmarks/cdi_network.py, 32^3 patterns): with
+# a 2-epoch net (amplitude SSIM 0.74 alone) 20 HIO left 4 of 6 held-out crystals stagnated at
+# 3-7 x the noise floor, 50 only 1 of 6; with a 3-epoch net (SSIM 0.83) 50 / 100 / 200 HIO
+# reached the floor in 2 / 1 / 1 of 8 (random start: 6 of 8), see the benchmark's JSON
+NETWORK_HIO = 50
 DEFAULTS: dict = {
     "iterations": 300,
     "loss": "gaussian",
@@ -320,3 +339,167 @@ def refine(
         "time_s": time.perf_counter() - t0,
         "config": cfg,
     }
+
+
+# ----------------------------------------------------------------------------- network start
+def network_predict(model, data, centred: bool = True, device: str = "cpu"):
+    """Support probability and phase (rad) of the crystal box from a trained 3D CDI network.
+
+    Args:
+        model: a model file (:func:`xrayflow.train.loop.load_model`) or a loaded
+            :class:`~xrayflow.train.networks.CDI3DNet` (eval mode; any module with ``heads``
+            ``("support", "phase")`` and ``input_size``).
+        data: (N, N, N) counts; the network input is ``sqrt(counts)``, centred, as in the
+            training shards (:mod:`xrayflow.train.generate`); N must be the network's input size.
+        centred: False when ``data`` has the zero frequency at the corner.
+
+    Returns:
+        ``(support, phase, seconds)``: float32 (m, m, m) arrays and the network's wall time.
+    """
+    import torch  # noqa: PLC0415 - torch only for this entry
+
+    if isinstance(model, str | os.PathLike):
+        from xrayflow.train.loop import load_model  # noqa: PLC0415
+
+        model = load_model(model, device)[0]
+    if tuple(getattr(model, "heads", ())) != ("support", "phase"):
+        raise DataError(f"{type(model).__name__}: not a 3D CDI network (heads support, phase)")
+    n = int(model.input_size)
+    a = np.asarray(data, dtype=np.float32)
+    if a.shape != (n, n, n):
+        raise DataError(f"data shape {a.shape} does not match the network input ({n},) * 3")
+    a = np.sqrt(np.clip(a, 0.0, None))
+    if not centred:
+        a = np.fft.fftshift(a)
+    dev = next(model.parameters()).device
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model(torch.from_numpy(np.ascontiguousarray(a))[None].to(dev))
+        sup, ph = (out[h][0].float().cpu().numpy() for h in ("support", "phase"))
+    return sup, ph, time.perf_counter() - t0
+
+
+def network_start(support, phase, shape, xp=np):
+    """Refinement start ``support * exp(i phase)`` from a network's crystal box (m, m, m)
+    (support probability in [0, 1], phase in rad), zero-padded into the centre of the data
+    grid ``shape``: start index ``N // 2 - m // 2``, the training sets' ``(N - m) // 2`` for
+    even N and m (:func:`xrayflow.train.generate.bragg_patterns`). complex64."""
+    sup = xp.asarray(support, dtype=np.float32)
+    rho = sup * xp.exp(1j * xp.asarray(phase, dtype=np.float32))
+    return embed(rho.astype(np.complex64), shape, xp)
+
+
+def refine_from_network(
+    model,
+    data,
+    config: dict | None = None,
+    *,
+    mask=None,
+    centred=True,
+    backend=None,
+    device: str = "cpu",
+) -> dict:
+    """:func:`network_predict`, :func:`network_start`, then :func:`refine` from that start
+    (default: :data:`NETWORK_HIO` HIO iterations, start support by shrink-wrap of the
+    network's ``|rho|``).
+
+    Returns :func:`refine`'s dict with ``time_s`` including the network, plus
+    ``network_time_s``, ``network_support`` and ``network_phase`` (crystal box) and
+    ``start`` (the start on the data grid, unscaled).
+    """
+    cfg = copy.deepcopy(config or {})
+    if isinstance(cfg.get("hio", {}), dict) and cfg.get("hio", {}).get("iterations") is None:
+        cfg.setdefault("hio", {})["iterations"] = NETWORK_HIO
+    t0 = time.perf_counter()
+    sup, ph, t_net = network_predict(model, data, centred, device)
+    init = network_start(sup, ph, np.shape(data))
+    res = refine(data, init, None, cfg, mask=mask, centred=centred, backend=backend)
+    res.update(
+        time_s=time.perf_counter() - t0,
+        network_time_s=t_net,
+        network_support=sup,
+        network_phase=ph,
+        start=init,
+    )
+    return res
+
+
+# ----------------------------------------------------------------------------- file entry
+def _read_volume(data_path):
+    """Counts (Z, Y, X) float32, centred flag, 3D mask or None, DiffractionData of a bragg_cdi
+    CXI file; DataError for a missing file or data that are not a 3D CDI volume."""
+    from xrayflow.io.cxi import read_cxi  # noqa: PLC0415
+
+    path = Path(data_path)
+    if not path.is_file():
+        raise DataError(f"{str(path)!r}: data file does not exist")
+    d = read_cxi(path, truth=False)
+    fft_ndim = d.attrs.get("fft_ndim", 2)
+    if fft_ndim != 3 or d.data.ndim != 3 or min(d.data.shape) < 2:
+        raise DataError(
+            f"{str(path)!r}: not a 3D Bragg CDI volume (data shape {d.data.shape}, attrs "
+            f"fft_ndim {fft_ndim}; expected fft_ndim 3, as written by the bragg_cdi modality)"
+        )
+    mask = None if d.mask is None else np.broadcast_to(np.asarray(d.mask, bool), d.data.shape)
+    return d.data, bool(d.centred), mask, d
+
+
+def reconstruct_file(config: dict, data_path, out_path, model_path=None, backend=None) -> dict:
+    """Phase retrieval of a bragg_cdi CXI file (simulate stage) into an HDF5 result.
+
+    Args:
+        config: :func:`refine` config (keys of :data:`DEFAULTS`) plus optional ``seed``
+            (random start, default 0).
+        data_path: CXI file, 3D volume (``attrs fft_ndim = 3``), any centring.
+        out_path: HDF5 to write (atomic, :func:`xrayflow.io.hdf5.write_h5`).
+        model_path: trained 3D CDI network: start from its prediction
+            (:func:`refine_from_network`); None: :func:`random_start`.
+
+    Output datasets: ``object`` (complex64, data grid, centred layout, data units),
+    ``support`` (bool), ``loss`` (history), ``r_factor``, ``iterations``, ``hio_iterations``,
+    ``timings`` {``total_s``, ``network_s``}, ``start`` ("random" | "network"), ``model``
+    (path) and ``network`` {``support``, ``phase``} (crystal box; network start only),
+    ``voxel_size`` (m, if known), ``config``, ``provenance``.
+    Returns the :func:`refine` dict.
+    """
+    from xrayflow.io.hdf5 import write_h5  # noqa: PLC0415
+    from xrayflow.provenance import provenance  # noqa: PLC0415
+
+    cfg = dict(config or {})
+    seed = int(cfg.pop("seed", 0))
+    counts, centred, mask, d = _read_volume(data_path)
+    if model_path is None:
+        res = refine(
+            counts,
+            None,
+            None,
+            cfg,
+            np.random.default_rng(seed),
+            mask=mask,
+            centred=centred,
+            backend=backend,
+        )
+    else:
+        res = refine_from_network(
+            model_path, counts, cfg, mask=mask, centred=centred, backend=backend
+        )
+    full = {**res["config"], "seed": seed}
+    tree = {
+        "object": res["object"].astype(np.complex64),
+        "support": res["support"],
+        "loss": res["loss"],
+        "r_factor": float(res["r_factor"]),
+        "iterations": int(res["iterations"]),
+        "hio_iterations": int(res["hio_iterations"]),
+        "timings": {"total_s": res["time_s"], "network_s": res.get("network_time_s", 0.0)},
+        "start": "random" if model_path is None else "network",
+        "model": None if model_path is None else str(model_path),
+        "network": None
+        if model_path is None
+        else {"support": res["network_support"], "phase": res["network_phase"]},
+        "voxel_size": d.attrs.get("object_pixel_size"),
+        "config": full,
+        "provenance": provenance(full, seed, data=str(data_path)),
+    }
+    write_h5(out_path, tree, attrs={"model": "bragg_cdi", "centred": True})
+    return res

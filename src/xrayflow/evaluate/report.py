@@ -275,6 +275,14 @@ def _prepare(obj: np.ndarray, kind: str) -> np.ndarray:
     return obj
 
 
+def _pad_to_common(a: np.ndarray, shape: tuple | None = None) -> np.ndarray:
+    """Zero-pad ``a`` symmetrically (centred) to ``shape`` where ``shape`` is larger."""
+    if shape is None or len(shape) != a.ndim:
+        return a
+    pad = [max(0, t - n) for n, t in zip(a.shape, shape, strict=True)]
+    return np.pad(a, [(p // 2, p - p // 2) for p in pad]) if any(pad) else a
+
+
 def _illuminated_box(res: ObjectData, kind: str, shape: tuple, fraction: float):
     """Slices (y, x) of the bounding box where the result's illumination >= fraction x max.
 
@@ -326,6 +334,10 @@ def _image_metrics(est: np.ndarray, ref: np.ndarray, cfg: dict) -> dict:
     else:
         p_ref_m, p_est_m, prange = p_ref, p_est, 2 * np.pi
         mapping = "radians, data_range 2 pi"
+    # The phase is undefined where the reference amplitude is below the threshold: there the
+    # estimate takes the reference's value, so SSIM windows that straddle the mask edge compare
+    # only phases that are defined.
+    p_est_m = np.where(mask, p_est_m, p_ref_m)
     can_ssim = min(est.shape) >= 11
     amp: dict[str, Any] = {
         "data_range": rng,
@@ -424,6 +436,9 @@ def evaluate(
     r0 = np.asarray(ref.object, dtype=np.complex128)
     est = _prepare(e0, kind)
     tru = _prepare(r0, kind)
+    if kind == "volume":  # CDI: the truth crystal box sits inside the oversampled data grid
+        tru = _pad_to_common(tru, est.shape)
+        est = _pad_to_common(est, tru.shape)
     if est.shape != tru.shape:
         raise DataError(
             f"shape mismatch: result object {e0.shape} vs reference {r0.shape} "

@@ -1,0 +1,231 @@
+"""3D Bragg CDI: network alone, AD from a random start, network + AD refinement.
+
+1. Generate a training set with the train stage (:func:`xrayflow.train.generate.generate`,
+   config ``config/train/bragg_cdi3d_bench.yaml``: random faceted crystals with a smooth
+   strain phase, Poisson patterns, sqrt(counts) centred in, support and phase of the crystal
+   box out) and train :class:`~xrayflow.train.networks.CDI3DNet` briefly
+   (:func:`xrayflow.train.loop.train`).
+2. Held-out crystals (same generator, another seed; counts = input²): for each,
+
+   * ``network``: the prediction ``support * exp(i phase)`` alone (:func:`cdi.network_predict`);
+   * ``random``: :func:`cdi.refine` from random phases (200 HIO + at most 300 Adam steps);
+   * ``net+refine``: :func:`cdi.refine_from_network` (50 HIO + at most 1000 Adam steps from
+     the prediction, support by shrink-wrap of the predicted ``|rho|``).
+
+   Both refinements stop once the amplitude R-factor is within 5 % of the noise floor (the
+   R-factor of the true crystal against the noisy counts).
+
+Scores, in the crystal box after twin / shift / phase-ramp / complex-scale removal
+(:func:`xrayflow.evaluate.alignment.align`): SSIM of the amplitude, SSIM of the phase inside
+the true support (0 outside, data range = the true phase's peak-to-peak) and the rms phase
+error inside (rad). Time: wall seconds (network forward included for net+refine).
+
+Target: net+refine reaches the quality of AD-from-random in at most a tenth of its time.
+
+Run: ``python benchmarks/cdi_network.py [--config ...] [--set KEY=VALUE ...] [--n-test 6]``;
+writes ``benchmarks/results/cdi_network.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from xrayflow import cdi
+from xrayflow.backend import get_backend
+from xrayflow.config import load_config
+from xrayflow.evaluate.alignment import align
+from xrayflow.evaluate.metrics import ssim
+from xrayflow.io.atomic import atomic_path
+from xrayflow.models.bragg import BraggCDIModel
+from xrayflow.train.generate import generate
+from xrayflow.train.loop import load_model, train
+
+KINDS = ("network", "random", "net+refine")
+
+
+def score(obj, truth, m: int) -> dict:
+    """Amplitude SSIM, phase SSIM and rms phase error (rad) in the crystal box (m,)*3."""
+    a, _ = align(obj, truth, twin_check=True)
+    a, t = cdi.crop(a, (m,) * 3), cdi.crop(truth, (m,) * 3)
+    amp = np.abs(t)
+    inside = amp > 0
+    pa, pt = np.angle(a) * inside, np.angle(t) * inside
+    dphi = np.angle(a[inside] * np.conj(t[inside]))
+    return {
+        "ssim_amplitude": float(ssim(np.abs(a), amp, data_range=amp.max())),
+        "ssim_phase": float(ssim(pa, pt, data_range=max(float(np.ptp(pt)), 1e-6))),
+        "phase_error_rad": float(np.sqrt(np.mean(dphi**2))),
+    }
+
+
+def test_set(cfg: dict, n: int, workdir: Path):
+    """Held-out counts (n, N, N, N) centred and truths (n, N, N, N) complex, same generator."""
+    tc = json.loads(json.dumps(cfg))
+    tc["seed"] = int(cfg.get("seed", 0)) + 1000
+    tc["data"].update(n_shards=1, samples_per_shard=n, parallel="serial")
+    generate(tc, workdir / "test", log=lambda *a: None)
+    with h5py.File(workdir / "test" / "shard-00000.h5", "r") as f:
+        counts = np.asarray(f["inputs"][()], np.float64) ** 2
+        sup, ph = f["targets_support"][()], f["targets_phase"][()]
+    truths = np.stack(
+        [cdi.network_start(s, p, counts.shape[1:]) for s, p in zip(sup, ph, strict=True)]
+    )
+    return counts, truths.astype(np.complex128)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="config/train/bragg_cdi3d_bench.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--n-test", type=int, default=6)
+    p.add_argument("--workdir", default="/tmp/xrayflow_cdi_network")
+    p.add_argument("--model", help="use this trained model (skip generation and training)")
+    p.add_argument("--out", default="benchmarks/results/cdi_network.json")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, "train", args.overrides)
+    work = Path(args.workdir)
+    torch.set_num_threads(int(cfg["training"].get("threads") or os.cpu_count() or 1))
+    info: dict = {}
+    model_path = Path(args.model) if args.model else work / "model.pt"
+    if not args.model:
+        t0 = time.perf_counter()
+        generate(cfg, work / "shards", log=lambda *a: None)
+        info["generate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        summary = train(cfg, work / "shards", model_path)
+        info["train_s"] = time.perf_counter() - t0
+        info["train"] = {k: v for k, v in summary.items() if k != "model"}
+        info["n_train"] = int(cfg["data"]["n_shards"]) * int(cfg["data"]["samples_per_shard"])
+    model, mcfg, _, meta = load_model(model_path)
+    m = int(meta["output_size"])
+    counts, truths = test_set(mcfg, args.n_test, work)
+    backend = get_backend("cpu")
+    cdi.refine(counts[0], None, None, {"iterations": 2, "hio": {"iterations": 2}})  # warm-up
+    cdi.network_predict(model, counts[0])
+    rows = []
+    print(
+        f"{'crystal':>7} {'start':>10} {'time s':>7} {'R':>7} {'floor':>7} "
+        f"{'SSIM amp':>8} {'SSIM ph':>8} {'dphi':>6}"
+    )
+    for i, (c, truth) in enumerate(zip(counts, truths, strict=True)):
+        t = truth * np.sqrt(c.sum() / np.sum(np.abs(truth) ** 2))
+        floor = BraggCDIModel(c, backend=get_backend("cpu", "double")).r_factor(t)
+        stop = {"stop_loss": (1.05 * floor) ** 2}
+        rnd = cdi.refine(c, None, None, stop, np.random.default_rng(i), backend=backend)
+        net = cdi.refine_from_network(model, c, {**stop, "iterations": 1000}, backend=backend)
+        alone = BraggCDIModel(c, backend=backend).r_factor(
+            cdi._scale_init(BraggCDIModel(c, backend=backend), net["start"])
+        )
+        runs = {
+            "network": (net["start"], net["network_time_s"], alone, 0, 0),
+            "random": (
+                rnd["object"],
+                rnd["time_s"],
+                rnd["r_factor"],
+                rnd["hio_iterations"],
+                rnd["iterations"],
+            ),
+            "net+refine": (
+                net["object"],
+                net["time_s"],
+                net["r_factor"],
+                net["hio_iterations"],
+                net["iterations"],
+            ),
+        }
+        for kind, (obj, secs, r, hio, its) in runs.items():
+            row = {
+                "crystal": i,
+                "start": kind,
+                "time_s": secs,
+                "r_factor": float(r),
+                "noise_floor_r": float(floor),
+                "hio_iterations": int(hio),
+                "iterations": int(its),
+                "converged": bool(r <= 1.06 * floor),
+                "refine_s": {"network": 0.0, "net+refine": secs - net["network_time_s"]}.get(
+                    kind, secs
+                ),
+                **score(obj, truth, m),
+            }
+            rows.append(row)
+            print(
+                f"{i:>7} {kind:>10} {secs:7.3f} {r:7.4f} {floor:7.4f} "
+                f"{row['ssim_amplitude']:8.3f} {row['ssim_phase']:8.3f} "
+                f"{row['phase_error_rad']:6.3f}"
+            )
+    mean = {}
+    for kind in KINDS:
+        rs = [r for r in rows if r["start"] == kind]
+        mean[kind] = {
+            k: float(np.mean([r[k] for r in rs]))
+            for k in (
+                "time_s",
+                "refine_s",
+                "ssim_amplitude",
+                "ssim_phase",
+                "phase_error_rad",
+                "r_factor",
+                "converged",
+            )
+        }
+    print(f"\nmean over {len(counts)} held-out crystals:")
+    print(
+        f"{'start':>10} {'time s':>7} {'refine s':>8} {'SSIM amp':>8} {'SSIM ph':>8} "
+        f"{'dphi':>6} {'R':>7} {'at floor':>8}"
+    )
+    for kind, v in mean.items():
+        print(
+            f"{kind:>10} {v['time_s']:7.3f} {v['refine_s']:8.3f} {v['ssim_amplitude']:8.3f} "
+            f"{v['ssim_phase']:8.3f} {v['phase_error_rad']:6.3f} {v['r_factor']:7.4f} "
+            f"{v['converged']:8.2f}"
+        )
+    ratio = mean["net+refine"]["time_s"] / mean["random"]["time_s"]
+    ratio_refine = mean["net+refine"]["refine_s"] / mean["random"]["time_s"]
+    quality = all(
+        mean["net+refine"][k] >= mean["random"][k] - 0.01 for k in ("ssim_amplitude", "ssim_phase")
+    )
+    met = bool(quality and ratio <= 0.1)
+    print(
+        f"time net+refine / random = {ratio:.3f} (refinement alone {ratio_refine:.3f}); "
+        f"quality reached: {quality}; target (quality in <= 1/10 of the time) met: {met}"
+    )
+    out = {
+        "benchmark": "cdi_network",
+        "device": backend.device,
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "config": mcfg,
+        "n_test": len(counts),
+        **info,
+        "rows": rows,
+        "mean": mean,
+        "time_ratio": ratio,
+        "time_ratio_refine_only": ratio_refine,
+        "quality_reached": quality,
+        "target_met": met,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(out, indent=2, default=str))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
