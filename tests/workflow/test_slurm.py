@@ -7,10 +7,21 @@ as soon as Slurm is up; the real-stage variant also needs the stage CLIs and con
 """
 
 import json
+import re
 import subprocess
 
+import h5py
+import numpy as np
 import pytest
-from wfhelpers import FAKE_CLI, REPO, make_workdir, profile, snakemake, stages_available
+from wfhelpers import (
+    FAKE_CLI,
+    REPO,
+    SRUN_2,
+    make_workdir,
+    profile,
+    snakemake,
+    stages_available,
+)
 
 
 def slurm_status():
@@ -35,17 +46,19 @@ pytestmark = [
 ]
 
 TARGET = "results/recon/multislice_ptycho.h5"
+JOBID = re.compile(r"has been submitted with SLURM jobid (\d+)")
 
 
-@pytest.mark.parametrize(
-    "cli",
-    [
-        "stand-in",
-        pytest.param("real", marks=pytest.mark.skipif(not STAGES, reason=STAGES_WHY)),
-    ],
-)
-def test_reconstruct_on_local_slurm(tmp_path, cli):
-    workdir = make_workdir(tmp_path / "wd", placeholders=(cli == "stand-in"))
+def scontrol_job(jobid: str) -> dict[str, str]:
+    """Fields of `scontrol show job` (kept for MinJobAge after the job ends)."""
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "job", jobid], capture_output=True, text=True, check=True
+    ).stdout
+    return dict(f.split("=", 1) for f in out.split() if "=" in f)
+
+
+def test_stand_in_reconstruct_runs_two_ranks_under_srun(tmp_path):
+    workdir = make_workdir(tmp_path / "wd", placeholders=True)
     calls = tmp_path / "calls.jsonl"
     proc = snakemake(
         workdir,
@@ -53,15 +66,33 @@ def test_reconstruct_on_local_slurm(tmp_path, cli):
         "--workflow-profile",
         profile("local-slurm"),
         env={"FAKE_XRAYFLOW_LOG": str(calls)},
-        path_prefix=[FAKE_CLI] if cli == "stand-in" else [],
+        path_prefix=[FAKE_CLI],
         timeout=480,
         check=True,
     )
     out = proc.stdout + proc.stderr
-    assert "srun --mpi=pmi2 -n 2 xrayflow reconstruct" in out
+    assert SRUN_2 in out
     assert (workdir / TARGET).exists()
-    assert "sbatch" in out or "SLURM" in out or "slurm" in out
-    if cli == "stand-in":
-        ranks = [json.loads(line) for line in calls.read_text().splitlines()]
-        recon = [r for r in ranks if r["argv"][0] == "reconstruct"]
-        assert sorted(r["rank"] for r in recon) == ["0", "1"]
+    assert JOBID.search(out), out
+    ranks = [json.loads(line) for line in calls.read_text().splitlines()]
+    recon = [r for r in ranks if r["argv"][0] == "reconstruct"]
+    assert sorted(r["rank"] for r in recon) == ["0", "1"]
+
+
+@pytest.mark.skipif(not STAGES, reason=STAGES_WHY)
+def test_demo_runs_end_to_end_through_slurm(tmp_path):
+    """The whole demo (all stages, the 2-rank MPI reconstruction under srun) as Slurm jobs."""
+    workdir = make_workdir(tmp_path / "wd", placeholders=False)
+    proc = snakemake(workdir, "--workflow-profile", profile("local-slurm"), timeout=900, check=True)
+    out = proc.stdout + proc.stderr
+    jobids = JOBID.findall(out)
+    assert len(jobids) >= 5, out  # simulate x2, reconstruct, train, evaluate, ... as jobs
+    jobs = {j: scontrol_job(j) for j in jobids}
+    assert all(f["JobState"] == "COMPLETED" for f in jobs.values()), jobs
+    two_task = [f for f in jobs.values() if f.get("NumTasks") == "2"]
+    assert two_task, "no Slurm job ran with 2 tasks (the MPI reconstruction)"
+    assert SRUN_2 in out
+    with h5py.File(workdir / TARGET) as f:
+        assert np.isfinite(f["loss"][:]).all() and f["loss"].size > 0
+    metrics = list((workdir / "results" / "metrics").glob("*.json"))
+    assert metrics, "the demo wrote no evaluation metrics"

@@ -1,17 +1,16 @@
 """Dry runs of every mode with every profile, and the launch command each profile renders."""
 
 import pytest
-from wfhelpers import MODES, PROFILES, profile, snakemake
+from wfhelpers import MODES, PROFILES, SRUN_2, profile, snakemake
 
 EXPECTED_JOBS = {
     "demo": {
         "simulate": 2,
-        "reconstruct": 1,
-        "info": 1,
+        "reconstruct": 2,
         "train_data": 1,
         "train": 1,
         "train_infer": 1,
-        "evaluate": 1,
+        "evaluate": 2,
         "summary": 1,
     },
     "beamtime": {"simulate_scan": 3, "reconstruct_scan": 3, "evaluate_scan": 2},
@@ -20,8 +19,8 @@ EXPECTED_JOBS = {
 
 # the multi-rank reconstruct command of the demo under each profile
 LAUNCH = {
-    "local": "mpiexec -n 2 xrayflow reconstruct",
-    "local-slurm": "srun --mpi=pmi2 -n 2 xrayflow reconstruct",
+    "local": "mpiexec -genv UCX_TLS self,sm -n 2 xrayflow reconstruct",
+    "local-slurm": SRUN_2,
     "polaris": "mpiexec --ppn 4 --depth 8 --cpu-bind depth -n 2 "
     "workflow/scripts/polaris/set_affinity_gpu.sh xrayflow reconstruct",
     "aurora": "mpiexec --ppn 12 --depth 8 --cpu-bind depth -n 2 xrayflow reconstruct",
@@ -93,6 +92,6 @@ def test_scaling_tasks_follow_rank_wildcard(workdir):
         profile("local-slurm"),
     )
     assert proc.returncode == 0, proc.stderr
-    assert "srun --mpi=pmi2 -n 2 xrayflow reconstruct" in proc.stdout
+    assert SRUN_2 in proc.stdout
     assert "results/scaling/strong/n2_size8.h5" in proc.stdout
     assert "results/scaling/weak/n2_size8.h5" in proc.stdout

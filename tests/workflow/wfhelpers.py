@@ -24,6 +24,8 @@ FAKE_PBS = HERE / "fakes" / "pbs"
 FAKE_SLURM = HERE / "fakes" / "slurm"
 VENV_BIN = Path(sys.executable).parent
 PROFILES = ["local", "local-slurm", "polaris", "aurora", "frontier", "perlmutter"]
+# The 2-rank reconstruction as profiles/local-slurm launches it.
+SRUN_2 = "srun --mpi=pmi2 --kill-on-bad-exit=1 -n 2 env UCX_TLS=self,sm xrayflow reconstruct"
 MODES = {"demo": None, "beamtime": "config/beamtime.yaml", "scaling": "config/scaling.yaml"}
 
 
