@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
+	$(BIN)/ruff format --check src tests benchmarks workflow/scripts
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -30,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/snakefmt --check Snakefile rules
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks workflow/scripts
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/forward_model.py

@@ -65,14 +65,16 @@ def test_crystals_deterministic_and_convex():
     # the crystals are separate
     assert len({tuple(cr["center"]) for cr in a.meta["crystals"]}) == 3
     with pytest.raises(PhysicsError, match="place"):
-        faceted_crystals((20, 20, 20), VOX, 30, rng=0, radius_range=(4 * VOX, 5 * VOX),
-                         max_tries=50)
+        faceted_crystals(
+            (20, 20, 20), VOX, 30, rng=0, radius_range=(4 * VOX, 5 * VOX), max_tries=50
+        )
 
 
 def test_hollow_cone_wall_thickness_in_cross_section():
     shape, t = (64, 60, 64), 5 * VOX
-    p = hollow_cone(shape, VOX, radius=28 * VOX, top_radius=10 * VOX, wall_thickness=t,
-                    height=50 * VOX)
+    p = hollow_cone(
+        shape, VOX, radius=28 * VOX, top_radius=10 * VOX, wall_thickness=t, height=50 * VOX
+    )
     assert p.materials == ["vacuum", "glass"]
     for y in (15, 30, 50):  # cross-sections perpendicular to the y axis: rings in (z, x)
         sec = p.labels[:, y, :]
@@ -82,7 +84,7 @@ def test_hollow_cone_wall_thickness_in_cross_section():
         assert np.all(np.diff(wall) == 1)  # one contiguous wall
         assert len(wall) == pytest.approx(t / VOX, abs=1)
         frac = ((y - 30) * VOX + 25 * VOX) / (50 * VOX)
-        outer = (10 + 18 * frac)
+        outer = 10 + 18 * frac
         assert wall[-1] == pytest.approx(outer, abs=1)
         np.testing.assert_array_equal(sec, sec.T)  # round about the y axis
     # outside the height: empty; the cone widens downwards (+y)
@@ -102,10 +104,12 @@ def test_battery_cathode_fractions_and_particles(cathode):
     fr, p = FR, cathode
     q = battery_cathode((32, 32, 32), 50e-9, rng=3, fractions=fr, porosity=0.2)
     np.testing.assert_array_equal(p.labels, q.labels)
-    r = battery_cathode((16, 16, 16), 50e-9, rng=4, fractions=fr, porosity=0.2,
-                        radius_range=(100e-9, 150e-9))
-    r2 = battery_cathode((16, 16, 16), 50e-9, rng=5, fractions=fr, porosity=0.2,
-                         radius_range=(100e-9, 150e-9))
+    r = battery_cathode(
+        (16, 16, 16), 50e-9, rng=4, fractions=fr, porosity=0.2, radius_range=(100e-9, 150e-9)
+    )
+    r2 = battery_cathode(
+        (16, 16, 16), 50e-9, rng=5, fractions=fr, porosity=0.2, radius_range=(100e-9, 150e-9)
+    )
     assert not np.array_equal(r.labels, r2.labels)
     got = p.fractions()
     for name, f in fr.items():
@@ -120,8 +124,9 @@ def test_battery_cathode_fractions_and_particles(cathode):
         a, b = np.swapaxes(lab, 0, ax)[1:], np.swapaxes(lab, 0, ax)[:-1]
         aa, ab = np.swapaxes(active, 0, ax)[1:], np.swapaxes(active, 0, ax)[:-1]
         assert not np.any(aa & ab & (a != b))
-    pil = battery_cathode((24, 16, 24), 50e-9, rng=0, pillar=True, fractions=fr,
-                          radius_range=(100e-9, 150e-9))
+    pil = battery_cathode(
+        (24, 16, 24), 50e-9, rng=0, pillar=True, fractions=fr, radius_range=(100e-9, 150e-9)
+    )
     zz, xx = np.mgrid[:24, :24]
     outside = np.hypot(zz - 12, xx - 12) > 11
     assert not pil.labels[outside[:, None, :].repeat(16, axis=1)].any()
@@ -150,8 +155,7 @@ def test_delta_beta_matches_refractive_index(cathode):
 
 
 def test_registry_and_validation():
-    assert set(PHANTOMS) == {"siemens_star", "faceted_crystals", "hollow_cone",
-                             "battery_cathode"}
+    assert set(PHANTOMS) == {"siemens_star", "faceted_crystals", "hollow_cone", "battery_cathode"}
     a = make_phantom("faceted_crystals", (24, 24, 24), VOX, rng=2, n_crystals=1)
     b = make_phantom("faceted_crystals", (24, 24, 24), VOX, rng=2, n_crystals=1)
     np.testing.assert_array_equal(a.labels, b.labels)

@@ -133,8 +133,10 @@ class Detector:
             raise PhysicsError(
                 f"detector shape {self.shape} is not divisible by binning {self.binning}"
             )
-        if self.binning > 1 and not self.centred and (
-            self.shape[0] % (2 * self.binning) or self.shape[1] % (2 * self.binning)
+        if (
+            self.binning > 1
+            and not self.centred
+            and (self.shape[0] % (2 * self.binning) or self.shape[1] % (2 * self.binning))
         ):
             raise PhysicsError(
                 f"with frames in DC-at-corner layout (centred=False) the detector shape "

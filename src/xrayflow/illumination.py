@@ -184,8 +184,11 @@ def zone_plate_probe(
     if osa_diameter is not None:
         if osa_distance is None:
             raise PhysicsError("osa_diameter needs osa_distance (m upstream of the focus)")
-        r_osa = 0.5 * _positive(osa_diameter, "osa_diameter") * f / _positive(
-            osa_distance, "osa_distance"
+        r_osa = (
+            0.5
+            * _positive(osa_diameter, "osa_diameter")
+            * f
+            / _positive(osa_distance, "osa_distance")
         )
         pupil *= _soft_disc(rho, r_osa, edge)
     if not pupil.any():

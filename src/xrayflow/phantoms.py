@@ -364,8 +364,10 @@ def faceted_crystals(
             if np.any(margin >= half):
                 continue
             c = lo_edge + margin + rng.uniform(size=3) * (ext - 2 * margin)
-            if any(np.linalg.norm(c - c2) < bound + b2 + max(voxel) for c2, b2 in
-                   zip(centres, bounds, strict=True)):
+            if any(
+                np.linalg.norm(c - c2) < bound + b2 + max(voxel)
+                for c2, b2 in zip(centres, bounds, strict=True)
+            ):
                 continue
             break
         else:

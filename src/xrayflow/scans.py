@@ -163,9 +163,7 @@ def check_positions_fit(corners, object_shape, probe_shape, tol: float = 1e-6) -
     ny, nx = _shape2(object_shape, "object_shape")
     my, mx = _shape2(probe_shape, "probe_shape")
     if my > ny or mx > nx:
-        raise PhysicsError(
-            f"probe window {my}×{mx} is larger than the object grid {ny}×{nx}"
-        )
+        raise PhysicsError(f"probe window {my}×{mx} is larger than the object grid {ny}×{nx}")
     if not np.all(np.isfinite(c)):
         raise PhysicsError("scan positions contain NaN or infinity")
     lo = np.floor(c + tol)
