@@ -12,12 +12,8 @@ from xrayflow.evaluate import report
 
 
 def _main(argv):
-    try:
-        from xrayflow.cli import main  # the project CLI (helper C)
-    except ImportError:  # pragma: no cover
-        from xrayflow.evaluate.cli import main
+    from xrayflow.cli import main
 
-        return main(argv[1:])
     return main(argv)
 
 

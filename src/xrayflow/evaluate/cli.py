@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
-from xrayflow.errors import ConfigError, XrayflowError
+from xrayflow.errors import ConfigError
 
 log = logging.getLogger("xrayflow.evaluate")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``xrayflow evaluate`` (``--config/--set`` are added here if missing)."""
+    """Options of ``xrayflow evaluate`` (``--config`` and ``--set`` come from xrayflow.cli)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    have = set(parser._option_string_actions)  # noqa: SLF001 - argparse has no public API
     parser.add_argument("--result", metavar="R.h5", help="reconstruction file (HDF5 'object')")
     parser.add_argument(
         "--truth", metavar="DATA.h5", help="simulated data file with entry_1/xrayflow_truth"
@@ -35,20 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("A.h5", "B.h5"),
         help="two independent reconstructions (half-datasets) instead of --result/--truth",
     )
-    if "--out" not in have:
-        parser.add_argument("--out", "-o", metavar="metrics.json", help="metrics JSON file")
+    parser.add_argument("--out", "-o", metavar="metrics.json", help="metrics JSON file")
     parser.add_argument("--figures", metavar="DIR", help="write PNG figures into DIR")
-    if "--config" not in have:
-        parser.add_argument("--config", "-c", metavar="EVAL.yaml", help="evaluate config (YAML)")
-    if "--set" not in have:
-        parser.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a config value (dotted key, YAML value); repeatable",
-        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     out = getattr(args, "out", None)
     if not out:
         raise ConfigError("evaluate: --out metrics.json is required")
-    overrides = getattr(args, "overrides", None) or getattr(args, "set", None) or []
-    cfg = load_config(getattr(args, "config", None), "evaluate", overrides)
+    cfg = load_config(args.config, "evaluate", args.overrides)
     if pair:
         a, b, mode = pair[0], pair[1], "pair"
     else:
@@ -82,21 +67,3 @@ def run(args: argparse.Namespace) -> int:
         f"{'not crossed' if not best['crossed'] else f'{hp:.3g} px half-period'} -> {out}"
     )
     return 0
-
-
-def main(argv=None) -> int:
-    """Stand-alone entry point (``python -m xrayflow.evaluate.cli``); exit 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="xrayflow evaluate", description=__doc__)
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-        return run(args)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    except XrayflowError as exc:
-        print(f"xrayflow evaluate: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

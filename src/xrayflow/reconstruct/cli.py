@@ -34,14 +34,6 @@ def add_arguments(parser) -> None:
         action="store_true",
         help="continue from the checkpoint (<out>.ckpt.h5 or run.checkpoint_path) if it exists",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value; repeatable",
-    )
 
 
 def run(args) -> int:

@@ -15,15 +15,6 @@ from xrayflow.errors import ConfigError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--config", "-c", metavar="FILE", help="simulate config (YAML)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set scan.step=1e-6 (repeatable)",
-    )
     parser.add_argument("--out", "-o", metavar="DATA.cxi", help="output CXI/HDF5 file")
     parser.add_argument(
         "--check",
