@@ -64,24 +64,27 @@ def make_workdir(path: Path, placeholders: bool = True) -> Path:
     return path
 
 
-def snakemake(workdir, *args, env=None, path_prefix=(), timeout=300, check=False):
-    """Run Snakemake on the repository Snakefile in `workdir`; returns CompletedProcess."""
+def snakemake_env(env=None, path_prefix=()) -> dict:
+    """Environment of a test's Snakemake run: PATH with the stand-ins and the venv first."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env["PATH"] = os.pathsep.join(
         [*(str(p) for p in path_prefix), str(VENV_BIN), full_env.get("PATH", "")]
     )
     full_env.setdefault("XRAYFLOW_ACCOUNT", "PRJ123")
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        *map(str, args),
-    ]
+    return full_env
+
+
+def snakemake_cmd(workdir, *args) -> list[str]:
+    """Command line running Snakemake on the repository Snakefile in `workdir`."""
+    snakefile = str(REPO / "Snakefile")
+    return [sys.executable, "-m", "snakemake", "-s", snakefile, "-d", str(workdir), *map(str, args)]
+
+
+def snakemake(workdir, *args, env=None, path_prefix=(), timeout=300, check=False):
+    """Run Snakemake on the repository Snakefile in `workdir`; returns CompletedProcess."""
+    full_env = snakemake_env(env, path_prefix)
+    cmd = snakemake_cmd(workdir, *args)
     proc = subprocess.run(
         cmd, cwd=workdir, env=full_env, capture_output=True, text=True, timeout=timeout
     )
