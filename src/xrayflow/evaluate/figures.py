@@ -42,16 +42,24 @@ def _section(a: np.ndarray) -> np.ndarray:
     return a[a.shape[0] // 2] if a.ndim == 3 else a
 
 
-def comparison_figure(est: np.ndarray, ref: np.ndarray, labels=("result", "reference")):
-    """2x3 panels: amplitude and phase of ``est``, ``ref`` and ``est - ref``."""
+def comparison_figure(
+    est: np.ndarray, ref: np.ndarray, labels=("result", "reference"), amplitude_threshold=0.05
+):
+    """2x3 panels: amplitude and phase of ``est``, ``ref`` and ``est - ref``.
+
+    Phases are left blank where the reference amplitude is below ``amplitude_threshold`` of
+    its maximum (undefined there; the same mask as the phase metrics).
+    """
     e, r = _section(np.asarray(est)), _section(np.asarray(ref))
     fig = _figure(12, 7.5)
     axes = fig.subplots(2, 3)
     ae, ar = np.abs(e), np.abs(r)
-    dphi = np.angle(e * np.conj(r))
-    pe, pr = np.angle(r) + dphi, np.angle(r)
+    undefined = ar < amplitude_threshold * ar.max()
+    dphi = np.where(undefined, np.nan, np.angle(e * np.conj(r)))
+    pe, pr = np.angle(r) + dphi, np.where(undefined, np.nan, np.angle(r))
     lo, hi = float(min(ae.min(), ar.min())), float(max(ae.max(), ar.max()))
-    plo, phi = float(min(pe.min(), pr.min())), float(max(pe.max(), pr.max()))
+    plo = float(np.nanmin([np.nanmin(pe), np.nanmin(pr)])) if not undefined.all() else -np.pi
+    phi = float(np.nanmax([np.nanmax(pe), np.nanmax(pr)])) if not undefined.all() else np.pi
     panels = [
         (ae, f"{labels[0]} amplitude", "gray", (lo, hi)),
         (ar, f"{labels[1]} amplitude", "gray", (lo, hi)),
@@ -62,7 +70,7 @@ def comparison_figure(est: np.ndarray, ref: np.ndarray, labels=("result", "refer
     ]
     for ax, (img, title, cmap, lim) in zip(axes.ravel(), panels, strict=True):
         if lim is None:
-            m = float(np.percentile(np.abs(img), 99.5)) or float(np.max(np.abs(img))) or 1.0
+            m = float(np.nanpercentile(np.abs(img), 99.5)) or float(np.nanmax(np.abs(img))) or 1.0
             lim = (-m, m)
         if lim[0] == lim[1]:
             lim = (lim[0] - 0.5, lim[1] + 0.5)
@@ -144,9 +152,9 @@ def write_figures(
     d.mkdir(parents=True, exist_ok=True)
     dpi = int(((config or {}).get("figures") or {}).get("dpi", 120))
     labels = ("result A", "result B") if metrics.get("mode") == "pair" else ("result", "truth")
-    out = [
-        _save(comparison_figure(arrays["est"], arrays["ref"], labels), d / "comparison.png", dpi)
-    ]
+    threshold = float((config or {}).get("amplitude_threshold", 0.05))
+    fig = comparison_figure(arrays["est"], arrays["ref"], labels, threshold)
+    out = [_save(fig, d / "comparison.png", dpi)]
     block = dict(metrics["frc"])
     block["ndim"] = np.asarray(arrays["est"]).ndim
     out.append(_save(frc_figure(block), d / "frc.png", dpi))
