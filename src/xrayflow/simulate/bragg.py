@@ -126,14 +126,4 @@ def bragg_cdi(config: dict, rng, backend) -> DiffractionData:
         "binning": b,
         "frame_axis": "q_z (rocking direction); object along z has voxel_size",
     }
-    mask = detector.good_pixels(centred=True) if detector.mask is not None else None
-    return DiffractionData(
-        data=np.asarray(data, dtype=np.float32),
-        energy_ev=float(cfg["energy_ev"]),
-        distance=geo.distance,
-        pixel_size=(geo.pixel_size[0] * b, geo.pixel_size[1] * b),
-        centred=True,
-        mask=mask,
-        truth=truth if cfg["output"]["store_truth"] else {},
-        attrs=attrs,
-    )
+    return C.package(cfg, geo, detector, data, truth, attrs, centred=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xrayflow.errors import ConfigError, PhysicsError
+from xrayflow.io.cxi import DiffractionData
 
 #: Share of probe power allowed in the outer eighth of the window on each side.
 PROBE_EDGE_POWER = 0.05
@@ -456,3 +457,24 @@ def batched_intensities(cfg, model, corners, detector, rng, out, offset=0):
         expected = backend.to_numpy(model.intensities(corners[start:stop]))
         out[offset + start : offset + stop] = detect(cfg, detector, expected, rng)
     return out
+
+
+def package(
+    cfg: dict, geo: Geometry, detector, data, truth: dict, attrs: dict, centred: bool, **kw
+):
+    """The simulated frames as :class:`DiffractionData` (binned pixel size, mask, truth if kept).
+
+    ``kw`` passes the modality's extra fields (``positions``, ``angles``).
+    """
+    b = geo.binning
+    return DiffractionData(
+        data=np.asarray(data, dtype=np.float32),
+        energy_ev=float(cfg["energy_ev"]),
+        distance=geo.distance,
+        pixel_size=(geo.pixel_size[0] * b, geo.pixel_size[1] * b),
+        centred=centred,
+        mask=detector.good_pixels(centred=True) if detector.mask is not None else None,
+        truth=truth if cfg["output"]["store_truth"] else {},
+        attrs=attrs,
+        **kw,
+    )

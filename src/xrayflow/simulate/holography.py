@@ -158,14 +158,4 @@ def holography(config: dict, rng, backend) -> DiffractionData:
         "frame_pixel_size": voxel * b,
         "note": "frames are magnification-corrected images on the object grid",
     }
-    mask = detector.good_pixels(centred=True) if detector.mask is not None else None
-    return DiffractionData(
-        data=np.asarray(data, dtype=np.float32),
-        energy_ev=float(cfg["energy_ev"]),
-        distance=geo.distance,
-        pixel_size=(geo.pixel_size[0] * b, geo.pixel_size[1] * b),
-        centred=False,
-        mask=mask,
-        truth=truth if cfg["output"]["store_truth"] else {},
-        attrs=attrs,
-    )
+    return C.package(cfg, geo, detector, data, truth, attrs, centred=False)

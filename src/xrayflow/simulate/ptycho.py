@@ -73,7 +73,6 @@ def _finish(
     cfg, geo, data_uncentred, detector, positions, truth, modality, angles=None, extra_attrs=None
 ):
     data = np.fft.fftshift(data_uncentred, axes=(-2, -1))
-    mask = detector.good_pixels(centred=True) if detector.mask is not None else None
     attrs = {
         "modality": modality,
         "object_pixel_size": float(truth["pixel_size"]),
@@ -83,18 +82,8 @@ def _finish(
         "binning": geo.binning,
     }
     attrs.update(extra_attrs or {})
-    b = geo.binning
-    return DiffractionData(
-        data=data.astype(np.float32, copy=False),
-        energy_ev=float(cfg["energy_ev"]),
-        distance=geo.distance,
-        pixel_size=(geo.pixel_size[0] * b, geo.pixel_size[1] * b),
-        centred=True,
-        positions=positions,
-        mask=mask,
-        angles=angles,
-        truth=truth if cfg["output"]["store_truth"] else {},
-        attrs=attrs,
+    return C.package(
+        cfg, geo, detector, data, truth, attrs, centred=True, positions=positions, angles=angles
     )
 
 
