@@ -68,7 +68,11 @@ ESTIMATE_HIO = 20
 # Small CDI3DNets trained for minutes on CPU (benchmarks/cdi_network.py, 32^3 patterns): with
 # a 2-epoch net (amplitude SSIM 0.74 alone) 20 HIO left 4 of 6 held-out crystals stagnated at
 # 3-7 x the noise floor, 50 only 1 of 6; with a 3-epoch net (SSIM 0.83) 50 / 100 / 200 HIO
-# reached the floor in 2 / 1 / 1 of 8 (random start: 6 of 8), see the benchmark's JSON
+# reached the floor in 2 / 1 / 1 of 8 (random start: 6 of 8), see the benchmark's JSON.
+# With centred crystals and a twin-invariant loss (15 epochs on 2,048 patterns, amplitude
+# SSIM 0.86 alone) the start *support* is what decides: from the network's phases, 20 HIO
+# reach the floor with no gradient step when the support is the true one, but with the
+# shrink-wrapped network support 20 or 100 HIO and 500 Adam steps stall at 3-9 x the floor
 NETWORK_HIO = 50
 DEFAULTS: dict = {
     "iterations": 300,

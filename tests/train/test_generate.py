@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from xrayflow.train import generate as G
 from xrayflow.train.shards import read_shard, shard_info
@@ -26,6 +27,11 @@ def test_parseval_3d_and_support():
     rng = np.random.default_rng(1)
     sup = G.crystal_support(16, rng, {})
     assert 0 < sup.mean() < 0.5 and sup[0].sum() == 0 and sup[:, :, -1].sum() == 0  # inside
+    for seed in range(5):  # centred: |F| does not see translations
+        com = np.array(
+            ndimage.center_of_mass(G.crystal_support(16, np.random.default_rng(seed), {}))
+        )
+        assert np.all(np.abs(com - 7.5) <= 0.5 + 1e-9), com
     ph = G.strain_phase(sup, rng, {"phase_max": 1.0})
     assert np.all(ph[sup == 0] == 0) and np.abs(ph).max() <= 1.0 + 1e-6
     inten = G.bragg_patterns(np.stack([sup, sup * np.exp(1j * ph)]), 2, 5e6)

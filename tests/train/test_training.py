@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from xrayflow.errors import DataError
+from xrayflow.errors import ConfigError, DataError
 from xrayflow.train.loop import load_model, losses, train
 from xrayflow.train.networks import build_network
 
@@ -97,6 +97,36 @@ def test_unsupervised_loss_is_zero_for_the_true_object():
     b3 = {"input": 7.0 * F3.abs(), "support": sup, "phase": ph3}
     t3 = losses("bragg_cdi3d", {"support": sup, "phase": ph3}, b3, {"mode": "both"})
     assert float(t3["total"].abs().max()) < 1e-8
+
+
+def test_3d_loss_is_twin_invariant_and_2d_targets_are_centre_cropped():
+    torch.manual_seed(1)
+    sup = (torch.rand(2, 8, 8, 8) > 0.5).float()
+    ph = (torch.rand(2, 8, 8, 8) - 0.5) * sup
+    batch = {"support": sup, "phase": ph}
+    twin = {"support": sup.flip((1, 2, 3)), "phase": -ph.flip((1, 2, 3))}
+    assert float(losses("bragg_cdi3d", twin, batch, {})["total"].abs().max()) == 0.0
+    other = {"support": sup.flip((1,)), "phase": ph.flip((1,))}  # a mirror is not a twin
+    assert float(losses("bragg_cdi3d", other, batch, {})["total"].min()) > 0.01
+    amp, ph2 = torch.rand(3, 16, 16), torch.rand(3, 16, 16)
+    out = {"amplitude": amp[:, 4:12, 4:12], "phase": ph2[:, 4:12, 4:12]}
+    t = losses("ptycho2d", out, {"amplitude": amp, "phase": ph2}, {})
+    assert float(t["total"].abs().max()) == 0.0
+    out["phase"] = ph2[:, 3:11, 4:12]
+    assert float(losses("ptycho2d", out, {"amplitude": amp, "phase": ph2}, {})["total"].min()) > 0
+
+
+def test_2d_output_size_smaller_than_patch(shards2d, tiny_config, tmp_path):
+    cfg = tiny_config(epochs=1)
+    cfg["network"]["output_size"] = 8
+    train(cfg, shards2d, tmp_path / "c.pt", log=lambda *_: None)
+    model, _, _, meta = load_model(tmp_path / "c.pt")
+    assert meta["output_size"] == 8 and model(torch.rand(2, 16, 16))["phase"].shape == (2, 8, 8)
+    for size, loss, what in ((18, {}, "<= the targets"), (8, {"mode": "both"}, "far")):
+        cfg = tiny_config(epochs=1, loss=loss)
+        cfg["network"]["output_size"] = size
+        with pytest.raises(ConfigError, match=what):
+            train(cfg, shards2d, tmp_path / "x.pt", log=lambda *_: None)
 
 
 def test_network_sizes():

@@ -131,7 +131,10 @@ def crystal_support(m: int, rng: np.random.Generator, ccfg: dict) -> np.ndarray:
 
     Uses ``phantoms.faceted_crystals`` (truncated octahedron: {111} and {100} facets, random
     rotation, jittered facet distances, ``extra_facets`` random planes) with the {111} facet
-    distance drawn from ``radius`` × m voxels.
+    distance drawn from ``radius`` × m voxels, then rolled so that its centre of mass lies
+    within half a voxel of the box centre ``(m - 1) / 2``: a diffraction intensity does not
+    see translations, so a network can only learn crystals at a fixed place (and the twin
+    ``rho(-r)`` about that centre, see :func:`xrayflow.train.loop.losses`).
     """
     from xrayflow.phantoms import faceted_crystals  # noqa: PLC0415
 
@@ -145,7 +148,10 @@ def crystal_support(m: int, rng: np.random.Generator, ccfg: dict) -> np.ndarray:
         facet_jitter=float(ccfg.get("jitter", 0.1)),
         extra_facets=int(ccfg.get("extra_facets", 2)),
     )
-    return (ph.labels > 0).astype(np.float32)
+    sup = (ph.labels > 0).astype(np.float32)
+    com = ndimage.center_of_mass(sup)
+    shift = [int(round((m - 1) / 2 - c)) for c in com]
+    return np.roll(sup, shift, axis=(0, 1, 2))
 
 
 def strain_phase(support: np.ndarray, rng: np.random.Generator, ccfg: dict) -> np.ndarray:

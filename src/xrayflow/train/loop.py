@@ -152,11 +152,35 @@ def _far_field_3d(support, phase, n_in):
     ).abs()
 
 
+def centre_crop(t: torch.Tensor, m: int) -> torch.Tensor:
+    """The centred ``m`` box of every spatial axis of ``t`` (B, n, ...) (start ``(n - m) // 2``)."""
+    n = t.shape[-1]
+    if n == m:
+        return t
+    lo = (n - m) // 2
+    return t[(slice(None),) + (slice(lo, lo + m),) * (t.dim() - 1)]
+
+
+def _twin(t: torch.Tensor) -> torch.Tensor:
+    """``t(-r)`` about the box centre: every spatial axis of (B, m, ...) reversed."""
+    return torch.flip(t, dims=tuple(range(1, t.dim())))
+
+
+def _cdi_terms(out: dict, s: torch.Tensor, ph: torch.Tensor, metric: str, dims) -> dict:
+    return {
+        "support": _err(out["support"], s, metric).mean(dims),
+        "phase": (_err(out["phase"], ph, metric) * s).sum(dims) / s.sum(dims).clamp_min(1.0),
+    }
+
+
 def losses(kind: str, out: dict, batch: dict, loss_cfg: dict, probe=None) -> dict:
     """Per-sample loss terms (each a (B,) tensor) and their weighted ``total``.
 
-    Supervised terms compare with the targets (phase of 3D crystals only inside the true
-    support). The unsupervised ``far_field`` term compares the predicted object's far field
+    Supervised terms compare with the targets, centre-cropped to the output size (phase of 3D
+    crystals only inside the true support). 3D terms are twin-invariant: a crystal ``rho(r)``
+    and its twin ``conj(rho(-r))`` have the same diffraction intensity, so each sample is
+    scored against whichever of the two its prediction is closer to (support and phase terms
+    together). The unsupervised ``far_field`` term compares the predicted object's far field
     (torch.fft, norm="ortho", centred; 2D: probe × object, absolute photon scale; 3D: object
     zero-padded to the pattern size, least-squares scale fitted per sample) with the measured
     amplitude sqrt(counts) = ``batch["input"]``.
@@ -173,15 +197,19 @@ def losses(kind: str, out: dict, batch: dict, loss_cfg: dict, probe=None) -> dic
     terms: dict[str, torch.Tensor] = {}
     dims = tuple(range(1, out["phase"].dim()))
     if mode in ("supervised", "both"):
+        m = out["phase"].shape[-1]
         if kind == "ptycho2d":
-            terms["amplitude"] = _err(out["amplitude"], batch["amplitude"], metric).mean(dims)
-            terms["phase"] = _err(out["phase"], batch["phase"], metric).mean(dims)
+            for h in ("amplitude", "phase"):
+                terms[h] = _err(out[h], centre_crop(batch[h], m), metric).mean(dims)
         else:
-            s = batch["support"]
-            terms["support"] = _err(out["support"], s, metric).mean(dims)
-            terms["phase"] = (_err(out["phase"], batch["phase"], metric) * s).sum(dims) / (
-                s.sum(dims).clamp_min(1.0)
+            s, ph = centre_crop(batch["support"], m), centre_crop(batch["phase"], m)
+            a = _cdi_terms(out, s, ph, metric, dims)
+            b = _cdi_terms(out, _twin(s), -_twin(ph), metric, dims)
+            first = w["support"] * a["support"] + w["phase"] * a["phase"] <= (
+                w["support"] * b["support"] + w["phase"] * b["phase"]
             )
+            for h in ("support", "phase"):
+                terms[h] = torch.where(first, a[h], b[h])
     if mode in ("unsupervised", "both"):
         meas = batch["input"]
         if kind == "ptycho2d":
@@ -348,8 +376,22 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
         raise ConfigError(f"train.network.kind: {net_cfg['kind']!r} does not fit {kind} shards")
     config = {**config, "network": net_cfg}
     in_size = sinfo["input_shape"][-1]
-    tgt_shape = next(iter(sinfo["target_shapes"].values()))
-    out_size = tgt_shape[-1]
+    tgt_size = next(iter(sinfo["target_shapes"].values()))[-1]
+    out_size = int(net_cfg.get("output_size") or tgt_size)
+    if out_size > tgt_size or (tgt_size - out_size) % 2:
+        raise ConfigError(
+            f"train.network.output_size: {out_size} must be <= the targets' size {tgt_size} "
+            "and differ from it by an even number (the centre of the targets is predicted)"
+        )
+    if (
+        kind == "ptycho2d"
+        and out_size != tgt_size
+        and tcfg.get("loss", {}).get("mode", "supervised") != "supervised"
+    ):
+        raise ConfigError(
+            "train.network.output_size: the 2D far-field loss (training.loss.mode "
+            f"{tcfg['loss']['mode']!r}) needs the whole patch ({tgt_size}), got {out_size}"
+        )
 
     G = int(tcfg.get("global_batch", 32))
     if G % info.world_size:
