@@ -8,11 +8,15 @@
 2. Held-out crystals (same generator, another seed; counts = input²): for each,
 
    * ``network``: the prediction ``support * exp(i phase)`` alone (:func:`cdi.network_predict`);
-   * ``random``: :func:`cdi.refine` from random phases (200 HIO + at most 300 Adam steps);
-   * ``net+refine``: :func:`cdi.refine_from_network` (50 HIO + at most 1000 Adam steps from
-     the prediction, support by shrink-wrap of the predicted ``|rho|``).
+   * ``random``: :func:`cdi.refine` from random phases (200 HIO + at most 300 Adam steps),
+     restarted with a new random start until one reaches the noise floor (at most
+     ``--max-starts``), as phase retrieval from random starts is run in practice; its time
+     is the sum over the starts (time to solution);
+   * ``net+refine``: :func:`cdi.refine_from_network` (``--net-hio`` HIO + at most 1000 Adam
+     steps from the prediction, support by shrink-wrap of the predicted ``|rho|``); if that
+     misses the floor, random starts follow as above and their time is added.
 
-   Both refinements stop once the amplitude R-factor is within 5 % of the noise floor (the
+   Refinements stop once the amplitude R-factor is within 5 % of the noise floor (the
    R-factor of the true crystal against the noisy counts).
 
 Scores, in the crystal box after twin / shift / phase-ramp / complex-scale removal
@@ -68,6 +72,18 @@ def score(obj, truth, m: int) -> dict:
     }
 
 
+def until_floor(counts, stop: dict, floor: float, backend, max_starts: int, seed: int) -> dict:
+    """:func:`cdi.refine` from new random starts until one ends within 6 % of the noise
+    floor (at most ``max_starts``); the last run's result, ``time_s`` summed, ``starts``."""
+    total = 0.0
+    for k in range(1, max_starts + 1):
+        res = cdi.refine(counts, None, None, stop, np.random.default_rng(seed + k), backend=backend)
+        total += res["time_s"]
+        if res["r_factor"] <= 1.06 * floor:
+            break
+    return {**res, "time_s": total, "starts": k}
+
+
 def test_set(cfg: dict, n: int, workdir: Path):
     """Held-out counts (n, N, N, N) centred and truths (n, N, N, N) complex, same generator."""
     tc = json.loads(json.dumps(cfg))
@@ -87,7 +103,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="config/train/bragg_cdi3d_bench.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--n-test", type=int, default=6)
+    p.add_argument("--n-test", type=int, default=8)
+    p.add_argument("--max-starts", type=int, default=10, help="random starts per crystal, at most")
+    p.add_argument("--net-hio", type=int, default=cdi.NETWORK_HIO, help="HIO from the network")
     p.add_argument("--workdir", default="/tmp/xrayflow_cdi_network")
     p.add_argument("--model", help="use this trained model (skip generation and training)")
     p.add_argument("--out", default="benchmarks/results/cdi_network.json")
@@ -107,6 +125,9 @@ def main(argv=None) -> int:
         info["train"] = {k: v for k, v in summary.items() if k != "model"}
         info["n_train"] = int(cfg["data"]["n_shards"]) * int(cfg["data"]["samples_per_shard"])
     model, mcfg, _, meta = load_model(model_path)
+    if args.model:  # trained elsewhere (e.g. `xrayflow train ... --resume`): its summary
+        info["train"] = meta.get("summary")
+        info["n_train"] = int(mcfg["data"]["n_shards"]) * int(mcfg["data"]["samples_per_shard"])
     m = int(meta["output_size"])
     counts, truths = test_set(mcfg, args.n_test, work)
     backend = get_backend("cpu")
@@ -121,29 +142,37 @@ def main(argv=None) -> int:
         t = truth * np.sqrt(c.sum() / np.sum(np.abs(truth) ** 2))
         floor = BraggCDIModel(c, backend=get_backend("cpu", "double")).r_factor(t)
         stop = {"stop_loss": (1.05 * floor) ** 2}
-        rnd = cdi.refine(c, None, None, stop, np.random.default_rng(i), backend=backend)
-        net = cdi.refine_from_network(model, c, {**stop, "iterations": 1000}, backend=backend)
+        rnd = until_floor(c, stop, floor, backend, args.max_starts, seed=1000 * i)
+        net = cdi.refine_from_network(
+            model,
+            c,
+            {**stop, "iterations": 1000, "hio": {"iterations": args.net_hio}},
+            backend=backend,
+        )
+        net["starts"] = 1
+        if net["r_factor"] > 1.06 * floor:  # fall back to random starts, time counted
+            more = until_floor(c, stop, floor, backend, args.max_starts, seed=1000 * i + 500)
+            net.update({k: more[k] for k in ("object", "r_factor", "iterations")})
+            net["time_s"] += more["time_s"]
+            net["starts"] += more["starts"]
         alone = BraggCDIModel(c, backend=backend).r_factor(
             cdi._scale_init(BraggCDIModel(c, backend=backend), net["start"])
         )
         runs = {
-            "network": (net["start"], net["network_time_s"], alone, 0, 0),
-            "random": (
-                rnd["object"],
-                rnd["time_s"],
-                rnd["r_factor"],
-                rnd["hio_iterations"],
-                rnd["iterations"],
-            ),
-            "net+refine": (
-                net["object"],
-                net["time_s"],
-                net["r_factor"],
-                net["hio_iterations"],
-                net["iterations"],
-            ),
+            "network": (net["start"], net["network_time_s"], alone, 0, 0, 0),
+            **{
+                kind: (
+                    res["object"],
+                    res["time_s"],
+                    res["r_factor"],
+                    res["hio_iterations"],
+                    res["iterations"],
+                    res["starts"],
+                )
+                for kind, res in (("random", rnd), ("net+refine", net))
+            },
         }
-        for kind, (obj, secs, r, hio, its) in runs.items():
+        for kind, (obj, secs, r, hio, its, starts) in runs.items():
             row = {
                 "crystal": i,
                 "start": kind,
@@ -152,6 +181,7 @@ def main(argv=None) -> int:
                 "noise_floor_r": float(floor),
                 "hio_iterations": int(hio),
                 "iterations": int(its),
+                "starts": int(starts),
                 "converged": bool(r <= 1.06 * floor),
                 "refine_s": {"network": 0.0, "net+refine": secs - net["network_time_s"]}.get(
                     kind, secs
@@ -177,6 +207,7 @@ def main(argv=None) -> int:
                 "phase_error_rad",
                 "r_factor",
                 "converged",
+                "starts",
             )
         }
     print(f"\nmean over {len(counts)} held-out crystals:")

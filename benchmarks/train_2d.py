@@ -32,13 +32,13 @@ illuminated pixels). Unmasked (whole-interior) SSIMs are reported too.
 
 Prints a table and writes benchmarks/results/train_2d.json (``--out``).
 
-Measured (2-core VM shared with other jobs, load 4-7, ``--threads 1``; 30 epochs, 17 min):
-held-out SSIM amplitude/phase 0.879/0.875 (split), 0.850/0.871 (new object); AD reaches that
-in 14 iterations (0.975/0.995 after 300); network 2.2 ms/pattern vs AD 1.16 ms/pattern to the
-same SSIM: speed-up 0.53× (10× against the 300-iteration AD run). Both targets (SSIM ≥ 0.9,
-≥ 300×) are missed: with a known probe and 75 % overlap AD converges in ~15 iterations of
-~1 FFT pair per pattern each, while one forward pass of this 0.29 M-parameter network costs
-~40 MFLOP per pattern.
+Measured (2-core VM, ``--epochs 40 --patience 0 --threads 1 --input-norm none``, 10 min
+training): held-out SSIM amplitude/phase 0.908/0.906 (split), 0.888/0.889 (new object); AD
+reaches that in 17 iterations (0.975/0.995 after 300); network 0.86 ms/pattern vs AD 0.42
+ms/pattern to the same SSIM: speed-up 0.49× (10.5× against the 300-iteration AD run). The
+≥ 300× target is missed: with a known probe and 75 % overlap AD converges in ~15 iterations
+of ~1 FFT pair per pattern each, while one forward pass of this 0.29 M-parameter network
+costs ~60 MFLOP per pattern (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -87,6 +87,13 @@ def _args(argv):
     a("--phase-max", type=float, default=1.0, help="max object phase (rad, before U(0.5,1))")
     a("--amplitude-min", type=float, default=0.7, help="amplitude at full thickness")
     a("--channels", default="16,32,64", help="encoder channels, comma separated")
+    a(
+        "--output-size",
+        type=int,
+        default=0,
+        help="predicted centre of the patch (px; 0: the whole patch)",
+    )
+    a("--input-norm", default="max", choices=["max", "mean", "none"], help="network input_norm")
     a("--epochs", type=int, default=30)
     a("--patience", type=int, default=8, help="early-stopping patience (epochs)")
     a("--batch", type=int, default=32, help="training global batch")
@@ -140,7 +147,12 @@ def _config(a) -> dict:
                     },
                 },
             },
-            "network": {"kind": "ptycho2d", "channels": [int(c) for c in a.channels.split(",")]},
+            "network": {
+                "kind": "ptycho2d",
+                "channels": [int(c) for c in a.channels.split(",")],
+                "output_size": a.output_size or a.size,
+                "input_norm": a.input_norm,
+            },
             "training": {
                 "epochs": a.epochs,
                 "global_batch": a.batch,
@@ -193,6 +205,12 @@ def held_out_split(cfg: dict, shards) -> dict:
         xs.append(d["inputs"])
         zs.append(d["amplitude"] * np.exp(1j * d["phase"]))
     return {"inputs": np.concatenate(xs), "patches": np.concatenate(zs)}
+
+
+def centre(a: np.ndarray, m: int) -> np.ndarray:
+    """The centred (m, m) box of the last two axes (the network's output window)."""
+    lo = (a.shape[-1] - m) // 2
+    return a[..., lo : lo + m, lo : lo + m]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -265,7 +283,7 @@ def ad_reconstruct(data: dict, probe: np.ndarray, a, target: dict, mask: np.ndar
         obj = obj + vel
         t_iter += time.perf_counter() - t
         if it <= 20 or it % a.ad_eval_every == 0 or it == a.ad_iters:
-            est = extract_patches(obj, corners, n)[0]
+            est = centre(extract_patches(obj, corners, n)[0], mask.shape[-1])
             s = patch_ssim(est, data["patches"], mask, unmasked=False)
             history.append(
                 {"iter": it, "time_s": t_iter, **{k: s[k] for k in ("amplitude", "phase")}}
@@ -276,7 +294,9 @@ def ad_reconstruct(data: dict, probe: np.ndarray, a, target: dict, mask: np.ndar
                 and s["phase"] >= target["phase"]
             ):
                 reached = {"iter": it, "time_s": t_iter, "ssim": s}
-    final = patch_ssim(extract_patches(obj, corners, n)[0], data["patches"], mask)
+    final = patch_ssim(
+        centre(extract_patches(obj, corners, n)[0], mask.shape[-1]), data["patches"], mask
+    )
     return {
         "algorithm": (
             "xrayflow.ad value_and_grad, known probe, amplitude loss, gradient / (2 sum|P|^2), "
@@ -318,9 +338,14 @@ def main(argv=None) -> dict:
 
         val = held_out_split(cfg, shards)
         val_pred, _ = network_predict(model, val["inputs"], a.infer_batch, 1, dev)
-        val_ssim = patch_ssim(val_pred, val["patches"], mask)
+        m = val_pred.shape[-1]  # the network predicts the centre (m, m) of each patch
+        if centre(mask, m).sum() < mask.sum():
+            print(f"warning: the illuminated region does not fit the {m}² output", flush=True)
+        mask = centre(mask, m)
+        val_ssim = patch_ssim(val_pred, centre(val["patches"], m), mask)
 
         scan = scan_data(cfg, probe, a.scan, step, a.seed)
+        scan["patches"] = centre(scan["patches"], m)
         scan_pred, t_nn = network_predict(model, scan["inputs"], a.infer_batch, a.repeat, dev)
         scan_ssim = patch_ssim(scan_pred, scan["patches"], mask)
         print(f"network: val SSIM {val_ssim}\n  scan SSIM {scan_ssim}", flush=True)
@@ -344,6 +369,7 @@ def main(argv=None) -> dict:
             "test_scan_step_px": step,
             "test_object_px": list(scan["object"].shape),
             "mask_pixels": int(mask.sum()),
+            "output_px": int(mask.shape[-1]),
             "parameters": s["parameters"],
         },
         "training": {
