@@ -27,6 +27,8 @@ def sbatch_calls(workdir, name, account="PRJ123"):
         profile(name),
         "--slurm-init-seconds-before-status-checks",
         "1",
+        "--retries",  # the fake job never completes: one submission to inspect
+        "0",
         env={"FAKE_SLURM_DIR": str(state), "XRAYFLOW_ACCOUNT": account},
         path_prefix=[FAKE_SLURM, FAKE_CLI],
         timeout=180,
