@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from xrayflow import ad
+from xrayflow.cdi import crop
 from xrayflow.config import load_config
 from xrayflow.detector import poisson_counts
 from xrayflow.evaluate.alignment import align
@@ -208,9 +209,8 @@ def held_out_split(cfg: dict, shards) -> dict:
 
 
 def centre(a: np.ndarray, m: int) -> np.ndarray:
-    """The centred (m, m) box of the last two axes (the network's output window)."""
-    lo = (a.shape[-1] - m) // 2
-    return a[..., lo : lo + m, lo : lo + m]
+    """The centred (m, m) box of the last two axes: the network's output window."""
+    return crop(a, (*a.shape[:-2], m, m))
 
 
 # ----------------------------------------------------------------------------- metrics
