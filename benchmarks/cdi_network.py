@@ -8,13 +8,15 @@
 2. Held-out crystals (same generator, another seed; counts = input²): for each,
 
    * ``network``: the prediction ``support * exp(i phase)`` alone (:func:`cdi.network_predict`);
-   * ``random``: :func:`cdi.refine` from random phases (200 HIO + at most 300 Adam steps),
-     restarted with a new random start until one reaches the noise floor (at most
-     ``--max-starts``), as phase retrieval from random starts is run in practice; its time
-     is the sum over the starts (time to solution);
-   * ``net+refine``: :func:`cdi.refine_from_network` (``--net-hio`` HIO + at most 1000 Adam
-     steps from the prediction, support by shrink-wrap of the predicted ``|rho|``); if that
-     misses the floor, random starts follow as above and their time is added.
+   * ``random``: :func:`cdi.refine` from random phases (200 HIO iterations with shrink-wrap
+     every 20, then at most 300 Adam steps), restarted with a new random start until one
+     reaches the noise floor (``starts``: at most ``--max-starts``), as phase retrieval from
+     random starts is run in practice; its time is the sum over the starts (time to
+     solution);
+   * ``net+refine``: :func:`cdi.refine_from_network` (at most ``--net-hio`` HIO iterations
+     with shrink-wrap, then at most 300 Adam steps, from the prediction and the dilated
+     network support, :func:`cdi.network_support`); if that misses the floor, random starts
+     follow as above and their time is added.
 
    Refinements stop once the amplitude R-factor is within 5 % of the noise floor (the
    R-factor of the true crystal against the noisy counts).
@@ -71,18 +73,6 @@ def score(obj, truth, m: int) -> dict:
         "ssim_phase": float(ssim(pa, pt, data_range=max(float(np.ptp(pt)), 1e-6))),
         "phase_error_rad": float(np.sqrt(np.mean(dphi**2))),
     }
-
-
-def until_floor(counts, stop: dict, floor: float, backend, max_starts: int, seed: int) -> dict:
-    """:func:`cdi.refine` from new random starts until one ends at or below ``AT_FLOOR`` x the noise
-    floor (at most ``max_starts``); the last run's result, ``time_s`` summed, ``starts``."""
-    total = 0.0
-    for k in range(1, max_starts + 1):
-        res = cdi.refine(counts, None, None, stop, np.random.default_rng(seed + k), backend=backend)
-        total += res["time_s"]
-        if res["r_factor"] <= AT_FLOOR * floor:
-            break
-    return {**res, "time_s": total, "starts": k}
 
 
 def test_set(cfg: dict, n: int, workdir: Path):
@@ -143,16 +133,17 @@ def main(argv=None) -> int:
         t = truth * np.sqrt(c.sum() / np.sum(np.abs(truth) ** 2))
         floor = BraggCDIModel(c, backend=get_backend("cpu", "double")).r_factor(t)
         stop = {"stop_loss": (1.05 * floor) ** 2}
-        rnd = until_floor(c, stop, floor, backend, args.max_starts, seed=1000 * i)
+        starts = {**stop, "starts": args.max_starts}
+        rnd = cdi.refine(c, None, None, starts, np.random.default_rng(1000 * i), backend=backend)
         net = cdi.refine_from_network(
             model,
             c,
-            {**stop, "iterations": 1000, "hio": {"iterations": args.net_hio}},
+            {**stop, "hio": {"iterations": args.net_hio}},
             backend=backend,
         )
-        net["starts"] = 1
         if net["r_factor"] > AT_FLOOR * floor:  # fall back to random starts, time counted
-            more = until_floor(c, stop, floor, backend, args.max_starts, seed=1000 * i + 500)
+            rng = np.random.default_rng(1000 * i + 500)
+            more = cdi.refine(c, None, None, starts, rng, backend=backend)
             net.update({k: more[k] for k in ("object", "r_factor", "iterations")})
             net["time_s"] += more["time_s"]
             net["starts"] += more["starts"]

@@ -10,13 +10,20 @@ derived from the autocorrelation of the data) or from a given estimate, e.g. a n
 prediction ``support * exp(i phase)`` in the crystal box (the 3D-CDI-NN recipe: network
 first, then refinement). Hybrid input-output iterations (HIO, Fienup, Appl. Opt. 21, 2758
 (1982)) run before the gradient steps by default, 200 from a random start and 20 from an
-estimate. Measured on 32^3 / 64^3 Poisson patterns (1e8 photons) of crystals with 0.5 rad
-rms strain phase (benchmarks/cdi_refine.py): from random phases, Adam alone stagnated
-(R 0.09-0.18, 6 of 6 starts at 32^3); with 200 HIO iterations first, 5 of 6 found the
-crystal (amplitude SSIM >= 0.97, R <= 2.6 x the noise floor; 2 at the floor). From a
-perturbed truth (0.5 rad smooth phase error), Adam alone needed 190-290 steps at 32^3 and
-stayed in a local minimum (R 1.33 x floor) in 1 of 3 cases at 64^3, while 20 HIO
-iterations first brought every case to within 5 % of the floor in 30-55 Adam steps.
+estimate, in blocks of 20, each followed by 2 error-reduction iterations, a shrink-wrap and
+(with ``stop_loss``) a stop check. ``starts`` > 1 repeats a random start, keeping the first
+that reaches ``stop_loss`` or else the lowest R-factor, as random-start phase retrieval is
+run in practice. Measured on 32^3 / 64^3 Poisson patterns (1e8 photons) of crystals with
+0.5 rad rms strain phase (benchmarks/cdi_refine.py): from random phases, Adam alone
+stagnated (R 0.09-0.18, 6 of 6 starts at 32^3); 200 HIO on the fixed autocorrelation
+support, then Adam with shrink-wrap, reached the noise floor in 1 of 3 starts at 64^3
+(7-9 s each); with shrink-wrap during HIO, 6 of 6 at 64^3 (0.8-1.2 s) and 4 of 6 at 32^3
+(the other two stagnate at R 15-18 x the floor: hence ``starts``); on 16 held-out crystals
+of the training generator (benchmarks/cdi_network.py), 46 of 48 single starts against 25
+of 48. From a perturbed truth (0.5 rad smooth phase error), Adam alone needed 100-150 steps
+at 32^3 and stayed in a local minimum (R 1.33 x floor) in 1 of 6 cases at 64^3, while 20
+HIO iterations first brought every case to the floor in 26-46 Adam steps (0.07-0.13 s at
+32^3, 0.25-0.36 s at 64^3).
 
 Arrays go through the backend's ``xp`` (NumPy or CuPy); complex64 by default. ``rho`` is
 held in the centred layout on the detector grid; results are returned as NumPy arrays in
@@ -37,6 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from xrayflow import ad
 from xrayflow.backend import array_module, get_backend, to_numpy
@@ -47,6 +55,8 @@ __all__ = [
     "DEFAULTS",
     "ESTIMATE_HIO",
     "NETWORK_HIO",
+    "NETWORK_SUPPORT_DILATION",
+    "NETWORK_SUPPORT_THRESHOLD",
     "RANDOM_START_HIO",
     "autocorrelation_support",
     "crop",
@@ -54,6 +64,7 @@ __all__ = [
     "gaussian_blur",
     "network_predict",
     "network_start",
+    "network_support",
     "random_start",
     "reconstruct_file",
     "refine",
@@ -64,16 +75,17 @@ __all__ = [
 # HIO iterations before the gradient steps when hio.iterations is None (see module docstring)
 RANDOM_START_HIO = 200
 ESTIMATE_HIO = 20
-# HIO iterations before the gradient steps from a network prediction (refine_from_network).
-# Small CDI3DNets trained for minutes on CPU (benchmarks/cdi_network.py, 32^3 patterns): with
-# a 2-epoch net (amplitude SSIM 0.74 alone) 20 HIO left 4 of 6 held-out crystals stagnated at
-# 3-7 x the noise floor, 50 only 1 of 6; with a 3-epoch net (SSIM 0.83) 50 / 100 / 200 HIO
-# reached the floor in 2 / 1 / 1 of 8 (random start: 6 of 8), see the benchmark's JSON.
-# With centred crystals and a twin-invariant loss (15 epochs on 2,048 patterns, amplitude
-# SSIM 0.86 alone) the start *support* is what decides: from the network's phases, 20 HIO
-# reach the floor with no gradient step when the support is the true one, but with the
-# shrink-wrapped network support 20 or 100 HIO and 500 Adam steps stall at 3-9 x the floor
-NETWORK_HIO = 50
+# HIO iterations before the gradient steps from a network prediction (refine_from_network),
+# and the start support: the network's support probability above NETWORK_SUPPORT_THRESHOLD,
+# dilated by NETWORK_SUPPORT_DILATION voxels. Measured with a CDI3DNet trained for 10 min on
+# CPU (benchmarks/cdi_network.py: 2,048 patterns of 32^3, amplitude SSIM 0.87 alone; its
+# support misses 10-25 % of the crystal's voxels and adds as many): from the network's own
+# support (blurred |rho| > 0.25 max) 50 HIO then Adam reached the noise floor for 3 of 16
+# held-out crystals; from the dilated support with shrink-wrap every 20 HIO iterations, 15 of
+# 16 in 20-80 HIO iterations and no gradient step (undilated: 5 of 16; dilated by 2: 4 of 16)
+NETWORK_HIO = 160
+NETWORK_SUPPORT_THRESHOLD = 0.3
+NETWORK_SUPPORT_DILATION = 1
 DEFAULTS: dict = {
     "iterations": 300,
     "loss": "gaussian",
@@ -87,8 +99,9 @@ DEFAULTS: dict = {
         "threshold": 0.25,
     },
     "autocorrelation_threshold": 0.1,
-    "hio": {"iterations": None, "beta": 0.9},
+    "hio": {"iterations": None, "beta": 0.9, "every": 20, "er": 2},
     "stop_loss": None,
+    "starts": 1,
 }
 
 
@@ -113,6 +126,10 @@ def _config(config: dict | None) -> dict:
         raise ConfigError(f"cdi.optimizer.kind: adam | gd, got {cfg['optimizer']['kind']!r}")
     if int(cfg["iterations"]) < 0 or int(cfg["hio"]["iterations"] or 0) < 0:
         raise ConfigError("cdi.iterations / cdi.hio.iterations: must be >= 0")
+    if int(cfg["hio"]["every"]) < 0 or int(cfg["hio"]["er"]) < 0:
+        raise ConfigError("cdi.hio.every / cdi.hio.er: must be >= 0")
+    if int(cfg["starts"]) < 1:
+        raise ConfigError(f"cdi.starts: must be >= 1, got {cfg['starts']!r}")
     return cfg
 
 
@@ -199,6 +216,37 @@ def _hio(model, rho, support, beta: float, n: int):
     return rho
 
 
+def _hio_shrinkwrap(model, rho, support, cfg: dict, n: int, sigma: float, stop, norm: float):
+    """``n`` HIO iterations in blocks of ``cfg["hio"]["every"]`` (0: one block, fixed
+    support). After each block: ``cfg["hio"]["er"]`` error-reduction iterations (modulus
+    projection, then support), a shrink-wrap of the support (``cfg["shrinkwrap"]``
+    threshold; Gaussian width ``sigma``, decaying to ``sigma_min``) and, when ``stop`` is
+    set, a stop check on the normalised loss of that estimate.
+
+    Returns ``(rho, support, sigma, hio iterations run, normalised losses after each block,
+    stopped)``.
+    """
+    hio, sw = cfg["hio"], cfg["shrinkwrap"]
+    every = int(hio["every"]) or max(n, 1)
+    done, losses = 0, []
+    while done < n:
+        k = min(every, n - done)
+        rho = _hio(model, rho, support, float(hio["beta"]), k) * support
+        done += k
+        if not hio["every"]:
+            break
+        for _ in range(int(hio["er"])):
+            rho = model.modulus_projection(rho) * support
+        support = shrink_wrap(rho, sigma, sw["threshold"], model.backend)
+        sigma = max(float(sw["sigma_min"]), sigma * float(sw["decay"]))
+        rho *= support
+        if stop is not None:
+            losses.append(float(model.loss(ad.const(rho)).data) / norm)
+            if losses[-1] <= float(stop):
+                return rho, support, sigma, done, losses, True
+    return rho, support, sigma, done, losses, False
+
+
 class _Adam:
     """Adam on a complex array (as two reals; ``v`` accumulates ``|g|^2``), in place."""
 
@@ -254,10 +302,14 @@ def refine(
         config: overrides of :data:`DEFAULTS` (``iterations``, ``loss``, ``optimizer``
             {kind adam|gd, lr (adam: in units of the rms start amplitude; gd: in units of
             the error-reduction step)}, ``shrinkwrap`` {every, start, sigma, sigma_min,
-            decay, threshold}, ``autocorrelation_threshold``, ``hio`` {iterations (None:
+            decay, threshold} (``every``, ``start``: in gradient steps),
+            ``autocorrelation_threshold``, ``hio`` {iterations (None:
             :data:`RANDOM_START_HIO` from a random start, :data:`ESTIMATE_HIO` from
-            ``init``), beta},
-            ``stop_loss``: stop once the normalised loss is at or below it).
+            ``init``), beta, every (shrink-wrap after every this many HIO iterations, each
+            time after ``er`` error-reduction iterations; 0: fixed support)},
+            ``stop_loss``: stop once the normalised loss is at or below it, ``starts``:
+            random starts, at most, ending at the first that reaches ``stop_loss``, else
+            keeping the lowest R-factor).
         rng: ``numpy.random.Generator`` (random start); default seed 0.
         mask: (Z, Y, X) bool good voxels, or None.
         backend: :class:`~xrayflow.backend.Backend` (default CPU, single precision).
@@ -266,13 +318,29 @@ def refine(
         dict with ``object`` (complex, data grid, centred, data units), ``support`` (bool),
         ``loss`` (history, normalised: data term / sum of counts; for ``gaussian`` this is
         the squared amplitude R-factor), ``r_factor`` (final), ``iterations`` (gradient
-        steps run), ``hio_iterations``, ``time_s`` and ``config``.
+        steps run), ``hio_iterations``, ``hio_loss`` (normalised loss after each HIO
+        block, when ``stop_loss`` is set), ``stopped`` (``stop_loss`` reached), ``starts``
+        (random starts run; the returned fields are the kept start's), ``time_s`` (all
+        starts) and ``config``.
     """
     cfg = _config(config)
-    backend = backend or get_backend("cpu")
-    xp = backend.xp
     rng = np.random.default_rng(0) if rng is None else rng
     t0 = time.perf_counter()
+    best, runs = None, 0
+    while runs < (int(cfg["starts"]) if init is None else 1):
+        res = _refine_one(data, init, support, cfg, rng, mask, centred, backend)
+        runs += 1
+        if best is None or res["stopped"] or res["r_factor"] < best["r_factor"]:
+            best = res
+        if res["stopped"]:
+            break
+    return {**best, "starts": runs, "time_s": time.perf_counter() - t0}
+
+
+def _refine_one(data, init, support, cfg: dict, rng, mask, centred: bool, backend) -> dict:
+    """One :func:`refine` run from ``init`` or one random start (``cfg`` checked)."""
+    backend = backend or get_backend("cpu")
+    xp = backend.xp
     counts = xp.asarray(data, dtype=backend.real_dtype)
     if counts.ndim != 3:
         raise ValueError(f"data must be a 3D array (Z, Y, X), got shape {counts.shape}")
@@ -302,8 +370,12 @@ def refine(
     norm = total / scale
     n_hio = cfg["hio"]["iterations"]
     n_hio = int((RANDOM_START_HIO if init is None else ESTIMATE_HIO) if n_hio is None else n_hio)
-    rho = _hio(model, rho, support, float(cfg["hio"]["beta"]), n_hio)
-    rho *= support
+    # an estimate already has the crystal's shape: its support is not blurred more widely
+    sigma = float(sw["sigma"] if init is None else sw["sigma_min"])
+    stop = cfg["stop_loss"]
+    rho, support, sigma, n_hio, hio_loss, stopped = _hio_shrinkwrap(
+        model, rho, support, cfg, n_hio, sigma, stop, norm
+    )
 
     opt = cfg["optimizer"]
     adam = opt["kind"] == "adam"
@@ -313,15 +385,14 @@ def refine(
         # unit step = error reduction (gaussian); the Poisson gradient is about twice as big
         lr = 0.5 * float(opt["lr"]) * (1.0 if cfg["loss"] == "gaussian" else 0.5)
     value_and_grad = ad.value_and_grad(model.loss)
-    stop = cfg["stop_loss"]
-    sigma = float(sw["sigma"])
     history = []
     it = 0
-    for it in range(1, int(cfg["iterations"]) + 1):
+    for it in range(1, 0 if stopped else int(cfg["iterations"]) + 1):
         value, g = value_and_grad(rho)
         history.append(value / norm)
         if stop is not None and history[-1] <= float(stop):
             it -= 1
+            stopped = True
             break
         if adam:
             stepper.step(rho, g)
@@ -340,7 +411,8 @@ def refine(
         "r_factor": r,
         "iterations": it,
         "hio_iterations": n_hio,
-        "time_s": time.perf_counter() - t0,
+        "hio_loss": np.asarray(hio_loss, dtype=np.float64),
+        "stopped": stopped,
         "config": cfg,
     }
 
@@ -393,6 +465,16 @@ def network_start(support, phase, shape, xp=np):
     return embed(rho.astype(np.complex64), shape, xp)
 
 
+def network_support(probability, shape=None):
+    """Start support from a network's support probability (m, m, m): above
+    :data:`NETWORK_SUPPORT_THRESHOLD`, dilated by :data:`NETWORK_SUPPORT_DILATION` voxels
+    (a loose support that shrink-wrap tightens), zero-padded like :func:`network_start` to
+    ``shape`` when given. bool."""
+    s = np.asarray(probability) > NETWORK_SUPPORT_THRESHOLD
+    s = ndimage.binary_dilation(s, iterations=NETWORK_SUPPORT_DILATION)
+    return s if shape is None else embed(s, shape)
+
+
 def refine_from_network(
     model,
     data,
@@ -404,8 +486,8 @@ def refine_from_network(
     device: str = "cpu",
 ) -> dict:
     """:func:`network_predict`, :func:`network_start`, then :func:`refine` from that start
-    (default: :data:`NETWORK_HIO` HIO iterations, start support by shrink-wrap of the
-    network's ``|rho|``).
+    with the :func:`network_support` (default: :data:`NETWORK_HIO` HIO iterations with
+    shrink-wrap, ending early at ``stop_loss``).
 
     Returns :func:`refine`'s dict with ``time_s`` including the network, plus
     ``network_time_s``, ``network_support`` and ``network_phase`` (crystal box) and
@@ -417,7 +499,8 @@ def refine_from_network(
     t0 = time.perf_counter()
     sup, ph, t_net = network_predict(model, data, centred, device)
     init = network_start(sup, ph, np.shape(data))
-    res = refine(data, init, None, cfg, mask=mask, centred=centred, backend=backend)
+    support = network_support(sup)
+    res = refine(data, init, support, cfg, mask=mask, centred=centred, backend=backend)
     res.update(
         time_s=time.perf_counter() - t0,
         network_time_s=t_net,
@@ -460,8 +543,9 @@ def reconstruct_file(config: dict, data_path, out_path, model_path=None, backend
             (:func:`refine_from_network`); None: :func:`random_start`.
 
     Output datasets: ``object`` (complex64, data grid, centred layout, data units),
-    ``support`` (bool), ``loss`` (history), ``r_factor``, ``iterations``, ``hio_iterations``,
-    ``timings`` {``total_s``, ``network_s``}, ``start`` ("random" | "network"), ``model``
+    ``support`` (bool), ``loss`` (history), ``r_factor``, ``iterations``, ``hio_iterations``
+    (of the kept start), ``starts`` (random starts run), ``timings`` {``total_s``,
+    ``network_s``}, ``start`` ("random" | "network"), ``model``
     (path) and ``network`` {``support``, ``phase``} (crystal box; network start only),
     ``voxel_size`` (m, if known), ``config``, ``provenance``.
     Returns the :func:`refine` dict.
@@ -495,6 +579,7 @@ def reconstruct_file(config: dict, data_path, out_path, model_path=None, backend
         "r_factor": float(res["r_factor"]),
         "iterations": int(res["iterations"]),
         "hio_iterations": int(res["hio_iterations"]),
+        "starts": int(res["starts"]),
         "timings": {"total_s": res["time_s"], "network_s": res.get("network_time_s", 0.0)},
         "start": "random" if model_path is None else "network",
         "model": None if model_path is None else str(model_path),
