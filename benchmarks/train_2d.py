@@ -97,6 +97,7 @@ def _args(argv):
     a("--input-norm", default="max", choices=["max", "mean", "none"], help="network input_norm")
     a("--epochs", type=int, default=30)
     a("--patience", type=int, default=8, help="early-stopping patience (epochs)")
+    a("--precise-bn", type=int, default=20, help="batch-norm statistics batches (0: off)")
     a("--batch", type=int, default=32, help="training global batch")
     a("--lr", type=float, default=2e-3)
     a("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="network device")
@@ -165,6 +166,7 @@ def _config(a) -> dict:
                 "shuffle_buffer": 2048,
                 "checkpoint_every": 0,
                 "early_stopping": {"patience": a.patience},
+                "precise_bn": a.precise_bn,
                 "device": a.device,
                 "log_every": 0,
                 "threads": a.threads,

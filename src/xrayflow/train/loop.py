@@ -589,6 +589,10 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
             )
             break
         # ---- end of epoch: validation, early stopping, metrics
+        if int(tcfg.get("precise_bn", 0)):
+            train_ds.set_start_batch(0)
+            loader = torch.utils.data.DataLoader(train_ds, batch_size=train_ds.local_batch)
+            precise_bn(model, loader, int(tcfg["precise_bn"]), to_dev)
         val = _validate(model, val_ds, kind, loss_cfg, probe, info, to_dev)
         train_loss = state["loss_sum"] / max(state["seen"], 1)
         improved = val is not None and val < state["best_val"] - min_delta
@@ -654,6 +658,39 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
     summary["model"] = model
     D.shutdown(info)
     return summary
+
+
+@torch.no_grad()
+def precise_bn(model, loader, n_batches: int, to_dev) -> int:
+    """Recompute the batch-norm running statistics with the current weights, as the plain
+    average over the first ``n_batches`` batches of ``loader`` (other layers in eval mode).
+
+    The running averages kept during training mix statistics of many past weights; with a
+    high learning rate they lag the weights, and validation in eval mode then swings from
+    epoch to epoch (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021). With
+    :class:`~xrayflow.train.networks.GlobalBatchNorm` the statistics are global, so all ranks
+    get the same values. Returns the number of batches used (0 without batch norm).
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    n = 0
+    for batch in loader:
+        if n >= n_batches:
+            break
+        model(to_dev(batch)["input"])
+        n += 1
+    for m, mom in zip(bns, momenta, strict=True):
+        m.momentum = mom
+    model.train(was_training)
+    return n
 
 
 @torch.no_grad()

@@ -92,7 +92,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 0.1
+                # momentum None: cumulative average over the tracked batches (as torch)
+                m = self.momentum
+                if m is None:
+                    m = 1.0 / float(self.num_batches_tracked)
                 unbiased = var * (n / torch.clamp(n - 1, min=1))
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 self.running_var.mul_(1 - m).add_(m * unbiased.detach())
