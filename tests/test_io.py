@@ -6,7 +6,14 @@ import pytest
 
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
-from xrayflow.io.cxi import EV_TO_J, DiffractionData, read_cxi, read_cxi_meta, write_cxi
+from xrayflow.io.cxi import (
+    EV_TO_J,
+    DiffractionData,
+    read_cxi,
+    read_cxi_geometry,
+    read_cxi_meta,
+    write_cxi,
+)
 from xrayflow.io.hdf5 import read_h5, write_h5
 
 
@@ -53,14 +60,8 @@ def test_cxi_round_trip(tmp_path):
         assert f["entry_1/data_1/data"].chunks == (1, 8, 8)
 
 
-def test_read_indices_only_those_frames(tmp_path, monkeypatch):
-    d = _data(p=10)
-    path = write_cxi(tmp_path / "d.cxi", d)
-    r = read_cxi(path, indices=[7, 2, 3], truth=False)
-    np.testing.assert_array_equal(r.data, d.data[[7, 2, 3]])
-    np.testing.assert_allclose(r.positions, d.positions[[7, 2, 3]])
-    assert r.truth == {}
-    # only the requested chunks are read
+def _frame_reads(monkeypatch) -> list:
+    """The keys of every later read of a 3D frame dataset (filled as reads happen)."""
     reads = []
     orig = h5py.Dataset.__getitem__
 
@@ -70,15 +71,40 @@ def test_read_indices_only_those_frames(tmp_path, monkeypatch):
         return orig(self, key)
 
     monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    return reads
+
+
+def test_read_indices_only_those_frames(tmp_path, monkeypatch):
+    d = _data(p=10)
+    path = write_cxi(tmp_path / "d.cxi", d)
+    r = read_cxi(path, indices=[7, 2, 3], truth=False)
+    np.testing.assert_array_equal(r.data, d.data[[7, 2, 3]])
+    np.testing.assert_allclose(r.positions, d.positions[[7, 2, 3]])
+    assert r.truth == {}
+    # only the requested chunks are read
+    reads = _frame_reads(monkeypatch)
     read_cxi(path, indices=slice(4, 6))
     assert reads and all(isinstance(k, slice) and k.stop - k.start <= 2 for k in reads)
 
 
-def test_meta_without_frames(tmp_path):
-    path = write_cxi(tmp_path / "d.cxi", _data())
+def test_meta_and_geometry_without_frames(tmp_path, monkeypatch):
+    d = _data()
+    path = write_cxi(tmp_path / "d.cxi", d)
     m = read_cxi_meta(path)
     assert m["shape"] == (6, 8, 8) and m["modality"] == "ptycho2d"
     assert "object" in m["truth_fields"]
+    frames = _frame_reads(monkeypatch)
+    pos, ang = read_cxi_geometry(path)
+    assert frames == []
+    np.testing.assert_allclose(pos, d.positions)
+    np.testing.assert_allclose(ang, d.angles)
+    with h5py.File(path, "a") as f:
+        del f["entry_1/sample_1/geometry_1/rotation_angle"]
+        f["entry_1/sample_1/geometry_1/rotation_angle"] = np.zeros(4)
+    with pytest.raises(DataError, match="4 angles for 6 frames"):
+        read_cxi_geometry(path)
+    with pytest.raises(DataError, match="4 angles for 6 frames"):
+        read_cxi(path)
 
 
 def _cdtools_like(path, n=8, p=4, translations=None):

@@ -9,6 +9,7 @@ from xrayflow.io.atomic import atomic_path, atomic_write_bytes, atomic_write_tex
 _LAZY = {
     "DiffractionData": "xrayflow.io.cxi",
     "read_cxi": "xrayflow.io.cxi",
+    "read_cxi_geometry": "xrayflow.io.cxi",
     "read_cxi_meta": "xrayflow.io.cxi",
     "read_truth": "xrayflow.io.cxi",
     "write_cxi": "xrayflow.io.cxi",

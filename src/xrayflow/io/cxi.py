@@ -48,7 +48,14 @@ TRUTH_GROUP = "entry_1/xrayflow_truth"
 PROV_GROUP = "entry_1/xrayflow_provenance"
 ATTRS_GROUP = "entry_1/xrayflow_attrs"
 
-__all__ = ["DiffractionData", "read_cxi", "read_cxi_meta", "read_truth", "write_cxi"]
+__all__ = [
+    "DiffractionData",
+    "read_cxi",
+    "read_cxi_geometry",
+    "read_cxi_meta",
+    "read_truth",
+    "write_cxi",
+]
 
 
 @dataclass
@@ -468,6 +475,16 @@ def _positions(f: h5py.File, n: int, source: str) -> np.ndarray | None:
     return np.stack([-(tr @ by), -(tr @ bx)], axis=1)
 
 
+def _angles(f: h5py.File, n: int, source: str) -> np.ndarray | None:
+    path = "entry_1/sample_1/geometry_1/rotation_angle"
+    if path not in f:
+        return None
+    angles = np.asarray(f[path][()], dtype=np.float64).ravel()
+    if angles.shape != (n,):
+        raise DataError(f"{source}: {path} has {angles.size} angles for {n} frames")
+    return angles
+
+
 def _mask(f: h5py.File, frame_shape, source: str) -> np.ndarray | None:
     path = "entry_1/instrument_1/detector_1/mask"
     if path not in f:
@@ -531,12 +548,7 @@ def read_cxi(
         if check:
             _check_counts(data, f"{source}: {ds.name}")
         positions = _positions(f, n, source)
-        angles = None
-        apath = "entry_1/sample_1/geometry_1/rotation_angle"
-        if apath in f:
-            angles = np.asarray(f[apath][()], dtype=np.float64).ravel()
-            if angles.shape != (n,):
-                raise DataError(f"{source}: {apath} has {angles.size} angles for {n} frames")
+        angles = _angles(f, n, source)
         mask = _mask(f, data.shape[-2:], source)
         attrs = _read_group(f, ATTRS_GROUP)
         prov = _read_group(f, PROV_GROUP)
@@ -570,6 +582,17 @@ def read_truth(path: str | os.PathLike) -> dict:
     f, _ = _open(path)
     with f:
         return _read_group(f, TRUTH_GROUP)
+
+
+def read_cxi_geometry(path: str | os.PathLike) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Probe positions (P, 2) ``(y, x)`` in m and sample rotation angles (P,) in rad of every
+    frame, each None when the file has none; no frames are read (e.g. to plan which frames
+    each MPI rank reads)."""
+    f, source = _open(path)
+    with f:
+        ds = _data_dataset(f, source)
+        n = 1 if ds.ndim == 2 else ds.shape[0]
+        return _positions(f, n, source), _angles(f, n, source)
 
 
 def read_cxi_meta(path: str | os.PathLike) -> dict:

@@ -214,28 +214,14 @@ def _wavelength(energy_ev):
     return float(wavelength(energy_ev))
 
 
-def _frame_geometry(p: Path, n: int):
-    """Positions (n, 2) m (or None) and rotation angles (n,) rad (or None) of every frame
-    (small datasets, read by every rank)."""
-    from xrayflow.io.cxi import _positions, open_h5  # noqa: PLC0415
-
-    with open_h5(p) as f:
-        pos = _positions(f, n, str(p))
-        apath = "entry_1/sample_1/geometry_1/rotation_angle"
-        ang = np.asarray(f[apath][()], np.float64).ravel() if apath in f else None
-    if ang is not None and ang.size != n:
-        raise DataError(f"{p}: {ang.size} rotation angles for {n} frames")
-    return pos, ang
-
-
 def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
     try:
-        from xrayflow.io.cxi import read_cxi, read_cxi_meta  # noqa: PLC0415
+        from xrayflow.io.cxi import read_cxi, read_cxi_geometry, read_cxi_meta  # noqa: PLC0415
     except ImportError as exc:  # pragma: no cover - C's module missing
         raise DataError(f"cannot read CXI files: {exc}") from exc
     try:
         n_file = read_cxi_meta(p)["n_frames"]
-        pos_all, ang_all = _frame_geometry(p, n_file)
+        pos_all, ang_all = read_cxi_geometry(p)
         idx, starts, local = _plan(cfg, n_file, ang_all, comm)
         want = idx[local]
         dd = read_cxi(p, indices=want if want.size else idx[:1])
