@@ -229,6 +229,10 @@ def test_embed_crop_and_config_errors():
         cdi.refine(data, config={"starts": 0})
     with pytest.raises(ConfigError, match="cdi.hio.every"):
         cdi.refine(data, config={"hio": {"every": -1}})
+    with pytest.raises(ConfigError, match="cdi.starts: must be an integer >= 1, got 'two'"):
+        cdi.refine(data, config={"starts": "two"})
+    with pytest.raises(ConfigError, match="cdi.hio.er"):
+        cdi.refine(data, config={"hio": {"er": 1.5}})
 
 
 def test_masked_voxels_are_ignored(noisy):

@@ -124,12 +124,17 @@ def _config(config: dict | None) -> dict:
         raise ConfigError(f"cdi.loss: must be one of {LOSSES}, got {cfg['loss']!r}")
     if cfg["optimizer"]["kind"] not in ("adam", "gd"):
         raise ConfigError(f"cdi.optimizer.kind: adam | gd, got {cfg['optimizer']['kind']!r}")
-    if int(cfg["iterations"]) < 0 or int(cfg["hio"]["iterations"] or 0) < 0:
-        raise ConfigError("cdi.iterations / cdi.hio.iterations: must be >= 0")
-    if int(cfg["hio"]["every"]) < 0 or int(cfg["hio"]["er"]) < 0:
-        raise ConfigError("cdi.hio.every / cdi.hio.er: must be >= 0")
-    if int(cfg["starts"]) < 1:
-        raise ConfigError(f"cdi.starts: must be >= 1, got {cfg['starts']!r}")
+    counts = {
+        "iterations": (cfg["iterations"], 0),
+        "hio.iterations": (cfg["hio"]["iterations"] or 0, 0),
+        "hio.every": (cfg["hio"]["every"], 0),
+        "hio.er": (cfg["hio"]["er"], 0),
+        "starts": (cfg["starts"], 1),
+    }
+    for key, (v, low) in counts.items():
+        whole = isinstance(v, int | float | np.number) and float(v).is_integer()
+        if isinstance(v, bool) or not whole or v < low:
+            raise ConfigError(f"cdi.{key}: must be an integer >= {low}, got {v!r}")
     return cfg
 
 
@@ -227,14 +232,14 @@ def _hio_shrinkwrap(model, rho, support, cfg: dict, n: int, sigma: float, stop, 
     stopped)``.
     """
     hio, sw = cfg["hio"], cfg["shrinkwrap"]
-    every = int(hio["every"]) or max(n, 1)
+    if not hio["every"]:
+        rho = _hio(model, rho, support, float(hio["beta"]), n) * support
+        return rho, support, sigma, n, [], False
     done, losses = 0, []
     while done < n:
-        k = min(every, n - done)
+        k = min(int(hio["every"]), n - done)
         rho = _hio(model, rho, support, float(hio["beta"]), k) * support
         done += k
-        if not hio["every"]:
-            break
         for _ in range(int(hio["er"])):
             rho = model.modulus_projection(rho) * support
         support = shrink_wrap(rho, sigma, sw["threshold"], model.backend)
