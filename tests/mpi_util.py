@@ -1,4 +1,6 @@
-"""Launch a script under ``mpiexec -n N`` (skips the test when no mpiexec is found)."""
+"""Launch a script under ``mpiexec -n N`` (skips the test when no mpiexec is found).
+
+Importable from every test directory (``tests/`` is on ``sys.path`` through its conftest)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).parent / "scripts"
+SCRIPTS = Path(__file__).parent / "parallel" / "scripts"
 
 
 def mpiexec() -> str:
@@ -24,9 +26,14 @@ def mpiexec() -> str:
 
 def run_mpi(script: str, n: int, *args, timeout: float = 60.0, mpi: bool = True):
     """Run ``scripts/<script>`` on ``n`` ranks (or as a plain process if not ``mpi``)."""
+    return run_ranks([sys.executable, str(SCRIPTS / script), *map(str, args)], n, timeout, mpi)
+
+
+def run_ranks(cmd: list, n: int, timeout: float, mpi: bool):
+    """Run ``cmd`` on ``n`` ranks under mpiexec (or as a plain process if not ``mpi``), with
+    a clean MPI environment and one FFT worker per rank."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "XRAYFLOW_MPI"))}
     env["XRAYFLOW_FFT_WORKERS"] = "1"
-    cmd = [sys.executable, str(SCRIPTS / script), *map(str, args)]
     if mpi:
         cmd = [mpiexec(), "-n", str(n), *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

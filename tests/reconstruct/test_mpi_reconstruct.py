@@ -5,9 +5,7 @@ by one rank resumes on two."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from mpi_util import run_ranks
 
 ROOT = Path(__file__).parents[2]
 SIM = ROOT / "config" / "simulate" / "ptycho2d.yaml"
@@ -46,27 +45,14 @@ sys.exit(rc)
 """
 
 
-def _mpiexec() -> str:
-    here = Path(sys.executable).parent / "mpiexec"
-    found = str(here) if here.exists() else shutil.which("mpiexec")
-    if not found:
-        pytest.skip("mpiexec not found")
-    pytest.importorskip("mpi4py")
-    return found
-
-
 def _cli(tmp, args, n=1, record=None, timeout=120):
     """``xrayflow reconstruct ARGS`` on ``n`` ranks (1: a plain process)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "XRAYFLOW_MPI"))}
-    env["XRAYFLOW_FFT_WORKERS"] = "1"
     if record is None:
         cmd = [sys.executable, "-m", "xrayflow", "reconstruct", *map(str, args)]
     else:
         (tmp / "wrap.py").write_text(WRAPPER)
         cmd = [sys.executable, str(tmp / "wrap.py"), str(record), "reconstruct", *map(str, args)]
-    if n > 1:
-        cmd = [_mpiexec(), "-n", str(n), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return run_ranks(cmd, n, timeout, mpi=n > 1)
 
 
 @pytest.fixture(scope="module")

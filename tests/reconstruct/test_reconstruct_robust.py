@@ -176,7 +176,12 @@ def test_cli_npz_bz2_roundtrip_and_errors(sim, tmp_path, capsys):
         "optimizer: {iterations: 6, batch_size: 8}\nrun: {log_every: 2}\n"
     )
     out = tmp_path / "r.h5"
-    rc = main(["reconstruct", "--config", str(cfg), "--data", str(path), "--out", str(out)])
+
+    def run(out, *sets):
+        args = ["reconstruct", "--config", str(cfg), "--data", str(path), "--out", str(out)]
+        return main(args + [a for kv in sets for a in ("--set", kv)])
+
+    rc = run(out)
     assert rc == 0
     err = capsys.readouterr().err
     assert "it/s" in err and "loss" in err
@@ -188,37 +193,11 @@ def test_cli_npz_bz2_roundtrip_and_errors(sim, tmp_path, capsys):
     assert r["config"]["optimizer"]["iterations"] == 6
     assert "provenance" in r and r["timings"]["total_s"] > 0
     # divergence -> exit 2 with the parameter name
-    rc = main(
-        [
-            "reconstruct",
-            "--config",
-            str(cfg),
-            "--data",
-            str(path),
-            "--out",
-            str(tmp_path / "x.h5"),
-            "--set",
-            "optimizer.method=adam",
-            "--set",
-            "optimizer.object.lr=1e300",
-        ]
-    )
+    rc = run(tmp_path / "x.h5", "optimizer.method=adam", "optimizer.object.lr=1e300")
     assert rc == 2
     assert "'object'" in capsys.readouterr().err
     # unknown config key -> exit 2
-    rc = main(
-        [
-            "reconstruct",
-            "--config",
-            str(cfg),
-            "--data",
-            str(path),
-            "--out",
-            str(tmp_path / "y.h5"),
-            "--set",
-            "optimizer.itrations=3",
-        ]
-    )
+    rc = run(tmp_path / "y.h5", "optimizer.itrations=3")
     assert rc == 2
 
 

@@ -13,42 +13,17 @@ The object is either a complex transmission or (delta, beta) like
 from __future__ import annotations
 
 from xrayflow import ad
-from xrayflow.models.ptychography import intensity_loss
+from xrayflow.models.ptychography import ObjectModel, intensity_loss
 
 
-class HolographyModel:
-    """Args: ``transfers`` (F, ny, nx) complex, one per frame distance; others as PtychoModel."""
+class HolographyModel(ObjectModel):
+    """Args: ``transfers`` (F, ny, nx) complex, one per frame distance; keyword arguments
+    of :class:`~xrayflow.models.ptychography.ObjectModel`."""
 
-    def __init__(
-        self,
-        transfers,
-        k_dz=None,
-        object_param="transmission",
-        loss="gaussian",
-        eps=1e-6,
-        mask=None,
-        backend=None,
-    ):
+    def __init__(self, transfers, **kwargs):
+        super().__init__(**kwargs)
         self.transfers = transfers
-        self.k_dz = k_dz
-        self.object_param = object_param
-        self.loss_kind = loss
-        self.eps = float(eps)
-        self.mask = mask
-        self.backend = backend
         self.n_slices = 1
-        self.last = {}
-
-    @property
-    def object_names(self) -> tuple:
-        return ("delta", "beta") if self.object_param == "delta_beta" else ("object",)
-
-    def _transmission(self, obj_params):
-        if self.object_param == "delta_beta":
-            return ad.exp(
-                obj_params["delta"] * (-1j * self.k_dz) + obj_params["beta"] * (-self.k_dz)
-            )
-        return obj_params["object"]
 
     def intensities(self, obj_params, probe, frames, shifts=None):
         """Holograms (B, ny, nx) for the frame indices ``frames`` (B,)."""

@@ -58,27 +58,22 @@ def intensity_loss(I, target, mask, kind: str = "gaussian", eps: float = 1e-6):
     raise ValueError(f"unknown loss {kind!r}")
 
 
-class PtychoModel:
-    """2D (``n_slices = 1``) or multislice far-field ptychography.
+class ObjectModel:
+    """What the transmission-object models share: the object unknowns and the data term,
+    and ``last``, side outputs of the last forward pass (plain arrays, for the
+    preconditioners).
 
     Args:
-        frame_shape: (n, n) detector / probe window.
-        object_shape: (Ny, Nx).
-        n_slices: S.
-        transfer: ``(n, n)`` or ``(S-1, n, n)`` complex Fresnel transfer function between
-            slices (window-sized; ignored for S = 1).
         k_dz: ``2 pi / lambda * dz`` (only for ``object_param="delta_beta"``).
-        object_param: ``"transmission"`` or ``"delta_beta"``.
+        object_param: ``"transmission"`` (complex) or ``"delta_beta"``.
         loss, eps: see :func:`intensity_loss`.
-        mask: (n, n) good-pixel mask or None.
+        mask: detector good-pixel mask or None.
+        backend: :class:`xrayflow.backend.Backend` (None: that of the inputs).
     """
 
     def __init__(
         self,
-        frame_shape,
-        object_shape,
-        n_slices=1,
-        transfer=None,
+        *,
         k_dz=None,
         object_param="transmission",
         loss="gaussian",
@@ -86,25 +81,21 @@ class PtychoModel:
         mask=None,
         backend=None,
     ):
-        self.frame_shape = tuple(int(v) for v in frame_shape)
-        self.object_shape = tuple(int(v) for v in object_shape)
-        self.n_slices = int(n_slices)
-        self.transfer = transfer
         self.k_dz = k_dz
         self.object_param = object_param
         self.loss_kind = loss
         self.eps = float(eps)
         self.mask = mask
         self.backend = backend
-        self.last = {}  # side outputs of the last forward (plain arrays, for preconditioners)
+        self.last = {}
 
-    # names of the object unknowns
     @property
     def object_names(self) -> tuple:
+        """Names of the object unknowns."""
         return ("delta", "beta") if self.object_param == "delta_beta" else ("object",)
 
     def _transmission(self, obj_params):
-        """(S, Ny, Nx) complex transmission (a Tensor) of the whole object.
+        """Complex transmission (a Tensor) of the whole object grid, (S, Ny, Nx).
 
         For ``delta_beta`` the exponential is taken over the object grid, which is smaller
         than a batch of patches for the usual overlaps.
@@ -115,6 +106,27 @@ class PtychoModel:
             # t = exp(-i k dz delta - k dz beta)
             return ad.exp(d * (-1j * self.k_dz) + b * (-self.k_dz))
         return ad.as_tensor(obj_params["object"])
+
+
+class PtychoModel(ObjectModel):
+    """2D (``n_slices = 1``) or multislice far-field ptychography.
+
+    Args:
+        frame_shape: (n, n) detector / probe window.
+        object_shape: (Ny, Nx).
+        n_slices: S.
+        transfer: ``(n, n)`` or ``(S-1, n, n)`` complex Fresnel transfer function between
+            slices (window-sized; ignored for S = 1).
+        **kwargs: ``k_dz``, ``object_param``, ``loss``, ``eps``, ``mask`` ((n, n)),
+            ``backend``: see :class:`ObjectModel`.
+    """
+
+    def __init__(self, frame_shape, object_shape, n_slices=1, transfer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.frame_shape = tuple(int(v) for v in frame_shape)
+        self.object_shape = tuple(int(v) for v in object_shape)
+        self.n_slices = int(n_slices)
+        self.transfer = transfer
 
     def shift_probe(self, probe, shifts):
         """Probe modes (M, n, n) shifted by ``shifts`` (B, 2) px -> (B, M, n, n).

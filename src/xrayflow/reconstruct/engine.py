@@ -88,6 +88,14 @@ def build_model(cfg, data: ReconData, backend):
         if m["object_param"] == "delta_beta"
         else None
     )
+    common = {
+        "k_dz": k_dz,
+        "object_param": m["object_param"],
+        "loss": cfg["loss"]["type"],
+        "eps": cfg["loss"]["eps"],
+        "mask": mask,
+        "backend": backend,
+    }
     if m["type"] == "holography":
         from xrayflow.optics.propagation import transfer_function  # noqa: PLC0415
 
@@ -118,15 +126,7 @@ def build_model(cfg, data: ReconData, backend):
                 for z in dists
             ]
         )
-        return HolographyModel(
-            xp.asarray(Hs),
-            k_dz=k_dz,
-            object_param=m["object_param"],
-            loss=cfg["loss"]["type"],
-            eps=cfg["loss"]["eps"],
-            mask=mask,
-            backend=backend,
-        )
+        return HolographyModel(xp.asarray(Hs), **common)
     if m["type"] == "ptychotomo":
         return build_tomo_model(cfg, data, backend, mask)
     S = m["n_slices"]
@@ -146,18 +146,7 @@ def build_model(cfg, data: ReconData, backend):
                 m["propagator"], data.frame_shape, data.pixel_size, data.wavelength, dz, dtype=cdt
             )
         )
-    return PtychoModel(
-        data.frame_shape,
-        data.object_shape,
-        n_slices=S,
-        transfer=transfer,
-        k_dz=k_dz,
-        object_param=m["object_param"],
-        loss=cfg["loss"]["type"],
-        eps=cfg["loss"]["eps"],
-        mask=mask,
-        backend=backend,
-    )
+    return PtychoModel(data.frame_shape, data.object_shape, n_slices=S, transfer=transfer, **common)
 
 
 def volume_shape(cfg, data: ReconData) -> tuple:
