@@ -14,6 +14,11 @@ import pytest
 
 SCRIPTS = Path(__file__).parent / "parallel" / "scripts"
 
+# rank and launcher variables of an enclosing job (MPICH/Intel MPI, Open MPI, Slurm, torchrun)
+# and xrayflow's MPI switch: the ranks started here must not take them for their own
+_JOB_PREFIXES = ("PMI_", "OMPI_", "SLURM_", "MASTER_", "XRAYFLOW_MPI")
+_JOB_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
 
 def mpiexec() -> str:
     here = Path(sys.executable).parent / "mpiexec"
@@ -32,7 +37,11 @@ def run_mpi(script: str, n: int, *args, timeout: float = 60.0, mpi: bool = True)
 def run_ranks(cmd: list, n: int, timeout: float, mpi: bool):
     """Run ``cmd`` on ``n`` ranks under mpiexec (or as a plain process if not ``mpi``), with
     a clean MPI environment and one FFT worker per rank."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "XRAYFLOW_MPI"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(_JOB_PREFIXES) and k not in _JOB_NAMES
+    }
     env["XRAYFLOW_FFT_WORKERS"] = "1"
     if mpi:
         cmd = [mpiexec(), "-n", str(n), *cmd]

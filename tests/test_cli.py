@@ -28,7 +28,7 @@ def cfg_path(tmp_path):
 
 def _fail(capsys, tmp_path, argv, *needles):
     out = tmp_path / "out" / "data.cxi"
-    rc = main([*argv[:1], *argv[1:], "--out", str(out)] if argv[0] == "simulate" else argv)
+    rc = main([*argv, "--out", str(out)] if argv[0] == "simulate" else argv)
     err = capsys.readouterr().err
     assert rc == 2, err
     assert "Traceback" not in err
@@ -82,27 +82,6 @@ def test_simulate_check_prints_config(capsys, cfg_path):
     assert out["geometry"]["distance"] == 2.0  # default filled in
 
 
-def test_unknown_key_with_suggestion(capsys, tmp_path, cfg_path):
-    _fail(
-        capsys,
-        tmp_path,
-        ["simulate", "--config", str(cfg_path), "--set", "scan.stepp=1e-6"],
-        "simulate.scan.stepp",
-        "unknown key",
-        "did you mean 'step'",
-    )
-
-
-def test_negative_energy(capsys, tmp_path, cfg_path):
-    _fail(
-        capsys,
-        tmp_path,
-        ["simulate", "--config", str(cfg_path), "--set", "energy_ev=-5"],
-        "simulate.energy_ev: -5",
-        "minimum of 0",
-    )
-
-
 def test_missing_key(capsys, tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({k: v for k, v in DEMO.items() if k != "energy_ev"}))
@@ -115,78 +94,59 @@ def test_missing_key(capsys, tmp_path):
     )
 
 
-def test_unknown_material_lists_known(capsys, tmp_path, cfg_path):
-    _fail(
-        capsys,
-        tmp_path,
-        ["simulate", "--config", str(cfg_path), "--set", "phantom.material=goldd"],
-        "simulate.phantom.material",
-        "unknown material 'goldd'",
-        "did you mean 'gold'",
-        "tungsten",
-    )
-
-
-def test_probe_does_not_fit_detector_grid(capsys, tmp_path, cfg_path):
-    _fail(
-        capsys,
-        tmp_path,
-        ["simulate", "--config", str(cfg_path), "--set", "probe.gaussian.waist=2e-6"],
-        "simulate.probe.gaussian.waist",
-        "does not fit",
-        "32x32",
-    )
-
-
-def test_slice_thicker_than_validity(capsys, tmp_path, cfg_path):
-    # object pixel 2.8 nm: depth of field 2 dx^2/lambda ~ 0.1 um < 64 voxels (0.18 um)
-    _fail(
-        capsys,
-        tmp_path,
+# test id: the --set overrides applied to the demo config, what the one-line error names
+BAD_SETTINGS = {
+    "unknown-key-with-suggestion": (
+        ["scan.stepp=1e-6"],
+        ["simulate.scan.stepp", "unknown key", "did you mean 'step'"],
+    ),
+    "negative-energy": (["energy_ev=-5"], ["simulate.energy_ev: -5", "minimum of 0"]),
+    "unknown-material-lists-known": (
+        ["phantom.material=goldd"],
         [
-            "simulate",
-            "--config",
-            str(cfg_path),
-            "--set",
+            "simulate.phantom.material",
+            "unknown material 'goldd'",
+            "did you mean 'gold'",
+            "tungsten",
+        ],
+    ),
+    "probe-does-not-fit-detector-grid": (
+        ["probe.gaussian.waist=2e-6"],
+        ["simulate.probe.gaussian.waist", "does not fit", "32x32"],
+    ),
+    # object pixel 2.8 nm: depth of field 2 dx^2/lambda ~ 0.1 um < 64 voxels (0.18 um)
+    "slice-thicker-than-validity": (
+        [
             "modality=multislice_ptycho",
-            "--set",
             "geometry.distance=0.05",
-            "--set",
             "geometry.pixel_size=172e-6",
-            "--set",
             "geometry.shape=16",
-            "--set",
             "probe.gaussian.waist=8e-9",
-            "--set",
             "scan.step=5e-9",
-            "--set",
             "phantom.shape=[64, null, null]",
-            "--set",
             "multislice.n_slices=1",
         ],
-        "simulate.multislice.n_slices",
-        "depth of field",
-    )
+        ["simulate.multislice.n_slices", "depth of field"],
+    ),
+    "voxel-size-vs-far-field-relation": (
+        ["phantom.voxel_size=1e-8"],
+        ["simulate.phantom.voxel_size", "lambda*z/(N*p)"],
+    ),
+    "unknown-phantom-param": (
+        ["phantom.params={spoke: 3}"],
+        ["simulate.phantom.params.spoke", "did you mean 'spokes'"],
+    ),
+}
 
 
-def test_voxel_size_vs_far_field_relation(capsys, tmp_path, cfg_path):
-    _fail(
-        capsys,
-        tmp_path,
-        ["simulate", "--config", str(cfg_path), "--set", "phantom.voxel_size=1e-8"],
-        "simulate.phantom.voxel_size",
-        "lambda*z/(N*p)",
-    )
-
-
-def test_unknown_phantom_param(capsys, tmp_path, cfg_path):
-    _fail(
-        capsys,
-        tmp_path,
-        ["simulate", "--config", str(cfg_path), "--set", "phantom.params={spoke: 3}"],
-        "simulate.phantom.params.spoke",
-        "did you mean 'spokes'",
-    )
+@pytest.mark.parametrize(
+    ("settings", "needles"), list(BAD_SETTINGS.values()), ids=list(BAD_SETTINGS)
+)
+def test_bad_setting(capsys, tmp_path, cfg_path, settings, needles):
+    argv = ["simulate", "--config", str(cfg_path)]
+    for setting in settings:
+        argv += ["--set", setting]
+    _fail(capsys, tmp_path, argv, *needles)
 
 
 def test_bad_yaml_and_missing_config(capsys, tmp_path):

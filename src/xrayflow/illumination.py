@@ -63,6 +63,19 @@ def _centred(n: int, d: float) -> np.ndarray:
     return (np.arange(n) - n // 2) * d
 
 
+def _centred_grid(ny: int, nx: int, dy: float, dx: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse centred coordinates ``(y[:, None], x[None, :])`` (units of ``dy``/``dx``);
+    the origin is at index ``(ny//2, nx//2)``."""
+    return _centred(ny, dy)[:, None], _centred(nx, dx)[None, :]
+
+
+def _chirp(ny: int, nx: int, dy: float, dx: float, lam_z: float) -> np.ndarray:
+    """Quadratic phase ``exp(iπ(y² + x²)/(λz))`` on the centred grid of pitch ``(dy, dx)``
+    (m); ``lam_z = λz`` (m²)."""
+    y, x = _centred_grid(ny, nx, dy, dx)
+    return np.exp(1j * np.pi * (y * y + x * x) / lam_z)
+
+
 def _soft_disc(rho, radius, edge):
     """Anti-aliased disc: 1 inside, 0 outside, linear over one ``edge`` width at the rim."""
     return np.clip((radius - rho) / edge + 0.5, 0.0, 1.0)
@@ -174,8 +187,7 @@ def zone_plate_probe(
         )
     # pupil grid: pitch λf/(NΔx) per axis, centred
     py, px = lam * f / (ny * dy), lam * f / (nx * dx)
-    uy = _centred(ny, py)[:, None]
-    ux = _centred(nx, px)[None, :]
+    uy, ux = _centred_grid(ny, nx, py, px)
     rho = np.hypot(uy, ux)
     edge = min(py, px)
     pupil = _soft_disc(rho, D / 2.0, edge)
@@ -194,9 +206,7 @@ def zone_plate_probe(
     if not pupil.any():
         raise PhysicsError("the zone-plate pupil is fully blocked (central stop / OSA)")
     field = _cfft2(pupil.astype(np.complex128))
-    y = _centred(ny, dy)[:, None]
-    x = _centred(nx, dx)[None, :]
-    field *= np.exp(1j * np.pi * (y * y + x * x) / (lam * f))
+    field *= _chirp(ny, nx, dy, dx, lam * f)
     field = _normalise(field)
     if defocus:
         size = D * abs(float(defocus)) / f
@@ -248,22 +258,18 @@ def pinhole_probe(
                 f"probe pixel or a bigger window"
             )
         gy, gx = lam * z / (my * dy), lam * z / (mx * dx)
-        ey = _centred(my, gy)[:, None]
-        ex = _centred(mx, gx)[None, :]
+        ey, ex = _centred_grid(my, mx, gy, gx)
         r2 = ey * ey + ex * ex
         ap = _soft_disc(np.sqrt(r2), a / 2.0, min(gy, gx)) * np.exp(1j * np.pi * r2 / (lam * z))
         out = _cfft2(ap)
         oy, ox = my // 2 - ny // 2, mx // 2 - nx // 2
         out = out[oy : oy + ny, ox : ox + nx]
-        y = _centred(ny, dy)[:, None]
-        x = _centred(nx, dx)[None, :]
-        out = out * np.exp(1j * np.pi * (y * y + x * x) / (lam * z))
+        out = out * _chirp(ny, nx, dy, dx, lam * z)
         return _normalise(out).astype(dtype)
     if a > min(ny * dy, nx * dx):
         raise PhysicsError(f"pinhole diameter {a:.3g} m is larger than the probe window")
     py_, px_ = 2 * ny, 2 * nx
-    y = _centred(py_, dy)[:, None]
-    x = _centred(px_, dx)[None, :]
+    y, x = _centred_grid(py_, px_, dy, dx)
     ap = _soft_disc(np.hypot(y, x), a / 2.0, min(dy, dx)).astype(np.complex128)
     out = _fresnel(ap, (dy, dx), lam, z)
     oy, ox = py_ // 2 - ny // 2, px_ // 2 - nx // 2
@@ -344,8 +350,7 @@ def diffuser_probe(
     u = np.fft.ifft2(np.fft.fft2(u) * pupil)
     if envelope is None or np.ndim(envelope) == 0:
         diam = 0.5 * min(ny * dy, nx * dx) if envelope is None else _positive(envelope, "envelope")
-        y = _centred(ny, dy)[:, None]
-        x = _centred(nx, dx)[None, :]
+        y, x = _centred_grid(ny, nx, dy, dx)
         env = _soft_disc(np.hypot(y, x), diam / 2.0, 2.0 * g)
     else:
         env = np.asarray(envelope)

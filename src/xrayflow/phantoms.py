@@ -277,8 +277,12 @@ def convex_polyhedron_mask(shape, voxel_size, center, normals, offsets) -> np.nd
     return inside
 
 
-def _polyhedron_in_box(shape, voxel, center, normals, offsets, bound):
-    """(slices, mask) of a polyhedron evaluated only inside its bounding box."""
+def _box_coords(shape, voxel, center, bound):
+    """Voxel window of the cube ``center ± bound`` (m), clipped to the volume.
+
+    Returns ``(slices, (z, y, x))``: the (z, y, x) slices of the window and sparse voxel-centre
+    coordinates (m) relative to ``center``, shaped as in :func:`_coords`.
+    """
     sl, local = [], []
     for ax in range(3):
         n, v = shape[ax], voxel[ax]
@@ -286,13 +290,16 @@ def _polyhedron_in_box(shape, voxel, center, normals, offsets, bound):
         hi = min(n, int(math.ceil((center[ax] + bound) / v + n // 2)) + 1)
         sl.append(slice(lo, hi))
         local.append(_axis_coords(n, v, lo, hi) - center[ax])
-    z = local[0][:, None, None]
-    y = local[1][None, :, None]
-    x = local[2][None, None, :]
-    dist = np.full((len(local[0]), len(local[1]), len(local[2])), -np.inf)
+    return tuple(sl), (local[0][:, None, None], local[1][None, :, None], local[2][None, None, :])
+
+
+def _polyhedron_in_box(shape, voxel, center, normals, offsets, bound):
+    """(slices, mask) of a polyhedron evaluated only inside its bounding box."""
+    sl, (z, y, x) = _box_coords(shape, voxel, center, bound)
+    dist = np.full((z.shape[0], y.shape[1], x.shape[2]), -np.inf)
     for n, d in zip(normals, offsets, strict=True):
         np.maximum(dist, n[0] * z + n[1] * y + n[2] * x - d, out=dist)
-    return tuple(sl), dist <= 0
+    return sl, dist <= 0
 
 
 def faceted_crystals(
@@ -462,21 +469,13 @@ def _smooth_noise(shape, sigma_vox, rng) -> np.ndarray:
 
 
 def _ellipsoid_in_box(shape, voxel, center, axes_rot, semi, bound):
-    sl, local = [], []
-    for ax in range(3):
-        n, v = shape[ax], voxel[ax]
-        lo = max(0, int(math.floor((center[ax] - bound) / v + n // 2)))
-        hi = min(n, int(math.ceil((center[ax] + bound) / v + n // 2)) + 1)
-        sl.append(slice(lo, hi))
-        local.append(_axis_coords(n, v, lo, hi) - center[ax])
-    z = local[0][:, None, None]
-    y = local[1][None, :, None]
-    x = local[2][None, None, :]
-    q = np.zeros((len(local[0]), len(local[1]), len(local[2])))
+    """(slices, mask) of an ellipsoid evaluated only inside its bounding box."""
+    sl, (z, y, x) = _box_coords(shape, voxel, center, bound)
+    q = np.zeros((z.shape[0], y.shape[1], x.shape[2]))
     for i in range(3):
         u = axes_rot[i, 0] * z + axes_rot[i, 1] * y + axes_rot[i, 2] * x
         q += (u / semi[i]) ** 2
-    return tuple(sl), q <= 1.0
+    return sl, q <= 1.0
 
 
 def battery_cathode(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mpi_util import run_ranks
 
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.train.loop import load_model, losses, train
@@ -147,36 +145,10 @@ train(cfg, sys.argv[2], sys.argv[3], log=lambda *_: None)
 
 @pytest.mark.mpi
 def test_two_ranks_match_one_rank(shards2d, tiny_config, tmp_path):
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    if not mpiexec.exists():
-        mpiexec = shutil.which("mpiexec")
-    if not mpiexec:
-        pytest.skip("mpiexec not available")
     cfg = tiny_config(epochs=1)
     train(cfg, shards2d, tmp_path / "r1.pt", log=lambda *_: None)  # 1 rank, in process
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PMI_", "OMPI_", "SLURM_", "MASTER_"))
-        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-    }
-    p = subprocess.run(
-        [
-            str(mpiexec),
-            "-n",
-            "2",
-            sys.executable,
-            "-c",
-            MPI_SCRIPT,
-            json.dumps(cfg),
-            str(shards2d),
-            str(tmp_path / "r2.pt"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    cmd = [sys.executable, "-c", MPI_SCRIPT, json.dumps(cfg), shards2d, tmp_path / "r2.pt"]
+    p = run_ranks(cmd, 2, timeout=180, mpi=True)
     assert p.returncode == 0, p.stdout + p.stderr
     res = {1: _weights(tmp_path / "r1.pt"), 2: _weights(tmp_path / "r2.pt")}
     for k, v in res[1].items():
@@ -192,61 +164,23 @@ def test_cli_generate_train_infer(tmp_path):
     from xrayflow.cli import main
 
     cfg = Path(__file__).resolve().parents[2] / "config" / "train" / "tiny.yaml"
-    assert (
-        main(["train", "--generate", "--config", str(cfg), "--out", str(tmp_path / "shards")]) == 0
-    )
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(cfg),
-                "--data",
-                str(tmp_path / "shards"),
-                "--out",
-                str(tmp_path / "m.pt"),
-                "--set",
-                "training.epochs=1",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "train",
-                "--infer",
-                "--model",
-                str(tmp_path / "m.pt"),
-                "--data",
-                str(tmp_path / "shards" / "shard-00000.h5"),
-                "--out",
-                str(tmp_path / "pred.h5"),
-            ]
-        )
-        == 0
-    )
+    data, model, pred = tmp_path / "shards", tmp_path / "m.pt", tmp_path / "pred.h5"
+
+    def run(*args):
+        return main(["train", *map(str, args)])
+
+    def fit(out, setting):
+        return run("--config", cfg, "--data", data, "--out", out, "--set", setting)
+
+    assert run("--generate", "--config", cfg, "--out", data) == 0
+    assert fit(model, "training.epochs=1") == 0
+    assert run("--infer", "--model", model, "--data", data / "shard-00000.h5", "--out", pred) == 0
     import h5py
 
-    with h5py.File(tmp_path / "pred.h5") as f:
+    with h5py.File(pred) as f:
         assert f["amplitude"].shape[0] == f["phase"].shape[0] > 0
         assert f.attrs["time_per_pattern_s"] > 0
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(cfg),
-                "--data",
-                str(tmp_path / "shards"),
-                "--out",
-                str(tmp_path / "x.pt"),
-                "--set",
-                "training.bogus=1",
-            ]
-        )
-        == 2
-    )
+    assert fit(tmp_path / "x.pt", "training.bogus=1") == 2
 
 
 def test_generated_data_and_loss_share_conventions(tiny_config, tmp_path):

@@ -16,6 +16,14 @@ def dry_run(workdir, *extra):
     return snakemake(workdir, "-n", "--workflow-profile", profile("local"), *extra)
 
 
+def failed_dry_run(workdir, *extra) -> str:
+    """The output (stdout and stderr) of a dry run that must fail."""
+    proc = dry_run(workdir, *extra)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    return out
+
+
 @pytest.mark.parametrize(
     ("mutate", "names"),
     [
@@ -30,27 +38,21 @@ def dry_run(workdir, *extra):
 )
 def test_invalid_config_names_key(workdir, mutate, names):
     write_config(workdir, mutate)
-    proc = dry_run(workdir)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    out = failed_dry_run(workdir)
     assert "Error validating config file" in out, out
     for name in names:
         assert name in out, (name, out)
 
 
 def test_scaling_mode_requires_its_section(workdir):
-    proc = dry_run(workdir, "--config", "mode=scaling")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    out = failed_dry_run(workdir, "--config", "mode=scaling")
     assert "scaling" in out and "required" in out, out
 
 
 def test_bad_scan_sheet_row(workdir):
     sheet = workdir / "config" / "scans.tsv"
     sheet.write_text(sheet.read_text() + "bad scan name\t\t1\t\t\tfalse\t\n")
-    proc = dry_run(workdir, "--configfile", "config/beamtime.yaml")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+    out = failed_dry_run(workdir, "--configfile", "config/beamtime.yaml")
     assert "Error validating row 3" in out and "bad scan name" in out, out
 
 
@@ -58,9 +60,8 @@ def test_duplicate_scans(workdir):
     sheet = workdir / "config" / "scans.tsv"
     lines = sheet.read_text().splitlines()
     sheet.write_text("\n".join([*lines, lines[1]]) + "\n")
-    proc = dry_run(workdir, "--configfile", "config/beamtime.yaml")
-    assert proc.returncode != 0
-    assert "duplicate scan names ['scan001']" in proc.stdout + proc.stderr
+    out = failed_dry_run(workdir, "--configfile", "config/beamtime.yaml")
+    assert "duplicate scan names ['scan001']" in out, out
 
 
 def test_cxi_directory_as_scan_list(workdir):

@@ -405,6 +405,47 @@ def _prepare_probe(probe):
     return P
 
 
+def _run_forward(eng: _Engine, X, src):
+    """Checkpoint plan and forward pass of ``eng``; returns the (B, M, n, n) exit waves.
+
+    ``X`` (S, ...): the slice transmissions (patches or whole slices) whose ``min|t_j|``
+    bounds the round-off amplification of regenerating through slice j.
+    """
+    tmin = [1.0] * eng.S
+    if eng.reversible:
+        for j in range(1, eng.S):
+            tmin[j] = float(eng.xp.abs(X[j]).min())
+    return eng.forward(src, eng.plan(tmin))
+
+
+def _node(y, eng: _Engine, src, probe, other, setup, record, op: str) -> Tensor:
+    """Graph node of the exit waves ``y``: the VJPs in ``probe`` and ``other`` share one
+    backward pass (run by whichever is asked first).
+
+    ``setup(need_other)`` returns ``(grad, gt_dest, gt_done)``: the gradient of ``other``
+    (None when not needed) and the callbacks of :meth:`_Engine.backward` that fill it.
+    """
+    need_probe = isinstance(probe, Tensor) and probe.requires_grad
+    need_other = isinstance(other, Tensor) and other.requires_grad
+    state: dict = {}
+
+    def run(g):
+        grad, gt_dest, gt_done = setup(need_other)
+        gP = eng.backward(g, gt_dest, gt_done, src, need_probe, record=record)
+        state["probe"] = None if gP is None else gP.reshape(_d(probe).shape)
+        state["other"] = grad
+
+    def vjp(key):
+        def f(g):
+            if key not in state:
+                run(g)
+            return state.pop(key)
+
+        return f
+
+    return make_node(y, ((probe, vjp("probe")), (other, vjp("other"))), op)
+
+
 def multislice(
     probe,
     patches,
@@ -443,40 +484,18 @@ def multislice(
     cdt = np.result_type(P.dtype, T.dtype, np.complex64)
     P = P.astype(cdt, copy=False)
     eng = _Engine(P, S, B, n, cdt, transfer, backend, reversible, max_amplification, chunk, xp)
-
-    tmin = [1.0] * S
-    if reversible:
-        for j in range(1, S):
-            tmin[j] = float(xp.abs(T[j]).min())
-    store = eng.plan(tmin)
     src = _Patches(T, xp)
-    y = eng.forward(src, store)
+    y = _run_forward(eng, T, src)
 
-    need_probe = isinstance(probe, Tensor) and probe.requires_grad
-    need_t = isinstance(patches, Tensor) and patches.requires_grad
-    state: dict = {}
-
-    def run(g):
+    def setup(need_t):
         gT = xp.empty((S, B, n, n), dtype=cdt) if need_t else None
 
         def gt_dest(j, b0, b1, scratch):
             return None if gT is None else gT[j, b0:b1]
 
-        gP = eng.backward(g, gt_dest, None, src, need_probe, record=_record)
-        state["probe"] = None if gP is None else gP.reshape(_d(probe).shape)
-        state["patches"] = gT
+        return gT, gt_dest, None
 
-    def vjp_probe(g):
-        if "probe" not in state:
-            run(g)
-        return state.pop("probe")
-
-    def vjp_patches(g):
-        if "patches" not in state:
-            run(g)
-        return state.pop("patches")
-
-    return make_node(y, ((probe, vjp_probe), (patches, vjp_patches)), "multislice")
+    return _node(y, eng, src, probe, patches, setup, _record, "multislice")
 
 
 def multislice_object(
@@ -509,19 +528,10 @@ def multislice_object(
     cdt = np.result_type(P.dtype, O.dtype, np.complex64)
     P = P.astype(cdt, copy=False)
     eng = _Engine(P, S, B, n, cdt, transfer, backend, reversible, max_amplification, chunk, xp)
-    tmin = [1.0] * S
-    if reversible:
-        for j in range(1, S):
-            tmin[j] = float(xp.abs(O[j]).min())  # bound over the whole slice
-    store = eng.plan(tmin)
     src = _ObjectPatches(O, ci, n, xp)
-    y = eng.forward(src, store)
+    y = _run_forward(eng, O, src)  # min|t_j| bound over the whole slice
 
-    need_probe = isinstance(probe, Tensor) and probe.requires_grad
-    need_o = isinstance(obj, Tensor) and obj.requires_grad
-    state: dict = {}
-
-    def run(g):
+    def setup(need_o):
         gO = xp.zeros(O.shape, dtype=cdt) if need_o else None
 
         def gt_dest(j, b0, b1, scratch):
@@ -530,18 +540,6 @@ def multislice_object(
         def gt_done(j, b0, b1, buf):
             scatter_add_patches(gO[j], buf, ci[b0:b1])
 
-        gP = eng.backward(g, gt_dest, gt_done, src, need_probe, record=_record)
-        state["probe"] = None if gP is None else gP.reshape(_d(probe).shape)
-        state["obj"] = gO
+        return gO, gt_dest, gt_done
 
-    def vjp_probe(g):
-        if "probe" not in state:
-            run(g)
-        return state.pop("probe")
-
-    def vjp_obj(g):
-        if "obj" not in state:
-            run(g)
-        return state.pop("obj")
-
-    return make_node(y, ((probe, vjp_probe), (obj, vjp_obj)), "multislice_object")
+    return _node(y, eng, src, probe, obj, setup, _record, "multislice_object")

@@ -462,47 +462,43 @@ def set_fft_workers(n: int) -> None:
     _WORKERS[0] = max(1, int(n))
 
 
-def _fft_op(name, inv_name, a, axes, norm, backend, s=None):
+def _fft_op(name, inv_name, a, norm, backend, **axes):
+    """Node ``mod.<name>(a)``; its VJP is ``mod.<inv_name>`` with the adjoint norm.
+
+    ``axes``: the ``axes=`` (2D/nD) or ``axis=`` (1D) keyword, passed to both transforms.
+    """
     A = _d(a)
     mod, kw = _fftmod(A, backend)
     f = getattr(mod, name)
     finv = getattr(mod, inv_name)
-    y = f(A, axes=axes, norm=norm, **kw)
+    y = f(A, norm=norm, **axes, **kw)
     adj = _ADJ_NORM[norm]
-    return make_node(y, ((a, lambda g: finv(g, axes=axes, norm=adj, **kw)),), name)
+    return make_node(y, ((a, lambda g: finv(g, norm=adj, **axes, **kw)),), name)
 
 
 def fft2(a, axes=(-2, -1), norm: str = "ortho", backend=None) -> Tensor:
     """2D FFT (default ``norm="ortho"``, the project convention)."""
-    return _fft_op("fft2", "ifft2", a, axes, norm, backend)
+    return _fft_op("fft2", "ifft2", a, norm, backend, axes=axes)
 
 
 def ifft2(a, axes=(-2, -1), norm: str = "ortho", backend=None) -> Tensor:
-    return _fft_op("ifft2", "fft2", a, axes, norm, backend)
+    return _fft_op("ifft2", "fft2", a, norm, backend, axes=axes)
 
 
 def fftn(a, axes=None, norm: str = "ortho", backend=None) -> Tensor:
-    return _fft_op("fftn", "ifftn", a, axes, norm, backend)
+    return _fft_op("fftn", "ifftn", a, norm, backend, axes=axes)
 
 
 def ifftn(a, axes=None, norm: str = "ortho", backend=None) -> Tensor:
-    return _fft_op("ifftn", "fftn", a, axes, norm, backend)
+    return _fft_op("ifftn", "fftn", a, norm, backend, axes=axes)
 
 
 def fft(a, axis: int = -1, norm: str = "ortho", backend=None) -> Tensor:
-    A = _d(a)
-    mod, kw = _fftmod(A, backend)
-    y = mod.fft(A, axis=axis, norm=norm, **kw)
-    adj = _ADJ_NORM[norm]
-    return make_node(y, ((a, lambda g: mod.ifft(g, axis=axis, norm=adj, **kw)),), "fft")
+    return _fft_op("fft", "ifft", a, norm, backend, axis=axis)
 
 
 def ifft(a, axis: int = -1, norm: str = "ortho", backend=None) -> Tensor:
-    A = _d(a)
-    mod, kw = _fftmod(A, backend)
-    y = mod.ifft(A, axis=axis, norm=norm, **kw)
-    adj = _ADJ_NORM[norm]
-    return make_node(y, ((a, lambda g: mod.fft(g, axis=axis, norm=adj, **kw)),), "ifft")
+    return _fft_op("ifft", "fft", a, norm, backend, axis=axis)
 
 
 def far_field_intensity(psi, mode_axis: int | None = -3, backend=None, recompute: bool = True):

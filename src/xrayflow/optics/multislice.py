@@ -344,6 +344,17 @@ def _pool(n: int) -> ThreadPoolExecutor:
         return pool
 
 
+def _stack3(a, xp, cdt, expected: str):
+    """``a`` as a C-contiguous 3D ``cdt`` array on ``xp`` (2D gets a leading axis of 1);
+    raises :class:`PhysicsError` ``"{expected}, got shape ..."`` otherwise."""
+    a = xp.asarray(a)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise PhysicsError(f"{expected}, got shape {a.shape}")
+    return xp.ascontiguousarray(a.astype(cdt, copy=False))
+
+
 class _Workspace:
     """Per-thread buffers for a chunk of ``b`` positions."""
 
@@ -397,18 +408,8 @@ class MultisliceModel:
         cdt = np.dtype(self.backend.complex_dtype)
         self.cdt = cdt
         self.rdt = np.empty(0, dtype=cdt).real.dtype
-        vol = xp.asarray(transmission)
-        if vol.ndim == 2:
-            vol = vol[None]
-        if vol.ndim != 3:
-            raise PhysicsError(f"transmission must be (S, Ny, Nx), got shape {vol.shape}")
-        self.volume = xp.ascontiguousarray(vol.astype(cdt, copy=False))
-        p = xp.asarray(probe)
-        if p.ndim == 2:
-            p = p[None]
-        if p.ndim != 3:
-            raise PhysicsError(f"probe must be (M, n, n), got shape {p.shape}")
-        self.probe = xp.ascontiguousarray(p.astype(cdt, copy=False))
+        self.volume = _stack3(transmission, xp, cdt, "transmission must be (S, Ny, Nx)")
+        self.probe = _stack3(probe, xp, cdt, "probe must be (M, n, n)")
         self.n_shape = tuple(int(v) for v in self.probe.shape[-2:])
         S = self.volume.shape[0]
         if self.n_shape[0] > self.volume.shape[1] or self.n_shape[1] > self.volume.shape[2]:

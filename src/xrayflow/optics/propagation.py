@@ -212,8 +212,9 @@ def fresnel_transfer(
             ``|Δz| ≤ z_c``).
         check: raise :class:`PhysicsError` for ``|Δz| > z_c = NΔx²/λ``.
     """
-    H = _transfer_numpy("fresnel", shape, pixel_size, wavelength, distance, band_limit, check)
-    return xp.asarray(H.astype(dtype))
+    return transfer_function(
+        "fresnel", shape, pixel_size, wavelength, distance, xp, dtype, band_limit, check
+    )
 
 
 def angular_spectrum_transfer(
@@ -231,10 +232,9 @@ def angular_spectrum_transfer(
     Evanescent components are set to zero; band limit after Matsushima & Shimobaba (2009).
     Arguments as :func:`fresnel_transfer`.
     """
-    H = _transfer_numpy(
-        "angular_spectrum", shape, pixel_size, wavelength, distance, band_limit, check
+    return transfer_function(
+        "angular_spectrum", shape, pixel_size, wavelength, distance, xp, dtype, band_limit, check
     )
-    return xp.asarray(H.astype(dtype))
 
 
 def transfer_function(

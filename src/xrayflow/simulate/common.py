@@ -395,6 +395,20 @@ def slabs(delta, beta, n_slices: int, vz: float):
     return d_s, b_s, counts * vz
 
 
+def slab_truth(phantom, pixel: float, thickness, d_s, b_s) -> dict:
+    """Ground-truth entries shared by the slab modalities: ``pixel_size`` (m),
+    ``slice_thickness`` (S,) m, per-slab ``delta``/``beta`` (float32), the projected
+    ``support`` (Y, X) and the ``materials``."""
+    return {
+        "pixel_size": pixel,
+        "slice_thickness": thickness,
+        "delta": d_s.astype(np.float32),
+        "beta": b_s.astype(np.float32),
+        "support": phantom.support().any(axis=0),
+        "materials": list(phantom.materials),
+    }
+
+
 def depth_of_field(pixel: float, wavelength: float) -> float:
     """``2 Δx² / λ``: thickness over which a feature of one pixel stays in focus."""
     return 2.0 * pixel * pixel / wavelength

@@ -134,12 +134,7 @@ def holography(config: dict, rng, backend) -> DiffractionData:
         "object": backend.to_numpy(trans).prod(axis=0) if n_sl > 1 else backend.to_numpy(trans)[0],
         "exit_wave": backend.to_numpy(psi).astype(np.complex64),
         "probe": illum.astype(np.complex64),
-        "pixel_size": voxel,
-        "slice_thickness": th,
-        "delta": d_s.astype(np.float32),
-        "beta": b_s.astype(np.float32),
-        "support": phantom.support().any(axis=0),
-        "materials": list(phantom.materials),
+        **C.slab_truth(phantom, voxel, th, d_s, b_s),
     }
     attrs = {
         "modality": "holography",

@@ -87,6 +87,13 @@ def _finish(
     )
 
 
+def _slices_key(cfg) -> str:
+    """Config key that sets the number of slices (named in slice-check errors)."""
+    if cfg["multislice"]["slice_thickness"] is not None:
+        return "multislice.slice_thickness"
+    return "multislice.n_slices"
+
+
 def _run_slices(cfg, rng, backend, modality, force_single):
     s, geo, voxel, probe, positions, shape, corners = _setup(cfg, rng, backend)
     phantom = C.make_phantom(cfg, shape, voxel, s["phantom"])
@@ -97,11 +104,7 @@ def _run_slices(cfg, rng, backend, modality, force_single):
         key = "phantom.shape"
     else:
         n_sl = C.n_slices_for(cfg, nz, voxel)
-        key = (
-            "multislice.slice_thickness"
-            if cfg["multislice"]["slice_thickness"] is not None
-            else "multislice.n_slices"
-        )
+        key = _slices_key(cfg)
     d_s, b_s, th = C.slabs(delta, beta, n_sl, voxel)
     hint = "use modality multislice_ptycho or a thinner phantom" if force_single else None
     C.check_slices(cfg, th, voxel, geo.wavelength, geo.shape[0], key=key, hint=hint)
@@ -116,12 +119,7 @@ def _run_slices(cfg, rng, backend, modality, force_single):
         "probe": probe.astype(np.complex64),
         "positions": positions,
         "corners_px": corners,
-        "pixel_size": voxel,
-        "slice_thickness": th,
-        "delta": d_s.astype(np.float32),
-        "beta": b_s.astype(np.float32),
-        "support": phantom.support().any(axis=0),
-        "materials": list(phantom.materials),
+        **C.slab_truth(phantom, voxel, th, d_s, b_s),
     }
     return _finish(
         cfg,
@@ -178,11 +176,7 @@ def ptychotomo(config: dict, rng, backend) -> DiffractionData:
     delta, beta = phantom.delta_beta(cfg["energy_ev"])
     nz = shape[0]
     n_sl = C.n_slices_for(cfg, nz, voxel)
-    key = (
-        "multislice.slice_thickness"
-        if cfg["multislice"]["slice_thickness"] is not None
-        else "multislice.n_slices"
-    )
+    key = _slices_key(cfg)
     _, _, th = C.slabs(delta[:, :1, :1], beta[:, :1, :1], n_sl, voxel)
     C.check_slices(cfg, th, voxel, geo.wavelength, geo.shape[0], key=key)
     detector = C.make_detector(cfg, geo)
