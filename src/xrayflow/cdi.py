@@ -31,8 +31,9 @@ data units (``sum |rho|^2 = sum counts``, Parseval with the ortho FFT).
 
 Network first, then refinement: :func:`network_predict` runs a trained
 :class:`xrayflow.train.networks.CDI3DNet` (sqrt(counts), centred, in; support probability and
-phase of the crystal box out), :func:`network_start` turns that into a start on the data grid
-and :func:`refine_from_network` does both and refines. :func:`reconstruct_file` is the
+phase of the crystal box out; one volume or a batch), :func:`network_start` turns that into a
+start on the data grid, :func:`refine_from_prediction` refines from one prediction and
+:func:`refine_from_network` does all three for one volume. :func:`reconstruct_file` is the
 file-to-file entry (CXI from the simulate stage in, HDF5 out) for the reconstruct stage.
 """
 
@@ -69,13 +70,14 @@ __all__ = [
     "reconstruct_file",
     "refine",
     "refine_from_network",
+    "refine_from_prediction",
     "shrink_wrap",
 ]
 
 # HIO iterations before the gradient steps when hio.iterations is None (see module docstring)
 RANDOM_START_HIO = 200
 ESTIMATE_HIO = 20
-# HIO iterations before the gradient steps from a network prediction (refine_from_network),
+# HIO iterations before the gradient steps from a network prediction (refine_from_prediction),
 # and the start support: the network's support probability above NETWORK_SUPPORT_THRESHOLD,
 # dilated by NETWORK_SUPPORT_DILATION voxels. Measured with a CDI3DNet trained for 10 min on
 # CPU (benchmarks/cdi_network.py: 2,048 patterns of 32^3, amplitude SSIM 0.87 alone; its
@@ -430,12 +432,16 @@ def network_predict(model, data, centred: bool = True, device: str = "cpu"):
         model: a model file (:func:`xrayflow.train.loop.load_model`) or a loaded
             :class:`~xrayflow.train.networks.CDI3DNet` (eval mode; any module with ``heads``
             ``("support", "phase")`` and ``input_size``).
-        data: (N, N, N) counts; the network input is ``sqrt(counts)``, centred, as in the
-            training shards (:mod:`xrayflow.train.generate`); N must be the network's input size.
+        data: (N, N, N) counts, or a stack (B, N, N, N) predicted in one batch; the network
+            input is ``sqrt(counts)``, centred, as in the training shards
+            (:mod:`xrayflow.train.generate`); N must be the network's input size.
         centred: False when ``data`` has the zero frequency at the corner.
 
     Returns:
-        ``(support, phase, seconds)``: float32 (m, m, m) arrays and the network's wall time.
+        ``(support, phase, seconds)``: float32 (m, m, m) arrays, or (B, m, m, m) for a stack,
+        and the network's wall time (the whole batch). On a CPU a stack costs less per
+        crystal than single volumes (benchmarks/cdi_network.py: 4-8 ms against 25-30 ms at
+        32^3, 2 cores), as PyTorch runs a batch of one small volume without oneDNN.
     """
     import torch  # noqa: PLC0415 - torch only for this entry
 
@@ -447,16 +453,22 @@ def network_predict(model, data, centred: bool = True, device: str = "cpu"):
         raise DataError(f"{type(model).__name__}: not a 3D CDI network (heads support, phase)")
     n = int(model.input_size)
     a = np.asarray(data, dtype=np.float32)
-    if a.shape != (n, n, n):
-        raise DataError(f"data shape {a.shape} does not match the network input ({n},) * 3")
+    single = a.ndim == 3
+    if a.shape[-3:] != (n, n, n) or a.ndim not in (3, 4):
+        raise DataError(
+            f"data shape {a.shape} does not match the network input ({n},) * 3 "
+            f"(or a stack (B, {n}, {n}, {n}))"
+        )
     a = np.sqrt(np.clip(a, 0.0, None))
     if not centred:
-        a = np.fft.fftshift(a)
+        a = np.fft.fftshift(a, axes=(-3, -2, -1))
     dev = next(model.parameters()).device
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = model(torch.from_numpy(np.ascontiguousarray(a))[None].to(dev))
-        sup, ph = (out[h][0].float().cpu().numpy() for h in ("support", "phase"))
+        out = model(torch.from_numpy(np.ascontiguousarray(a.reshape((-1, n, n, n)))).to(dev))
+        sup, ph = (out[h].float().cpu().numpy() for h in ("support", "phase"))
+    if single:
+        sup, ph = sup[0], ph[0]
     return sup, ph, time.perf_counter() - t0
 
 
@@ -480,6 +492,26 @@ def network_support(probability, shape=None):
     return s if shape is None else embed(s, shape)
 
 
+def refine_from_prediction(
+    support, phase, data, config: dict | None = None, *, mask=None, centred=True, backend=None
+) -> dict:
+    """:func:`refine` from a network's prediction of the crystal box (support probability
+    and phase (rad), (m, m, m), e.g. one of a batch from :func:`network_predict`): start
+    :func:`network_start`, support :func:`network_support`, by default
+    :data:`NETWORK_HIO` HIO iterations with shrink-wrap, ending early at ``stop_loss``.
+
+    Returns :func:`refine`'s dict plus ``start`` (the start on the data grid, unscaled).
+    """
+    cfg = copy.deepcopy(config or {})
+    if isinstance(cfg.get("hio", {}), dict) and cfg.get("hio", {}).get("iterations") is None:
+        cfg.setdefault("hio", {})["iterations"] = NETWORK_HIO
+    init = network_start(support, phase, np.shape(data))
+    res = refine(
+        data, init, network_support(support), cfg, mask=mask, centred=centred, backend=backend
+    )
+    return {**res, "start": init}
+
+
 def refine_from_network(
     model,
     data,
@@ -490,28 +522,20 @@ def refine_from_network(
     backend=None,
     device: str = "cpu",
 ) -> dict:
-    """:func:`network_predict`, :func:`network_start`, then :func:`refine` from that start
-    with the :func:`network_support` (default: :data:`NETWORK_HIO` HIO iterations with
-    shrink-wrap, ending early at ``stop_loss``).
+    """:func:`network_predict`, then :func:`refine_from_prediction`.
 
     Returns :func:`refine`'s dict with ``time_s`` including the network, plus
     ``network_time_s``, ``network_support`` and ``network_phase`` (crystal box) and
     ``start`` (the start on the data grid, unscaled).
     """
-    cfg = copy.deepcopy(config or {})
-    if isinstance(cfg.get("hio", {}), dict) and cfg.get("hio", {}).get("iterations") is None:
-        cfg.setdefault("hio", {})["iterations"] = NETWORK_HIO
     t0 = time.perf_counter()
     sup, ph, t_net = network_predict(model, data, centred, device)
-    init = network_start(sup, ph, np.shape(data))
-    support = network_support(sup)
-    res = refine(data, init, support, cfg, mask=mask, centred=centred, backend=backend)
+    res = refine_from_prediction(sup, ph, data, config, mask=mask, centred=centred, backend=backend)
     res.update(
         time_s=time.perf_counter() - t0,
         network_time_s=t_net,
         network_support=sup,
         network_phase=ph,
-        start=init,
     )
     return res
 
