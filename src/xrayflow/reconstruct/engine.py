@@ -478,6 +478,12 @@ class Reconstructor:
         f = 2 for the amplitude loss (its Gauss-Newton curvature, so lr = 1 is a full
         ePIE/rPIE-like step) and 4 for the Poisson NLL (whose gradient is about twice as
         large near the solution and much larger where I << D).
+
+        The object's is S times larger for S slices: every slice sees about the same
+        illumination and the same exit-wave residual, so S simultaneous full steps would move
+        the exit wave S times too far (a Jacobi step over S coupled blocks). Without it, the
+        demo's 4-slice reconstruction with a fixed probe diverged at lr 1 and with probe
+        updates left dark spots at every scan position (amplitude rmse 0.068 against 0.007).
         """
         if self.is_tomo:
             return {}
@@ -493,7 +499,7 @@ class Reconstructor:
                 opw = xp.ones(self.data.object_shape) * len(idx)
         else:
             illum, opw = sums["illum"], sums["opw"]
-        d_obj = f * (illum + alpha * illum.max())
+        d_obj = (f * self.model.n_slices) * (illum + alpha * illum.max())
         if self.object_names == ("object",):
             pre["object"] = d_obj
         else:
