@@ -137,9 +137,7 @@ def test_many_slices_take_stable_full_steps(sim):
     overshooting S-fold at the probe's brightest pixels."""
     shape, n, S = (56, 56), 24, 4
     lam, dz = 0.1, 50.0
-    obj = np.stack(
-        [np.exp(1j * sim.blobs_phase(shape, amp=0.15, seed=s)) * 0.99 for s in range(S)]
-    )
+    obj = np.stack([np.exp(1j * sim.blobs_phase(shape, amp=0.15, seed=s)) * 0.99 for s in range(S)])
     c = sim.raster(shape, n, 3, jitter=1.0)
     H = transfer_function("fresnel", (n, n), 1.0, lam, dz, dtype=np.complex128)
     I, ptrue = sim.simulate(obj, sim.make_probe(n, width=0.6), c, photons=1e6, transfer=H)
