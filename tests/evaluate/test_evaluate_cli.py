@@ -229,3 +229,60 @@ def test_loss_history_group_and_columns(tmp_path):
         f["object"] = np.full((16, 16), np.nan, complex)
     with pytest.raises(Exception, match="NaN"):
         report.read_object(tmp_path / "n.h5")
+
+
+def _cone(n=24):
+    z, y, x = np.mgrid[:n, :n, :n] - (n - 1) / 2
+    r = np.hypot(z, x)
+    wall = ((r > 4) & (r < 7) & (np.abs(y) < 9)).astype(np.float64)
+    return ndimage.gaussian_filter(wall, 0.7) * 7e-6
+
+
+def test_refractive_volumes_from_tomography_files(tmp_path, capsys):
+    """delta/beta volumes (ptycho-tomography layout) compare as 'refractive': no alignment,
+    SSIM/PSNR/RMSE of each against closed forms, FSC of delta, figures; a complex object
+    against delta/beta volumes is an error naming both."""
+    delta = _cone()
+    beta = delta / 70
+    truth, res = tmp_path / "truth.h5", tmp_path / "res.h5"
+    with h5py.File(truth, "w") as f:
+        g = f.create_group("entry_1/xrayflow_truth")
+        g["delta"], g["beta"], g["voxel_size"] = delta.astype(np.float32), beta, 1e-7
+        f["entry_1/xrayflow_attrs/modality"] = "ptychotomo"
+    err = 2e-7 * np.random.default_rng(1).standard_normal(delta.shape)
+    with h5py.File(res, "w") as f:
+        f["delta"], f["beta"], f["voxel_size"] = delta + err, beta, 1e-7
+        f["probe"], f["positions_px"] = np.ones((1, 8, 8)), np.zeros((3, 2))
+        f["loss"] = np.geomspace(1.0, 0.1, 10)
+    out = tmp_path / "m.json"
+    assert _main(_argv(res, truth, out, "--figures", str(tmp_path / "figs"))) == 0
+    assert "refractive" in capsys.readouterr().out
+    m = json.loads(out.read_text())
+    assert m["kind"] == "refractive" and m["alignment"]["enabled"] is False
+    assert m["shape"] == m["evaluated_shape"] == [24, 24, 24] and m["pixel_size_m"] == 1e-7
+    e32 = delta.astype(np.float32).astype(np.float64)  # the truth as stored
+    rmse = np.sqrt(np.mean((delta + err - e32) ** 2))
+    rng = float(e32.max() - e32.min())
+    assert m["delta"]["rmse"] == pytest.approx(rmse, rel=1e-6)
+    assert m["delta"]["psnr_db"] == pytest.approx(10 * np.log10(rng**2 / rmse**2), rel=1e-6)
+    assert m["delta"]["nrmse"] == pytest.approx(rmse * delta.size**0.5 / np.linalg.norm(e32))
+    assert m["delta"]["data_range"] == pytest.approx(rng)
+    from xrayflow.evaluate.metrics import ssim
+
+    assert (
+        m["delta"]["ssim"] == pytest.approx(ssim(e32, delta + err, rng)) and m["delta"]["ssim"] < 1
+    )
+    assert m["beta"]["ssim"] == pytest.approx(1.0) and m["beta"]["rmse"] == 0
+    assert m["frc"]["computed_on"] == "delta"
+    assert len(m["frc"]["curve"]) > 5 and m["frc"]["curve"][0] > 0.99
+    assert {p.name for p in (tmp_path / "figs").iterdir()} >= {"comparison.png", "frc.png"}
+    # the same volumes as a pair: identical -> perfect
+    assert report.evaluate(report.read_object(truth, "truth"), report.read_object(truth, "truth"))[
+        "delta"
+    ]["ssim"] == pytest.approx(1.0)
+    # delta/beta against a complex object: a clear error, exit 2
+    complex_res = tmp_path / "complex.h5"
+    _write_result(complex_res, np.ones((24, 24, 24), complex))
+    assert _main(_argv(complex_res, truth, tmp_path / "x.json")) == 2
+    assert "delta/beta volumes" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

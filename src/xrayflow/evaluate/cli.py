@@ -61,9 +61,10 @@ def run(args: argparse.Namespace) -> int:
     best = frc["resolution"][frc["primary"]]
     hp = best.get("half_period_px")
     log.info("wrote %s", out)
+    main = "delta" if m["kind"] == "refractive" else "phase"
     print(
         f"evaluate ({mode}, {m['kind']}): nrmse {m['nrmse']:.4g}, "
-        f"phase SSIM {m['phase']['ssim']}, FRC {frc['primary']}: "
+        f"{main} SSIM {m[main]['ssim']}, FRC {frc['primary']}: "
         f"{'not crossed' if not best['crossed'] else f'{hp:.3g} px half-period'} -> {out}"
     )
     return 0

@@ -1,7 +1,8 @@
 """PNG figures of an evaluation (matplotlib, Agg canvas; no pyplot, no global state).
 
 * ``comparison.png``: amplitude and phase of the aligned result, the reference and their
-  difference (central z slice for volumes);
+  difference (central z slice for volumes); for delta/beta volumes (kind ``refractive``),
+  delta and beta of the central (z, x) slice, perpendicular to the rotation axis y;
 * ``frc.png``: the FRC/FSC curve with the half-bit, one-bit, 0.5 and 1/7 thresholds and the
   crossings;
 * ``loss.png``: the loss history of the result file(s), when there is one.
@@ -18,7 +19,7 @@ import numpy as np
 
 from xrayflow.evaluate import frc as frcmod
 
-__all__ = ["comparison_figure", "frc_figure", "loss_figure", "write_figures"]
+__all__ = ["comparison_figure", "frc_figure", "loss_figure", "refractive_figure", "write_figures"]
 
 
 def _figure(w: float, h: float):
@@ -51,8 +52,6 @@ def comparison_figure(
     its maximum (undefined there; the same mask as the phase metrics).
     """
     e, r = _section(np.asarray(est)), _section(np.asarray(ref))
-    fig = _figure(12, 7.5)
-    axes = fig.subplots(2, 3)
     ae, ar = np.abs(e), np.abs(r)
     undefined = ar < amplitude_threshold * ar.max()
     dphi = np.where(undefined, np.nan, np.angle(e * np.conj(r)))
@@ -60,15 +59,39 @@ def comparison_figure(
     lo, hi = float(min(ae.min(), ar.min())), float(max(ae.max(), ar.max()))
     plo = float(np.nanmin([np.nanmin(pe), np.nanmin(pr)])) if not undefined.all() else -np.pi
     phi = float(np.nanmax([np.nanmax(pe), np.nanmax(pr)])) if not undefined.all() else np.pi
-    panels = [
-        (ae, f"{labels[0]} amplitude", "gray", (lo, hi)),
-        (ar, f"{labels[1]} amplitude", "gray", (lo, hi)),
-        (ae - ar, "amplitude difference", "RdBu_r", None),
-        (pe, f"{labels[0]} phase (rad)", "twilight", (plo, phi)),
-        (pr, f"{labels[1]} phase (rad)", "twilight", (plo, phi)),
-        (dphi, "phase difference (rad)", "RdBu_r", None),
-    ]
-    for ax, (img, title, cmap, lim) in zip(axes.ravel(), panels, strict=True):
+    return _panel_figure(
+        [
+            (ae, f"{labels[0]} amplitude", "gray", (lo, hi)),
+            (ar, f"{labels[1]} amplitude", "gray", (lo, hi)),
+            (ae - ar, "amplitude difference", "RdBu_r", None),
+            (pe, f"{labels[0]} phase (rad)", "twilight", (plo, phi)),
+            (pr, f"{labels[1]} phase (rad)", "twilight", (plo, phi)),
+            (dphi, "phase difference (rad)", "RdBu_r", None),
+        ]
+    )
+
+
+def refractive_figure(est: np.ndarray, ref: np.ndarray, labels=("result", "reference")):
+    """2x3 panels: delta and beta (``est.real``, ``est.imag`` of (Z, Y, X) volumes) of the
+    central (z, x) slice of ``est``, ``ref`` and ``est - ref``."""
+    y = np.asarray(est).shape[1] // 2
+    e, r = np.asarray(est)[:, y, :], np.asarray(ref)[:, y, :]
+    panels = []
+    for part, name in ((np.real, "delta"), (np.imag, "beta")):
+        pe, pr = part(e), part(r)
+        lim = (float(min(pe.min(), pr.min())), float(max(pe.max(), pr.max())))
+        panels += [
+            (pe, f"{labels[0]} {name} (z, x at y={y})", "gray", lim),
+            (pr, f"{labels[1]} {name}", "gray", lim),
+            (pe - pr, f"{name} difference", "RdBu_r", None),
+        ]
+    return _panel_figure(panels)
+
+
+def _panel_figure(panels):
+    """2x3 images ``(array, title, colormap, (vmin, vmax) or None: symmetric)``."""
+    fig = _figure(12, 7.5)
+    for ax, (img, title, cmap, lim) in zip(fig.subplots(2, 3).ravel(), panels, strict=True):
         if lim is None:
             m = float(np.nanpercentile(np.abs(img), 99.5)) or float(np.nanmax(np.abs(img))) or 1.0
             lim = (-m, m)
@@ -153,7 +176,10 @@ def write_figures(
     dpi = int(((config or {}).get("figures") or {}).get("dpi", 120))
     labels = ("result A", "result B") if metrics.get("mode") == "pair" else ("result", "truth")
     threshold = float((config or {}).get("amplitude_threshold", 0.05))
-    fig = comparison_figure(arrays["est"], arrays["ref"], labels, threshold)
+    if metrics.get("kind") == "refractive":
+        fig = refractive_figure(arrays["est"], arrays["ref"], labels)
+    else:
+        fig = comparison_figure(arrays["est"], arrays["ref"], labels, threshold)
     out = [_save(fig, d / "comparison.png", dpi)]
     block = dict(metrics["frc"])
     block["ndim"] = np.asarray(arrays["est"]).ndim

@@ -17,7 +17,11 @@ Kinds of object (``kind``, chosen from the shapes and the data file's modality):
   when both have the same number of slices (the projection's shift applied to every slice,
   phase ramp and scale per slice);
 * ``volume``: 3D complex density (Bragg CDI): full 3D alignment including the conjugate twin,
-  3D Fourier shell correlation, SSIM on 3D volumes.
+  3D Fourier shell correlation, SSIM on 3D volumes;
+* ``refractive``: 3D refractive-index decrements delta and beta (ptycho-tomography results and
+  truths, datasets ``delta``/``beta``): quantitative and on the truth's voxel grid, so nothing
+  is aligned; SSIM, PSNR, RMSE and NRMSE of delta and of beta on the 3D volumes (data range:
+  the reference's peak-to-peak), the Fourier shell correlation of delta.
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ TRUTH_PATHS = (
     "object",
 )
 PIXEL_KEYS = ("pixel_size", "object_pixel_size", "voxel_size")
+# delta volumes (ptycho-tomography), read when no complex object is found; beta is the
+# sibling dataset "beta" (zero when absent)
+DELTA_RESULT_PATHS = ("delta", "reconstruction/delta")
+DELTA_TRUTH_PATHS = ("entry_1/xrayflow_truth/delta", "xrayflow_truth/delta", "delta")
 MODALITY_PATHS = ("entry_1/xrayflow_attrs/modality", "modality")
 VOLUME_MODALITIES = ("bragg_cdi", "cdi", "bcdi", "cdi3d")
 
@@ -81,6 +89,7 @@ class ObjectData:
     path: str = ""
     dataset: str = ""
     illumination: np.ndarray | None = None  # (Ny, Nx) sum over positions of |P|^2, or None
+    refractive: bool = False  # object holds delta + i beta (3D), not a complex transmission
 
 
 # --------------------------------------------------------------------------- loading
@@ -198,20 +207,27 @@ def read_object(path: str | os.PathLike, role: str = "result") -> ObjectData:
     if p.is_dir():
         raise DataError(f"{label} is a directory, expected an HDF5 file")
     candidates = TRUTH_PATHS if role == "truth" else RESULT_PATHS
+    deltas = DELTA_TRUTH_PATHS if role == "truth" else DELTA_RESULT_PATHS
     try:
         f = h5py.File(p, "r")
     except OSError as exc:
         raise DataError(f"{label} is not a readable HDF5 file ({exc})") from None
     with f:
         name = next((c for c in candidates if c in f), None)
+        refractive = name is None and any(c in f for c in deltas)
+        if refractive:
+            name = next(c for c in deltas if c in f)
         if name is None:
             top = ", ".join(sorted(f.keys())) or "nothing"
             raise DataError(
-                f"{label} has no object dataset (looked for {', '.join(candidates)}; "
-                f"the file holds: {top})"
+                f"{label} has no object dataset (looked for {', '.join(candidates)}, and "
+                f"for delta volumes {', '.join(deltas)}; the file holds: {top})"
             )
         try:
-            obj = _complex_from_node(f[name], f"{label}: {name}")
+            if refractive:
+                obj = _refractive_from(f, name, label)
+            else:
+                obj = _complex_from_node(f[name], f"{label}: {name}")
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{label}: {name} cannot be read ({exc})") from None
         pixel = None
@@ -244,17 +260,43 @@ def read_object(path: str | os.PathLike, role: str = "result") -> ObjectData:
         if modality is None and "modality" in f.attrs:
             modality = _as_str(f.attrs["modality"])
         losses = _loss_history(f) if role == "result" else {}
-        illum = _read_illumination(f, obj.shape) if role == "result" else None
-    if obj.ndim not in (2, 3) or min(obj.shape) < 1:
-        raise DataError(f"{label}: {name} has shape {obj.shape}, expected (Ny, Nx) or (S, Ny, Nx)")
+        illum = _read_illumination(f, obj.shape) if role == "result" and not refractive else None
+    if obj.ndim not in (2, 3) or min(obj.shape) < 1 or (refractive and obj.ndim != 3):
+        want = "(Z, Y, X)" if refractive else "(Ny, Nx) or (S, Ny, Nx)"
+        raise DataError(f"{label}: {name} has shape {obj.shape}, expected {want}")
     if not np.all(np.isfinite(obj)):
         raise DataError(f"{label}: {name} contains NaN or infinite values")
-    return ObjectData(obj, pixel, losses, modality, str(p), name, illum)
+    return ObjectData(obj, pixel, losses, modality, str(p), name, illum, refractive)
+
+
+def _refractive_from(f, name: str, label: str) -> np.ndarray:
+    """``delta + i beta`` from the real dataset ``name`` and its sibling ``beta``."""
+    delta = np.asarray(f[name][()])
+    beta_name = name.rsplit("/", 1)[0] + "/beta" if "/" in name else "beta"
+    beta = np.asarray(f[beta_name][()]) if beta_name in f else np.zeros_like(delta)
+    for arr, what in ((delta, name), (beta, beta_name)):
+        if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+            raise DataError(f"{label}: {what} must be real numbers, got dtype {arr.dtype}")
+    if beta.shape != delta.shape:
+        raise DataError(f"{label}: {beta_name} {beta.shape} and {name} {delta.shape} differ")
+    return delta.astype(np.float64) + 1j * beta.astype(np.float64)
 
 
 # --------------------------------------------------------------------------- evaluation
 def _kind(result: ObjectData, ref: ObjectData, requested: str) -> str:
     shapes = (result.object.shape, ref.object.shape)
+    if result.refractive != ref.refractive:
+        which = "result" if result.refractive else "reference"
+        raise DataError(
+            f"the {which} holds delta/beta volumes ({(result if result.refractive else ref).path})"
+            " and the other a complex object: they cannot be compared"
+        )
+    if result.refractive:
+        if requested not in ("auto", "refractive"):
+            raise DataError(f"kind {requested!r}: delta/beta volumes compare as 'refractive'")
+        return "refractive"
+    if requested == "refractive":
+        raise DataError("kind 'refractive' needs delta/beta volumes (ptycho-tomography)")
     if requested != "auto":
         return requested
     if all(len(s) == 2 or s[0] == 1 for s in shapes):
@@ -266,9 +308,9 @@ def _kind(result: ObjectData, ref: ObjectData, requested: str) -> str:
 
 
 def _prepare(obj: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "volume":
+    if kind in ("volume", "refractive"):
         if obj.ndim != 3:
-            raise DataError(f"kind 'volume' needs a 3D object, got shape {obj.shape}")
+            raise DataError(f"kind {kind!r} needs a 3D object, got shape {obj.shape}")
         return obj
     if obj.ndim == 3:
         return obj[0] if obj.shape[0] == 1 else np.prod(obj, axis=0)
@@ -288,7 +330,7 @@ def _illuminated_box(res: ObjectData, kind: str, shape: tuple, fraction: float):
 
     None when the fraction is 0, the kind is a volume, or the result has no probe/positions.
     """
-    if fraction <= 0 or kind == "volume" or res.illumination is None:
+    if fraction <= 0 or kind in ("volume", "refractive") or res.illumination is None:
         return None
     illum = res.illumination
     if illum.shape != tuple(shape[-2:]) or not np.any(illum > 0):
@@ -367,11 +409,39 @@ def _image_metrics(est: np.ndarray, ref: np.ndarray, cfg: dict) -> dict:
     return out
 
 
+def _real_metrics(est: np.ndarray, ref: np.ndarray) -> dict:
+    """SSIM/PSNR/RMSE/NRMSE of a real volume against a reference (data range: its
+    peak-to-peak, or its peak when flat)."""
+    rng = float(ref.max() - ref.min())
+    note = "max - min of the reference"
+    if rng <= 1e-12 * max(float(np.abs(ref).max()), 1e-300):
+        rng, note = float(np.abs(ref).max()) or 1.0, "max |reference| (its range is zero)"
+    can_ssim = min(est.shape) >= 11
+    return {
+        "data_range": rng,
+        "data_range_source": note,
+        "psnr_db": me.psnr(ref, est, rng),
+        "rmse": float(np.sqrt(np.mean((est - ref) ** 2))),
+        "nrmse": me.nrmse(est, ref) if np.any(ref) else None,
+        "ssim": me.ssim(ref, est, rng) if can_ssim else None,
+    }
+
+
+def _refractive_metrics(est: np.ndarray, ref: np.ndarray) -> dict:
+    """``delta`` and ``beta`` blocks (:func:`_real_metrics`) of ``delta + i beta`` volumes;
+    ``nrmse`` is delta's."""
+    out = {"delta": _real_metrics(est.real, ref.real), "beta": _real_metrics(est.imag, ref.imag)}
+    out["nrmse"] = out["delta"]["nrmse"]
+    return out
+
+
 def _frc_block(est: np.ndarray, ref: np.ndarray, cfg: dict, pixel: float | None, mode: str):
     fc = cfg["frc"]
     on = fc["on"]
     a, b = est, ref
-    if on == "phase":
+    if on == "delta":  # refractive volumes: the real part
+        a, b = est.real, ref.real
+    elif on == "phase":
         a, b = np.angle(est * np.conj(ref)) + np.angle(ref), np.angle(ref)
     elif on == "amplitude":
         a, b = np.abs(est), np.abs(ref)
@@ -451,7 +521,9 @@ def evaluate(
         e0, r0 = e0[(...,) + box], r0[(...,) + box]
     acfg = cfg["align"]
     twin_check = acfg["twin"] is True or (acfg["twin"] == "auto" and kind == "volume")
-    if acfg["enabled"]:
+    if kind == "refractive":  # quantitative, on the truth's grid: nothing to remove
+        aligned, info = est, {"enabled": False, "reason": "delta/beta are not aligned"}
+    elif acfg["enabled"]:
         aligned, info = al.align(
             est,
             tru,
@@ -489,8 +561,13 @@ def evaluate(
         "pixel_size_m": pixel,
         "alignment": info,
     }
-    metrics.update(_image_metrics(ec, rc, cfg))
-    metrics["frc"] = _frc_block(ec, rc, cfg, pixel, mode)
+    if kind == "refractive":
+        metrics.update(_refractive_metrics(ec, rc))
+        fsc_cfg = {**cfg, "frc": {**cfg["frc"], "on": "delta"}}
+        metrics["frc"] = _frc_block(ec, rc, fsc_cfg, pixel, mode)
+    else:
+        metrics.update(_image_metrics(ec, rc, cfg))
+        metrics["frc"] = _frc_block(ec, rc, cfg, pixel, mode)
     if kind == "slices" and e0.ndim == 3 and e0.shape == r0.shape and e0.shape[0] > 1:
         per = []
         shift = info.get("shift_px", [0.0, 0.0])
