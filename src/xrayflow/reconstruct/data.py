@@ -249,8 +249,9 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
             raise DataError(f"{p}: photon energy is missing; set geometry.energy_ev")
         lam = _wavelength(energy)
         pix = g["object_pixel_size"]
-        if pix is None:
-            pix = attrs.get("object_pixel_size") or truth.get("pixel_size")
+        if pix is None:  # holography frames are stored on their own (binned) sample-plane grid
+            hol = attrs.get("frame_pixel_size") if mtype == "holography" else None
+            pix = hol or attrs.get("object_pixel_size") or truth.get("pixel_size")
             if pix is not None:
                 pix = float(np.asarray(pix).ravel()[0])
         if pix is None and mtype != "holography":
@@ -295,7 +296,12 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
     ss = attrs.get("slice_spacing", truth.get("slice_spacing", truth.get("slice_thickness")))
     if ss is not None:
         rd.slice_spacing = float(np.asarray(ss).ravel()[0])
-    ds = g["distances"] if g["distances"] is not None else attrs.get("distances")
+    # holography: the propagation distance in the sample plane; for a point source that is
+    # the effective distance z1 z2 / (z1 + z2) of the magnification-corrected frames
+    # (Fresnel scaling theorem), which the simulate stage stores as effective_distances
+    ds = g["distances"]
+    if ds is None:
+        ds = attrs.get("effective_distances", attrs.get("distances"))
     if ds is not None:
         ds = np.asarray(ds, np.float64).ravel()
         if ds.size == 1:
