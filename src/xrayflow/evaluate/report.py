@@ -76,6 +76,8 @@ DELTA_RESULT_PATHS = ("delta", "reconstruction/delta")
 DELTA_TRUTH_PATHS = ("entry_1/xrayflow_truth/delta", "xrayflow_truth/delta", "delta")
 MODALITY_PATHS = ("entry_1/xrayflow_attrs/modality", "modality")
 VOLUME_MODALITIES = ("bragg_cdi", "cdi", "bcdi", "cdi3d")
+SSIM_WINDOW = 11  # pixels per axis the SSIM's Gaussian window needs (metrics.ssim)
+SSIM_NOTE = "array smaller than the 11-pixel SSIM window"
 
 
 @dataclass
@@ -360,12 +362,7 @@ def _finite(x: Any) -> Any:
 def _image_metrics(est: np.ndarray, ref: np.ndarray, cfg: dict) -> dict:
     """SSIM/PSNR/RMSE of amplitude and phase of aligned, cropped complex arrays."""
     out: dict[str, Any] = {"nrmse": me.nrmse(est, ref)}
-    a_est, a_ref = np.abs(est), np.abs(ref)
-    rng = float(a_ref.max() - a_ref.min())
-    note = "max - min of the reference amplitude"
-    if rng <= 1e-12 * max(float(a_ref.max()), 1e-300):
-        rng = float(a_ref.max()) if a_ref.max() > 0 else 1.0
-        note = "max of the reference amplitude (its range is zero)"
+    amp = _real_metrics(np.abs(est), np.abs(ref), "reference amplitude")
     mask = al.phase_mask(ref, cfg["amplitude_threshold"])
     dphi = np.angle(est * np.conj(ref))
     p_ref = np.angle(ref)
@@ -380,14 +377,7 @@ def _image_metrics(est: np.ndarray, ref: np.ndarray, cfg: dict) -> dict:
     # estimate takes the reference's value, so SSIM windows that straddle the mask edge compare
     # only phases that are defined.
     p_est_m = np.where(mask, p_est_m, p_ref_m)
-    can_ssim = min(est.shape) >= 11
-    amp: dict[str, Any] = {
-        "data_range": rng,
-        "data_range_source": note,
-        "psnr_db": me.psnr(a_ref, a_est, rng),
-        "rmse": float(np.sqrt(np.mean((a_est - a_ref) ** 2))),
-        "ssim": me.ssim(a_ref, a_est, rng) if can_ssim else None,
-    }
+    can_ssim = min(est.shape) >= SSIM_WINDOW
     pmse = float(np.mean((p_est_m - p_ref_m)[mask] ** 2)) if mask.any() else float("nan")
     phase: dict[str, Any] = {
         "mapping": mapping,
@@ -403,34 +393,38 @@ def _image_metrics(est: np.ndarray, ref: np.ndarray, cfg: dict) -> dict:
         else None,
     }
     if not can_ssim:
-        amp["ssim_note"] = phase["ssim_note"] = "array smaller than the 11-pixel SSIM window"
+        phase["ssim_note"] = SSIM_NOTE
     out["amplitude"] = amp
     out["phase"] = phase
     return out
 
 
-def _real_metrics(est: np.ndarray, ref: np.ndarray) -> dict:
-    """SSIM/PSNR/RMSE/NRMSE of a real volume against a reference (data range: its
-    peak-to-peak, or its peak when flat)."""
+def _real_metrics(est: np.ndarray, ref: np.ndarray, what: str = "reference") -> dict:
+    """SSIM/PSNR/RMSE of a real image or volume against ``ref`` (``what`` names it in
+    ``data_range_source``); data range: the reference's peak-to-peak, or its peak when flat."""
     rng = float(ref.max() - ref.min())
-    note = "max - min of the reference"
+    note = f"max - min of the {what}"
     if rng <= 1e-12 * max(float(np.abs(ref).max()), 1e-300):
-        rng, note = float(np.abs(ref).max()) or 1.0, "max |reference| (its range is zero)"
-    can_ssim = min(est.shape) >= 11
-    return {
+        rng, note = float(np.abs(ref).max()) or 1.0, f"max of the {what} (its range is zero)"
+    can_ssim = min(est.shape) >= SSIM_WINDOW
+    out: dict[str, Any] = {
         "data_range": rng,
         "data_range_source": note,
         "psnr_db": me.psnr(ref, est, rng),
         "rmse": float(np.sqrt(np.mean((est - ref) ** 2))),
-        "nrmse": me.nrmse(est, ref) if np.any(ref) else None,
         "ssim": me.ssim(ref, est, rng) if can_ssim else None,
     }
+    if not can_ssim:
+        out["ssim_note"] = SSIM_NOTE
+    return out
 
 
 def _refractive_metrics(est: np.ndarray, ref: np.ndarray) -> dict:
-    """``delta`` and ``beta`` blocks (:func:`_real_metrics`) of ``delta + i beta`` volumes;
-    ``nrmse`` is delta's."""
-    out = {"delta": _real_metrics(est.real, ref.real), "beta": _real_metrics(est.imag, ref.imag)}
+    """``delta`` and ``beta`` blocks (:func:`_real_metrics` plus ``nrmse``) of
+    ``delta + i beta`` volumes; the top-level ``nrmse`` is delta's."""
+    out: dict[str, Any] = {}
+    for name, e, r in (("delta", est.real, ref.real), ("beta", est.imag, ref.imag)):
+        out[name] = {**_real_metrics(e, r), "nrmse": me.nrmse(e, r) if np.any(r) else None}
     out["nrmse"] = out["delta"]["nrmse"]
     return out
 
@@ -561,13 +555,13 @@ def evaluate(
         "pixel_size_m": pixel,
         "alignment": info,
     }
-    if kind == "refractive":
+    fcfg = cfg
+    if kind == "refractive":  # FSC of delta
         metrics.update(_refractive_metrics(ec, rc))
-        fsc_cfg = {**cfg, "frc": {**cfg["frc"], "on": "delta"}}
-        metrics["frc"] = _frc_block(ec, rc, fsc_cfg, pixel, mode)
+        fcfg = {**cfg, "frc": {**cfg["frc"], "on": "delta"}}
     else:
         metrics.update(_image_metrics(ec, rc, cfg))
-        metrics["frc"] = _frc_block(ec, rc, cfg, pixel, mode)
+    metrics["frc"] = _frc_block(ec, rc, fcfg, pixel, mode)
     if kind == "slices" and e0.ndim == 3 and e0.shape == r0.shape and e0.shape[0] > 1:
         per = []
         shift = info.get("shift_px", [0.0, 0.0])
