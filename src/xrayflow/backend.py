@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 import scipy.fft
 
+from xrayflow.errors import XrayflowError
+
 DEVICES = ("cpu", "gpu", "auto")
 PRECISIONS = {"single": (np.float32, np.complex64), "double": (np.float64, np.complex128)}
 
 
-class BackendError(RuntimeError):
-    """The requested device or precision is not available."""
+class BackendError(XrayflowError, RuntimeError):
+    """The requested device or precision is not available (a user error: exit status 2)."""
 
 
 def _cupy() -> ModuleType | None:

@@ -6,7 +6,8 @@ Options every stage gets (added here when the stage did not add them itself):
 ``--config FILE``, ``--set KEY=VALUE`` (repeatable, ``args.overrides``) and ``--out PATH``.
 
 Errors of the user's making (:class:`~xrayflow.errors.XrayflowError`: ConfigError,
-DataError, PhysicsError; and unreadable/unwritable files) are printed as one line on stderr,
+DataError, PhysicsError, OutputError, ResourceError, BackendError; and OSError from files
+that cannot be read or written) are printed as one line on stderr,
 ``xrayflow <stage>: error: <message>``, with exit status 2 and no traceback. Set
 ``XRAYFLOW_DEBUG=1`` to get the traceback instead.
 """
@@ -159,22 +160,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else EXIT_USER_ERROR)
-    except XrayflowError as exc:
-        if debug:
-            raise
-        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
-        if debug:
-            raise
-        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
-        return EXIT_USER_ERROR
     except BrokenPipeError:  # e.g. `xrayflow info F | head`
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         except OSError:
             pass
         return 0
+    except (XrayflowError, OSError) as exc:  # OSError: files unreadable/unwritable, disk full
+        if debug:
+            raise
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        if debug:
+            raise
+        print(
+            f"{prog}: error: out of memory (the memory estimate did not foresee this "
+            "allocation; reduce the sizes or set a lower max_memory_gb)",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,7 +53,28 @@ __all__ = [
 
 # --------------------------------------------------------------------------- YAML
 class SafeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, but ``1e-6`` (no dot) is a float, as in YAML 1.2 and JSON."""
+    """PyYAML's safe loader, but ``1e-6`` (no dot) is a float, as in YAML 1.2 and JSON, and
+    a key given twice in one mapping is an error (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # keys merged in with << may be overridden by design
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    line = first.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # unhashable key: PyYAML reports it below
+                    continue
+                if line != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"duplicate key {key!r} (first given on line {line})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
 
 
 SafeLoader.add_implicit_resolver(
@@ -324,6 +346,18 @@ def validate(config: Mapping, schema: str | Mapping, name: str | None = None) ->
     raise ConfigError(msg)
 
 
+def _reject_nan(node: Any, name: str | None, parts: tuple = ()) -> None:
+    """NaN passes every JSON-schema range check (all comparisons are false): refuse it."""
+    if isinstance(node, float) and math.isnan(node):
+        raise ConfigError(f"{_fmt_path(parts, name)}: NaN is not a valid value")
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            _reject_nan(v, name, (*parts, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _reject_nan(v, name, (*parts, i))
+
+
 def load_config(
     path_or_dict: str | os.PathLike | Mapping | None,
     schema: str | Mapping,
@@ -357,6 +391,7 @@ def load_config(
             f"got {type(cfg).__name__}"
         )
     apply_overrides(cfg, overrides, name)
+    _reject_nan(cfg, name)
     sch = load_schema(schema)
     fill_defaults(cfg, sch)
     validate(cfg, sch, name)

@@ -1,4 +1,9 @@
-"""Exceptions that the CLI turns into a one-line message and a non-zero exit."""
+"""Exceptions that the CLI turns into a one-line message and exit status 2.
+
+Every failure a user can cause (a bad config value, a bad or unreadable file, an output
+that would destroy an input, a run that would not fit in memory) is one of these, so the
+CLI prints ``xrayflow <stage>: error: <message>`` and never a traceback.
+"""
 
 
 class XrayflowError(Exception):
@@ -15,3 +20,13 @@ class DataError(XrayflowError):
 
 class PhysicsError(XrayflowError):
     """A request the physics cannot honour (undersampled propagator, probe larger than grid)."""
+
+
+class OutputError(XrayflowError):
+    """An output path that cannot be written safely (it is an input, a directory, a device,
+    in a missing or read-only directory); found before any computation starts."""
+
+
+class ResourceError(XrayflowError):
+    """The run would need more memory than is available (or than ``max_memory_gb`` allows);
+    the message gives the estimate, what it is made of, and the limit."""
