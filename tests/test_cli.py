@@ -28,6 +28,7 @@ def cfg_path(tmp_path):
 
 def _fail(capsys, tmp_path, argv, *needles):
     out = tmp_path / "out" / "data.cxi"
+    out.parent.mkdir(exist_ok=True)  # a missing output folder is an error of its own
     rc = main([*argv, "--out", str(out)] if argv[0] == "simulate" else argv)
     err = capsys.readouterr().err
     assert rc == 2, err

@@ -11,7 +11,8 @@ promise for every failure a user can cause:
 - every input byte-identical afterwards.
 
 ``argv`` items may use ``{ws}`` (the workspace folder). ``prepare(ws)`` makes the bad input
-(a corrupted copy, a symlink, a config with a bad value) before the snapshot is taken.
+(a corrupted copy, a symlink, a config with a bad value) before the snapshot is taken; the
+factories below build the common ones (paths relative to the workspace).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 from xrayflow.cli import main
@@ -36,7 +39,10 @@ RECON = ["reconstruct", "--config", "recon.yaml", "--data", "data.cxi", "--out",
 EVAL = ["evaluate", "--result", "recon.h5", "--truth", "data.cxi", "--out", "new.json"]
 GEN = ["train", "--generate", "--config", "train.yaml", "--out", "newshards"]
 TRAIN = ["train", "--config", "train.yaml", "--data", "shards", "--out", "new.pt"]
-INFER = ["train", "--infer", "--model", "model.pt", "--data", "shards/shard_00000.h5"]
+INFER = ["train", "--infer", "--model", "model.pt", "--data", "shards/shard-00000.h5"]
+
+
+Prepare = Callable[[Path], None]
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class Case:
     id: str
     argv: list[str]
     match: str
-    prepare: Callable[[Path], None] | None = None
+    prepare: Prepare | None = None
 
     def param(self):
         return pytest.param(self, id=self.id)
@@ -68,6 +74,102 @@ def with_set(argv: list[str], *settings: str) -> list[str]:
     for s in settings:
         out += ["--set", s]
     return out
+
+
+# ----------------------------------------------------------------- prepare factories
+def write_file(name: str, content: str | bytes) -> Prepare:
+    """prepare: file ``name`` holds ``content`` (a str is written as UTF-8)."""
+
+    def prepare(ws: Path) -> None:
+        (ws / name).write_bytes(content.encode() if isinstance(content, str) else content)
+
+    return prepare
+
+
+def append_text(name: str, text: str) -> Prepare:
+    """prepare: ``text`` appended to file ``name`` (e.g. a duplicate key in a config)."""
+
+    def prepare(ws: Path) -> None:
+        p = ws / name
+        p.write_text(p.read_text() + text)
+
+    return prepare
+
+
+def random_bytes(name: str, n: int = 4096, seed: int = 0) -> Prepare:
+    """prepare: file ``name`` holds ``n`` random bytes (reproducible from ``seed``)."""
+    return lambda ws: (ws / name).write_bytes(np.random.default_rng(seed).bytes(n))
+
+
+def truncated(src: str, dst: str | None = None, fraction: float = 0.5) -> Prepare:
+    """prepare: the first ``fraction`` of file ``src`` written to ``dst`` (default: in place)."""
+
+    def prepare(ws: Path) -> None:
+        data = (ws / src).read_bytes()
+        (ws / (dst or src)).write_bytes(data[: int(len(data) * fraction)])
+
+    return prepare
+
+
+def copy_file(src: str, dst: str) -> Prepare:
+    """prepare: file ``dst`` is a copy of ``src``."""
+    return lambda ws: shutil.copy(ws / src, ws / dst)
+
+
+def symlink(name: str, target: str, *, absolute: bool = True) -> Prepare:
+    """prepare: ``name`` is a symlink to ``target``; the link holds the absolute path of
+    ``target`` in the workspace, or with ``absolute=False`` the relative text ``target``."""
+    return lambda ws: os.symlink(ws / target if absolute else target, ws / name)
+
+
+def hardlink(name: str, target: str) -> Prepare:
+    """prepare: ``name`` is a second hard link to the file ``target``."""
+    return lambda ws: os.link(ws / target, ws / name)
+
+
+def make_dir(name: str) -> Prepare:
+    """prepare: an empty folder ``name`` (and any missing parents)."""
+    return lambda ws: (ws / name).mkdir(parents=True)
+
+
+def chain(*prepares: Prepare) -> Prepare:
+    """prepare: each of ``prepares`` in turn."""
+
+    def prepare(ws: Path) -> None:
+        for p in prepares:
+            p(ws)
+
+    return prepare
+
+
+def edit_hdf5(
+    name: str, edit: Callable[[h5py.File], None], *, copy_of: str | None = None
+) -> Prepare:
+    """prepare: ``edit(f)`` on HDF5 file ``name`` opened for writing; with ``copy_of``,
+    ``name`` is first made a copy of that file (so the original input stays valid)."""
+
+    def prepare(ws: Path) -> None:
+        if copy_of is not None:
+            shutil.copy(ws / copy_of, ws / name)
+        with h5py.File(ws / name, "a") as f:
+            edit(f)
+
+    return prepare
+
+
+def replace_dataset(
+    name: str, path: str, fn, *, copy_of: str | None = None, keep_chunks: bool = False
+) -> Prepare:
+    """prepare: dataset ``path`` of HDF5 file ``name`` replaced by ``fn(its values)`` (any
+    dtype or shape); ``keep_chunks`` keeps the old chunk shape; ``copy_of`` as in
+    :func:`edit_hdf5`."""
+
+    def edit(f: h5py.File) -> None:
+        data, chunks = f[path][()], f[path].chunks  # no handle stays open over the delete
+        del f[path]
+        f.create_dataset(path, data=fn(data), chunks=chunks if keep_chunks else None)
+
+    return edit_hdf5(name, edit, copy_of=copy_of)
 
 
 def snapshot(root: Path) -> dict[str, str]:

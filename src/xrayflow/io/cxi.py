@@ -22,7 +22,9 @@ Conventions (in memory, see docs/physics.md):
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ import numpy as np
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
 from xrayflow.io.hdf5 import STR_DTYPE, open_h5, read_node, write_node
+from xrayflow.optics.constants import XRAY_ENERGY_RANGE_EV
 
 EV_TO_J = 1.602176634e-19  # scipy.constants.electron_volt (exact, SI 2019)
 HC_J_M = 6.62607015e-34 * 299792458.0  # h*c in J*m
@@ -47,9 +50,15 @@ TRANSLATION_PATHS = (
 TRUTH_GROUP = "entry_1/xrayflow_truth"
 PROV_GROUP = "entry_1/xrayflow_provenance"
 ATTRS_GROUP = "entry_1/xrayflow_attrs"
+# plausible geometry when reading (outside: a unit slip such as keV for eV, or um for m)
+MAX_DISTANCE_M = 1e3
+MAX_PIXEL_M = 1e-2
 
 __all__ = [
+    "CXIStream",
     "DiffractionData",
+    "StreamedFrames",
+    "cxi_stream",
     "read_cxi",
     "read_cxi_geometry",
     "read_cxi_meta",
@@ -202,84 +211,234 @@ def write_cxi(
     """
     d.validate(str(path))
     data = np.ascontiguousarray(d.data, dtype=np.float32)
-    p, ny, nx = data.shape
     path = Path(path)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("cxi_version", data=CXI_VERSION)
-            f.create_dataset("number_of_entries", data=1)
-            e = f.create_group("entry_1")
-            e.create_dataset("program_name", data="xrayflow", dtype=STR_DTYPE)
-            if d.modality:
-                e.create_dataset(
-                    "experiment_description", data=f"xrayflow {d.modality}", dtype=STR_DTYPE
-                )
-            start = d.provenance.get("start_time", d.provenance.get("time_utc"))
-            if start:
-                e.create_dataset("start_time", data=str(start), dtype=STR_DTYPE)
-            # detector
-            inst = e.create_group("instrument_1")
-            src = inst.create_group("source_1")
-            src.create_dataset("energy", data=float(d.energy_ev) * EV_TO_J)
-            src["energy"].attrs["units"] = "J"
-            src.create_dataset("wavelength", data=d.wavelength)
-            src["wavelength"].attrs["units"] = "m"
-            det = inst.create_group("detector_1")
-            det.create_dataset("distance", data=float(d.distance))
-            det["distance"].attrs["units"] = "m"
-            py, px = (float(s) for s in d.pixel_size)
-            det.create_dataset("x_pixel_size", data=px)
-            det.create_dataset("y_pixel_size", data=py)
-            det["x_pixel_size"].attrs["units"] = "m"
-            det["y_pixel_size"].attrs["units"] = "m"
-            det.create_dataset("basis_vectors", data=np.array([[0.0, -py, 0.0], [-px, 0.0, 0.0]]).T)
-            kw: dict[str, Any] = {"chunks": (1, ny, nx)}
-            if compression:
-                kw["compression"] = compression
-                if compression == "gzip" and compression_opts is not None:
-                    kw["compression_opts"] = compression_opts
-            ds = det.create_dataset("data", data=data, **kw)
-            ds.attrs["axes"] = "translation:y:x"
-            ds.attrs["centred"] = bool(d.centred)
-            ds.attrs["units"] = "counts"
-            if d.mask is not None:
-                m = np.where(np.asarray(d.mask, dtype=bool), 0, 1).astype(np.uint32)
-                det.create_dataset("mask", data=m)
-                det["mask"].attrs["convention"] = "CXI: nonzero = bad pixel"
-            # data_1 links
-            d1 = e.create_group("data_1")
-            d1["data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
-            # sample translations
-            s1 = e.create_group("sample_1")
-            g1 = s1.create_group("geometry_1")
-            if d.positions is not None:
-                pos = np.asarray(d.positions, dtype=np.float64)
-                tr = np.zeros((p, 3))
-                tr[:, 0] = pos[:, 1]
-                tr[:, 1] = pos[:, 0]
-                g1.create_dataset("translation", data=tr)
-                g1["translation"].attrs["units"] = "m"
-                g1["translation"].attrs["axes"] = "x:y:z"
-                d1["translation"] = h5py.SoftLink("/entry_1/sample_1/geometry_1/translation")
-            if d.angles is not None:
-                g1.create_dataset("rotation_angle", data=np.asarray(d.angles, dtype=np.float64))
-                g1["rotation_angle"].attrs["units"] = "rad"
-                g1["rotation_angle"].attrs["axis"] = "y"
-            # xrayflow extras
-            attrs = dict(d.attrs)
-            ag = e.create_group("xrayflow_attrs")
-            for k, v in attrs.items():
-                write_node(ag, str(k), v)
-            if d.truth:
-                tg = e.create_group("xrayflow_truth")
-                for k, v in d.truth.items():
-                    write_node(tg, str(k), v)
-            pg = e.create_group("xrayflow_provenance")
-            prov = {k: v for k, v in d.provenance.items() if k != "config"}
-            for k, v in prov.items():
-                write_node(pg, str(k), v)
-            write_node(pg, "config", dict(d.config))
+            _write_cxi_file(f, d, data, compression, compression_opts)
     return path
+
+
+def _frame_kw(ny: int, nx: int, compression: str | None, compression_opts: int | None) -> dict:
+    """Dataset options of the frames: one frame per chunk, optional compression."""
+    kw: dict[str, Any] = {"chunks": (1, ny, nx)}
+    if compression:
+        kw["compression"] = compression
+        if compression == "gzip" and compression_opts is not None:
+            kw["compression_opts"] = compression_opts
+    return kw
+
+
+def _write_cxi_file(f: h5py.File, d: DiffractionData, data, compression, compression_opts):
+    """Everything of the CXI layout; ``data`` is an array or the already written frames
+    dataset (:class:`CXIStream`)."""
+    p, ny, nx = data.shape
+    f.create_dataset("cxi_version", data=CXI_VERSION)
+    f.create_dataset("number_of_entries", data=1)
+    e = f.require_group("entry_1")
+    e.create_dataset("program_name", data="xrayflow", dtype=STR_DTYPE)
+    if d.modality:
+        e.create_dataset("experiment_description", data=f"xrayflow {d.modality}", dtype=STR_DTYPE)
+    start = d.provenance.get("start_time", d.provenance.get("time_utc"))
+    if start:
+        e.create_dataset("start_time", data=str(start), dtype=STR_DTYPE)
+    # detector
+    inst = e.require_group("instrument_1")
+    src = inst.create_group("source_1")
+    src.create_dataset("energy", data=float(d.energy_ev) * EV_TO_J)
+    src["energy"].attrs["units"] = "J"
+    src.create_dataset("wavelength", data=d.wavelength)
+    src["wavelength"].attrs["units"] = "m"
+    det = inst.require_group("detector_1")
+    det.create_dataset("distance", data=float(d.distance))
+    det["distance"].attrs["units"] = "m"
+    py, px = (float(s) for s in d.pixel_size)
+    det.create_dataset("x_pixel_size", data=px)
+    det.create_dataset("y_pixel_size", data=py)
+    det["x_pixel_size"].attrs["units"] = "m"
+    det["y_pixel_size"].attrs["units"] = "m"
+    det.create_dataset("basis_vectors", data=np.array([[0.0, -py, 0.0], [-px, 0.0, 0.0]]).T)
+    if isinstance(data, h5py.Dataset):  # streamed by CXIStream
+        ds = data
+    else:
+        kw = _frame_kw(ny, nx, compression, compression_opts)
+        ds = det.create_dataset("data", data=data, **kw)
+    ds.attrs["axes"] = "translation:y:x"
+    ds.attrs["centred"] = bool(d.centred)
+    ds.attrs["units"] = "counts"
+    if d.mask is not None:
+        m = np.where(np.asarray(d.mask, dtype=bool), 0, 1).astype(np.uint32)
+        det.create_dataset("mask", data=m)
+        det["mask"].attrs["convention"] = "CXI: nonzero = bad pixel"
+    # data_1 links
+    d1 = e.create_group("data_1")
+    d1["data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
+    # sample translations
+    s1 = e.create_group("sample_1")
+    g1 = s1.create_group("geometry_1")
+    if d.positions is not None:
+        pos = np.asarray(d.positions, dtype=np.float64)
+        tr = np.zeros((p, 3))
+        tr[:, 0] = pos[:, 1]
+        tr[:, 1] = pos[:, 0]
+        g1.create_dataset("translation", data=tr)
+        g1["translation"].attrs["units"] = "m"
+        g1["translation"].attrs["axes"] = "x:y:z"
+        d1["translation"] = h5py.SoftLink("/entry_1/sample_1/geometry_1/translation")
+    if d.angles is not None:
+        g1.create_dataset("rotation_angle", data=np.asarray(d.angles, dtype=np.float64))
+        g1["rotation_angle"].attrs["units"] = "rad"
+        g1["rotation_angle"].attrs["axis"] = "y"
+    # xrayflow extras
+    attrs = dict(d.attrs)
+    ag = e.create_group("xrayflow_attrs")
+    for k, v in attrs.items():
+        write_node(ag, str(k), v)
+    if d.truth:
+        tg = e.create_group("xrayflow_truth")
+        for k, v in d.truth.items():
+            write_node(tg, str(k), v)
+    pg = e.create_group("xrayflow_provenance")
+    prov = {k: v for k, v in d.provenance.items() if k != "config"}
+    for k, v in prov.items():
+        write_node(pg, str(k), v)
+    write_node(pg, "config", dict(d.config))
+
+
+class StreamedFrames:
+    """Frames written batch by batch into a CXI file being created (:class:`CXIStream`).
+
+    Stands in for ``DiffractionData.data`` (``shape``, ``dtype``, ``sum()``; ``np.asarray``
+    reads the frames back from the file) without holding the frames in memory.
+    ``frames[a:b] = batch`` checks the batch (finite, non-negative), writes it, and keeps
+    the total counts and the number of pixels at or above ``saturation`` (None: not
+    counted) for the stage's all-zero / saturation checks.
+    """
+
+    ndim = 3
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, ds: h5py.Dataset, source: str, saturation: float | None = None):
+        self.ds = ds
+        self.source = source
+        self.shape = tuple(int(s) for s in ds.shape)
+        self.saturation = saturation
+        self.total = 0.0
+        self.n_saturated = 0
+        self.written = 0
+        self.path: Path | None = None  # set when the file is complete
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __setitem__(self, idx: slice, frames) -> None:
+        a = np.ascontiguousarray(frames, dtype=np.float32)
+        start = idx.start or 0
+        t = float(a.sum(dtype=np.float64))
+        if not np.isfinite(t) or (a.size and a.min() < 0):
+            bad = np.argwhere(~np.isfinite(a) | (a < 0))[0]
+            raise DataError(
+                f"{self.source}: data: non-finite or negative counts, first at frame "
+                f"{start + int(bad[0])} pixel {tuple(int(i) for i in bad[1:])}"
+            )
+        self.ds[idx] = a
+        self.total += t
+        self.written += a.shape[0]
+        if self.saturation is not None:
+            self.n_saturated += int(np.count_nonzero(a >= self.saturation))
+
+    def sum(self) -> float:
+        return self.total
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The frames, read back from the finished file (or the file being written)."""
+        if self.path is None:
+            a = self.ds[()]
+        else:
+            with h5py.File(self.path, "r") as f:
+                a = f["entry_1/instrument_1/detector_1/data"][()]
+        return a if dtype is None else a.astype(dtype)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        """Frames read back (all of them are read: for convenience, not for large data)."""
+        return np.asarray(self)[idx]
+
+
+def _check_meta(d: DiffractionData, shape, source: str) -> None:
+    """The checks of :meth:`DiffractionData.validate` except the counts (streamed frames
+    are checked batch by batch)."""
+    p = shape[0]
+    probe = replace(d, data=np.zeros((p, 0, 0), dtype=np.float32), mask=None)
+    _check_arrays(probe, source)
+    if d.mask is not None and np.asarray(d.mask).shape != tuple(shape[-2:]):
+        raise DataError(
+            f"{source}: mask shape {np.asarray(d.mask).shape} does not match frame shape "
+            f"{tuple(shape[-2:])}"
+        )
+
+
+class CXIStream:
+    """A CXI file being written: frames first (:meth:`create_frames`, then batches), the
+    rest of the layout at the end (:meth:`finish`). Made by :func:`cxi_stream`."""
+
+    def __init__(self, f: h5py.File, path: Path, compression, compression_opts):
+        self.f = f
+        self.path = path
+        self.compression = compression
+        self.compression_opts = compression_opts
+        self.frames: StreamedFrames | None = None
+        self.finished = False
+
+    def create_frames(self, n: int, ny: int, nx: int, saturation=None) -> StreamedFrames:
+        """The frames dataset ``(n, ny, nx)`` float32 (one frame per chunk, compressed)."""
+        if self.frames is not None:
+            raise RuntimeError("the frames of this CXI file were already created")
+        det = self.f.require_group("entry_1/instrument_1/detector_1")
+        kw = _frame_kw(int(ny), int(nx), self.compression, self.compression_opts)
+        ds = det.create_dataset("data", shape=(int(n), int(ny), int(nx)), dtype=np.float32, **kw)
+        self.frames = StreamedFrames(ds, str(self.path), saturation)
+        return self.frames
+
+    def finish(self, d: DiffractionData) -> None:
+        """Write everything else of ``d``; ``d.data`` is the streamed frames or an array."""
+        source = str(self.path)
+        if isinstance(d.data, StreamedFrames):
+            fr = d.data
+            if fr is not self.frames or fr.written != fr.shape[0]:
+                raise DataError(f"{source}: {fr.written} of {fr.shape[0]} frames were written")
+            _check_meta(d, fr.shape, source)
+            _write_cxi_file(self.f, d, fr.ds, self.compression, self.compression_opts)
+        else:
+            if self.frames is not None:
+                raise RuntimeError("streamed frames were created but not returned")
+            d.validate(source)
+            data = np.ascontiguousarray(d.data, dtype=np.float32)
+            _write_cxi_file(self.f, d, data, self.compression, self.compression_opts)
+        self.finished = True
+
+
+@contextlib.contextmanager
+def cxi_stream(
+    path: str | os.PathLike, compression: str | None = "gzip", compression_opts: int | None = 4
+) -> Iterator[CXIStream]:
+    """Write a CXI file whose frames arrive in batches, atomically::
+
+        with cxi_stream("out.cxi") as s:
+            frames = s.create_frames(n, ny, nx)
+            frames[0:64] = batch ...
+            s.finish(DiffractionData(data=frames, ...))
+
+    The file appears under ``path`` only when the block ends after :meth:`CXIStream.finish`;
+    on any error (or without ``finish``) nothing is left. Same layout as :func:`write_cxi`.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            stream = CXIStream(f, path, compression, compression_opts)
+            yield stream
+            if not stream.finished:
+                raise RuntimeError("cxi_stream: the block ended without finish()")
+    if stream.frames is not None:
+        stream.frames.path = path
 
 
 # --------------------------------------------------------------------------- read
@@ -336,6 +495,13 @@ def _geometry(f: h5py.File, source: str) -> tuple[float, float, tuple[float, flo
     if not (np.isfinite(energy_j) and energy_j > 0):
         raise DataError(f"{source}: entry_1/instrument_1/source_1/energy must be > 0 J")
     energy_ev = energy_j / EV_TO_J
+    lo, hi = XRAY_ENERGY_RANGE_EV
+    if 1.0 <= energy_ev < lo or hi < energy_ev <= 1e7:
+        raise DataError(
+            f"{source}: entry_1/instrument_1/source_1/energy = {energy_j:g} J "
+            f"({energy_ev / 1e3:g} keV) is outside the X-ray range "
+            f"{lo / 1e3:g}-{hi / 1e3:g} keV"
+        )
     if energy_ev < 1.0:  # some writers store eV or keV in the 'energy' field
         raise DataError(
             f"{source}: entry_1/instrument_1/source_1/energy = {energy_j:g} J "
@@ -355,6 +521,11 @@ def _geometry(f: h5py.File, source: str) -> tuple[float, float, tuple[float, flo
         distance = float(abs(np.dot(corner[:3], normal))) if corner.size >= 3 else None
     if distance is None or not (np.isfinite(distance) and distance > 0):
         raise DataError(f"{source}: no positive sample-detector distance ({dpath}distance)")
+    if distance > MAX_DISTANCE_M:
+        raise DataError(
+            f"{source}: {dpath}distance = {distance:g} m is not a plausible sample-detector "
+            f"distance (> {MAX_DISTANCE_M:g} m; CXI stores metres)"
+        )
     px = _scalar(f, dpath + "x_pixel_size", source)
     py = _scalar(f, dpath + "y_pixel_size", source)
     if px is None and py is None:
@@ -369,7 +540,44 @@ def _geometry(f: h5py.File, source: str) -> tuple[float, float, tuple[float, flo
     py = px if py is None else py
     if not (px > 0 and py > 0):
         raise DataError(f"{source}: detector pixel size must be > 0, got ({py}, {px})")
+    if not (np.isfinite(px) and np.isfinite(py)) or max(px, py) > MAX_PIXEL_M:
+        raise DataError(
+            f"{source}: {dpath}x_pixel_size / y_pixel_size = ({py:g}, {px:g}) m is not a "
+            f"plausible detector pixel (> {MAX_PIXEL_M:g} m; CXI stores metres)"
+        )
     return float(energy_ev), float(distance), (float(py), float(px))
+
+
+def _check_real(ds: h5py.Dataset, source: str) -> None:
+    """Counts must be stored as real numbers: refuse complex (or text, compound) data
+    before anything casts them (a cast to float would drop the imaginary part)."""
+    kind = ds.dtype.kind
+    if kind not in "iuf":
+        what = "complex values" if kind == "c" else f"values of dtype {ds.dtype}"
+        raise DataError(
+            f"{source}: {ds.name} holds {what}; counts must be real numbers (int or float)"
+        )
+
+
+def _check_frames(arr: np.ndarray, frames: np.ndarray, source: str) -> None:
+    """NaN/inf or negative counts: DataError naming the first bad frame by its index in the
+    file (``frames[k]`` is the file index of row ``k``; global also when an MPI rank reads
+    a slice)."""
+    if arr.size == 0:
+        return
+    flat = arr.reshape(arr.shape[0], -1)
+    bad = ~np.isfinite(flat.sum(axis=1, dtype=np.float64))
+    what = "non-finite counts (NaN/inf)"
+    if not bad.any():
+        bad = flat.min(axis=1) < 0
+        what = "negative counts"
+        if not bad.any():
+            return
+    k = int(np.flatnonzero(bad)[0])
+    pix = np.argwhere(~np.isfinite(arr[k]) if "NaN" in what else arr[k] < 0)
+    at = f" at pixel {tuple(int(i) for i in pix[0])}" if pix.size else ""
+    frame = int(frames[k]) if k < len(frames) else k
+    raise DataError(f"{source}: {what} in {int(bad.sum())} frame(s); first in frame {frame}{at}")
 
 
 def _normalise_indices(indices, n: int, source: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -499,7 +707,10 @@ def _mask(f: h5py.File, frame_shape, source: str) -> np.ndarray | None:
         raise DataError(f"{source}: {path} has shape {m.shape}, frames are {tuple(frame_shape)}")
     m = m.astype(np.uint32)
     # CXI: 0 = good; 0x1000 ("pixel has signal above background") is also good.
-    return (m == 0) | (m == 0x1000)
+    good = (m == 0) | (m == 0x1000)
+    if good.size and not good.any():
+        raise DataError(f"{source}: {path} marks every detector pixel as bad (nothing to fit)")
+    return good
 
 
 def _read_group(f: h5py.File, path: str) -> dict:
@@ -534,6 +745,7 @@ def read_cxi(
         energy_ev, distance, pixel_size = _geometry(f, source)
         two_d = ds.ndim == 2
         n = 1 if two_d else ds.shape[0]
+        _check_real(ds, source)
         if two_d:
             try:
                 data = np.asarray(ds[()], dtype=np.float32)[None]
@@ -546,7 +758,7 @@ def read_cxi(
         else:
             data, sel = _read_frames(ds, indices, source)
         if check:
-            _check_counts(data, f"{source}: {ds.name}")
+            _check_frames(data, sel, f"{source}: {ds.name}")
         positions = _positions(f, n, source)
         angles = _angles(f, n, source)
         mask = _mask(f, data.shape[-2:], source)

@@ -19,6 +19,28 @@ R_ELECTRON: float = _c.physical_constants["classical electron radius"][0]
 EV_TO_J: float = _c.e
 
 
+#: Photon energies (eV) the models are meant for: soft to hard X-rays.
+XRAY_ENERGY_RANGE_EV: tuple[float, float] = (100.0, 200e3)
+
+
+def xray_energy_problem(energy_ev: float) -> str | None:
+    """Why ``energy_ev`` is not an X-ray photon energy, with a hint when the value in keV
+    (or meV) would be one; None when it is in :data:`XRAY_ENERGY_RANGE_EV`."""
+    e = float(energy_ev)
+    lo, hi = XRAY_ENERGY_RANGE_EV
+    if lo <= e <= hi:
+        return None
+    hint = ""
+    if lo <= e * 1e3 <= hi:
+        hint = f"; did you mean {e * 1e3:g} eV ({e:g} keV)?"
+    elif lo <= e * 1e-3 <= hi:
+        hint = f"; did you mean {e * 1e-3:g} eV?"
+    return (
+        f"{e:g} eV is not an X-ray photon energy (expected {lo:g} eV to {hi / 1e3:g} keV; "
+        f"the energy is given in eV){hint}"
+    )
+
+
 def _positive(value, name: str):
     arr = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):

@@ -38,6 +38,7 @@ __all__ = [
     "load_simulate_config",
     "register_modality",
     "run",
+    "estimate_memory",
     "simulate",
     "simulate_schema",
 ]
@@ -48,28 +49,67 @@ log = logging.getLogger(__name__)
 def load_simulate_config(
     config: str | os.PathLike | Mapping, overrides: Sequence[str] = ()
 ) -> dict:
-    """Load and validate a simulate config (path or dict) with ``--set`` overrides."""
+    """Load and validate a simulate config (path or dict) with ``--set`` overrides: the
+    schema, then the physical ranges of energy, distances and pixel sizes
+    (:func:`xrayflow.simulate.common.check_physical_ranges`)."""
     from xrayflow.config import load_config  # noqa: PLC0415
+    from xrayflow.simulate.common import check_physical_ranges  # noqa: PLC0415
 
-    return load_config(config, simulate_schema(), overrides, name="simulate")
+    cfg = load_config(config, simulate_schema(), overrides, name="simulate")
+    check_physical_ranges(cfg)
+    return cfg
 
 
-def simulate(config: str | os.PathLike | Mapping, overrides: Sequence[str] = ()):
+def estimate_memory(cfg: dict, streaming: bool = True) -> float:
+    """Estimate the peak memory of simulating the validated ``cfg`` (``streaming``: frames
+    go to the output file as they are made, as ``xrayflow simulate`` does) and refuse
+    (:class:`~xrayflow.errors.ResourceError`) when it exceeds the available memory or
+    ``max_memory_gb``. Returns the estimate in bytes (0 for modalities without one)."""
+    from xrayflow.memory import check_memory  # noqa: PLC0415
+    from xrayflow.simulate.common import memory_parts  # noqa: PLC0415
+
+    parts = memory_parts(cfg, streaming=streaming)
+    if not parts:
+        return 0.0
+    return check_memory(
+        parts,
+        f"simulate ({cfg['modality']})",
+        limit_gb=cfg.get("max_memory_gb"),
+        key="simulate.max_memory_gb",
+    )
+
+
+def simulate(config: str | os.PathLike | Mapping, overrides: Sequence[str] = (), *, stream=None):
     """Run the configured modality; return :class:`~xrayflow.io.cxi.DiffractionData`
-    with ``config`` and ``provenance`` filled in (nothing is written)."""
+    with ``config`` and ``provenance`` filled in (nothing is written).
+
+    ``stream`` (a :class:`xrayflow.io.cxi.CXIStream`, as :func:`run` passes): the far-field
+    modalities write their frames into it batch by batch and ``data.data`` is then a
+    :class:`~xrayflow.io.cxi.StreamedFrames`. The peak memory is estimated and checked
+    first; data that come out all zero or saturated are refused (PhysicsError).
+    """
+    return _simulate(load_simulate_config(config, overrides), stream)
+
+
+def _simulate(cfg: dict, stream=None, check_memory: bool = True):
+    """:func:`simulate` of a validated config."""
     from xrayflow.backend import BackendError, get_backend  # noqa: PLC0415
     from xrayflow.errors import ConfigError  # noqa: PLC0415
     from xrayflow.provenance import provenance  # noqa: PLC0415
+    from xrayflow.simulate.common import check_frames, streaming  # noqa: PLC0415
 
-    cfg = load_simulate_config(config, overrides)
     mod = get_modality(cfg["modality"])
+    if check_memory:
+        estimate_memory(cfg, streaming=stream is not None)
     try:
         backend = get_backend(cfg["device"], cfg["precision"])
     except BackendError as exc:
         raise ConfigError(f"simulate.device: {exc}") from None
     rng = np.random.default_rng(int(cfg["seed"]))
     t0 = time.perf_counter()
-    data = mod(cfg, rng, backend)
+    with streaming(stream):
+        data = mod(cfg, rng, backend)
+    check_frames(cfg, data)
     log.info(
         "simulated %s: %s frames in %.2f s",
         cfg["modality"],
@@ -89,10 +129,23 @@ def simulate(config: str | os.PathLike | Mapping, overrides: Sequence[str] = ())
 def run(
     config: str | os.PathLike | Mapping, out_path: str | os.PathLike, overrides: Sequence[str] = ()
 ):
-    """Simulate and write ``out_path`` (CXI, atomically); return the DiffractionData."""
-    from xrayflow.io.cxi import write_cxi  # noqa: PLC0415
+    """Simulate and write ``out_path`` (CXI, atomically); return the DiffractionData.
 
-    data = simulate(config, overrides)
-    comp = data.config["output"]["compression"]
-    write_cxi(Path(out_path), data, compression=None if comp == "none" else comp)
+    Checked before anything is computed: the config, the output path (not the config
+    file, not a directory or device, in an existing writable directory) and the memory
+    estimate. Far-field frames are streamed into the output file batch by batch (bit-identical to
+    :func:`simulate` in memory), so memory does not grow with the number of positions;
+    ``data.data`` of the result is then a :class:`~xrayflow.io.cxi.StreamedFrames`.
+    """
+    from xrayflow.io.cxi import cxi_stream  # noqa: PLC0415
+    from xrayflow.io.outputs import check_outputs  # noqa: PLC0415
+
+    cfg = load_simulate_config(config, overrides)
+    inputs = {} if isinstance(config, Mapping) else {"--config": config}
+    check_outputs({"--out": out_path}, inputs)
+    estimate_memory(cfg, streaming=True)
+    comp = cfg["output"]["compression"]
+    with cxi_stream(Path(out_path), compression=None if comp == "none" else comp) as stream:
+        data = _simulate(cfg, stream, check_memory=False)
+        stream.finish(data)
     return data

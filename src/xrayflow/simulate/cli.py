@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="only validate the config (print it with defaults filled in); write nothing",
+        help="only validate the config and the memory estimate (print the config with "
+        "defaults filled in, and the estimate); write nothing",
     )
     parser.add_argument(
         "--modalities", action="store_true", help="list the registered modalities and exit"
@@ -28,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from xrayflow.config import dump_yaml  # noqa: PLC0415
-    from xrayflow.simulate import MODALITIES, load_simulate_config  # noqa: PLC0415
+    from xrayflow.memory import available_bytes, fmt_bytes  # noqa: PLC0415
+    from xrayflow.simulate import MODALITIES, estimate_memory, load_simulate_config  # noqa: PLC0415
     from xrayflow.simulate import run as run_simulation  # noqa: PLC0415
 
     if args.modalities:
@@ -38,9 +40,17 @@ def run(args) -> int:
     if not args.config:
         raise ConfigError("simulate: --config FILE is required")
     if args.check:
-        print(dump_yaml(load_simulate_config(args.config, args.overrides)), end="")
+        cfg = load_simulate_config(args.config, args.overrides)
+        est = estimate_memory(cfg, streaming=True)
+        print(dump_yaml(cfg), end="")
+        if est:
+            print(
+                f"# memory estimate: {fmt_bytes(est)} (available {fmt_bytes(available_bytes())}"
+                + (f", max_memory_gb {cfg['max_memory_gb']:g}" if cfg["max_memory_gb"] else "")
+                + ")"
+            )
         return 0
-    if not args.out:
+    if args.out is None:
         raise ConfigError("simulate: --out FILE is required")
     data = run_simulation(args.config, args.out, args.overrides)
     p, ny, nx = data.data.shape

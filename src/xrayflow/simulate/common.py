@@ -8,6 +8,8 @@ schema cannot (each failure is a ConfigError naming the key).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import inspect
 import math
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xrayflow.errors import ConfigError, PhysicsError
-from xrayflow.io.cxi import DiffractionData
+from xrayflow.io.cxi import DiffractionData, StreamedFrames
 
 #: Share of probe power allowed in the outer eighth of the window on each side.
 PROBE_EDGE_POWER = 0.05
@@ -167,6 +169,11 @@ _PROBE_SIZE_KEY = {
     "pinhole": "probe.pinhole.diameter",
     "diffuser": "probe.diffuser.envelope_diameter",
 }
+
+
+def probe_size_key(cfg: dict) -> str:
+    """The config key that sets the probe's size (named in probe-size errors)."""
+    return _PROBE_SIZE_KEY[cfg["probe"]["kind"]]
 
 
 def make_probe(cfg: dict, shape, pixel_size: float, wavelength: float, rng) -> np.ndarray:
@@ -462,15 +469,96 @@ def transmission(delta, beta, thickness, wavelength, backend):
     )
 
 
-def batched_intensities(cfg, model, corners, detector, rng, out, offset=0):
-    """Run ``model.intensities`` in batches of ``batch_size`` and detect into ``out``."""
+def batched_intensities(cfg, model, corners, detector, rng, out, offset=0, centre=False):
+    """Run ``model.intensities`` in batches of ``batch_size`` and detect into ``out``
+    (an array or the output file's :class:`StreamedFrames`); ``centre``: ``fftshift`` each
+    batch (the stored layout) before it is put into ``out``."""
     bs = int(cfg["batch_size"])
     backend = model.backend
     for start in range(0, len(corners), bs):
         stop = min(start + bs, len(corners))
         expected = backend.to_numpy(model.intensities(corners[start:stop]))
-        out[offset + start : offset + stop] = detect(cfg, detector, expected, rng)
+        frames = detect(cfg, detector, expected, rng)
+        if centre:
+            frames = np.fft.fftshift(frames, axes=(-2, -1))
+        out[offset + start : offset + stop] = frames
     return out
+
+
+# --------------------------------------------------------------------------- frames
+#: The output file's stream while ``xrayflow simulate`` writes (see :func:`streaming`).
+_STREAM: contextvars.ContextVar = contextvars.ContextVar("xrayflow_simulate_stream", default=None)
+#: Share of good pixels at the saturation value above which the data are refused.
+SATURATED_SHARE = 0.99
+
+
+@contextlib.contextmanager
+def streaming(stream):
+    """Within the block, :func:`frame_buffer` creates the frames in ``stream``
+    (:class:`xrayflow.io.cxi.CXIStream`) instead of memory."""
+    token = _STREAM.set(stream)
+    try:
+        yield stream
+    finally:
+        _STREAM.reset(token)
+
+
+def saturation_level(cfg: dict) -> float | None:
+    """Counts of a (binned) pixel whose physical pixels all saturated, or None when no
+    saturation is applied (no ``geometry.saturation``, or expected intensities stored)."""
+    sat = cfg["geometry"]["saturation"]
+    if sat is None or not cfg["noise"]["poisson"]:
+        return None
+    b = int(cfg["geometry"]["binning"])
+    return float(sat) * b * b * (1.0 - 1e-6)
+
+
+def frame_buffer(cfg: dict, n: int, shape) -> np.ndarray | StreamedFrames:
+    """Where a modality puts its ``n`` detected frames of ``shape`` (stored layout): the
+    output file's dataset while streaming (memory then does not grow with the number of
+    frames), else a float32 array."""
+    shape = tuple(int(s) for s in shape)
+    stream = _STREAM.get()
+    if stream is None:
+        return np.empty((int(n), *shape), dtype=np.float32)
+    return stream.create_frames(int(n), *shape, saturation=saturation_level(cfg))
+
+
+def check_frames(cfg: dict, data: DiffractionData) -> None:
+    """Refuse simulated data that are all zero or essentially all saturated (PhysicsError
+    naming the likely cause); ``data.data`` is an array or streamed frames."""
+    frames = data.data
+    level = saturation_level(cfg)
+    if isinstance(frames, StreamedFrames):
+        total, n_sat = frames.total, frames.n_saturated
+    else:
+        arr = np.asarray(frames)
+        total = float(arr.sum(dtype=np.float64))
+        n_sat = int(np.count_nonzero(arr >= level)) if level is not None else 0
+    n_frames = int(frames.shape[0])
+    if n_frames and total <= 0:
+        kind, value = photon_scaling(cfg)
+        photons = (
+            f"noise.photons_per_probe = {value:g} per exposure"
+            if kind == "photons"
+            else f"noise.photons_per_m2 = {value:g}"
+        )
+        raise PhysicsError(
+            f"all {n_frames} simulated frames are zero (no counts): too few photons "
+            f"({photons}), a sample that absorbs everything at energy_ev = "
+            f"{float(cfg['energy_ev']):g}, or a detector too far away (geometry.distance = "
+            f"{float(cfg['geometry']['distance']):g} m); nothing was written"
+        )
+    if level is not None and n_frames:
+        n_good = int(data.good_mask().sum()) * n_frames
+        if n_good and n_sat >= SATURATED_SHARE * n_good:
+            raise PhysicsError(
+                f"{100.0 * n_sat / n_good:.1f} % of the good detector pixels are "
+                f"saturated (geometry.saturation = {cfg['geometry']['saturation']:g} counts): "
+                "the data hold no diffraction information; lower the photons "
+                "(noise.photons_per_probe / photons_per_m2) or raise geometry.saturation; "
+                "nothing was written"
+            )
 
 
 def package(
@@ -482,7 +570,7 @@ def package(
     """
     b = geo.binning
     return DiffractionData(
-        data=np.asarray(data, dtype=np.float32),
+        data=data if isinstance(data, StreamedFrames) else np.asarray(data, dtype=np.float32),
         energy_ev=float(cfg["energy_ev"]),
         distance=geo.distance,
         pixel_size=(geo.pixel_size[0] * b, geo.pixel_size[1] * b),
@@ -492,3 +580,204 @@ def package(
         attrs=attrs,
         **kw,
     )
+
+
+# --------------------------------------------------------------------------- physical ranges
+#: Photon energies of X-rays, eV (soft to hard; outside, optical constants and the
+#: paraxial far-field model do not apply).
+#: Detector pixel pitch, m (0.1 µm, the finest imaging cameras, to 10 mm).
+PIXEL_RANGE_M = (1e-7, 1e-2)
+#: Sample-detector distance of a far-field detector (``geometry.distance``), m (the
+#: longest beamlines put detectors at ~150 m).
+DISTANCE_RANGE_M = (1e-3, 200.0)
+#: Near-field distances (``holography.distances``, ``holography.source_distance``), m.
+NEAR_DISTANCE_RANGE_M = (1e-6, 200.0)
+#: Largest scattering angle N·p/(2z) (rad) that the paraxial far-field FFT model covers.
+MAX_FAR_FIELD_ANGLE = 0.25
+#: Largest Fresnel number a²/(λz) of the illuminated width a accepted as far field.
+MAX_FAR_FIELD_FRESNEL = 1.0
+FAR_FIELD_MODALITIES = ("ptycho2d", "multislice_ptycho", "ptychotomo", "bragg_cdi")
+
+_LENGTH_UNITS = ((1e-3, "mm"), (1e-6, "µm"), (1e-2, "cm"), (1e-9, "nm"))
+
+
+def _length_hint(value: float, lo: float, hi: float, units=_LENGTH_UNITS) -> str:
+    for factor, name in units:
+        v = value * factor
+        if lo <= v <= hi:
+            return f"; did you mean {v:.6g} m ({value:g} {name})?"
+    return ""
+
+
+def _check_length(key: str, value, lo: float, hi: float, what: str, units=_LENGTH_UNITS):
+    v = float(value)
+    if not lo <= v <= hi:
+        raise kerr(
+            key,
+            f"{v:g} m is outside the physical range of {what}, {lo:g} to {hi:g} m"
+            + _length_hint(v, lo, hi, units),
+        )
+
+
+def check_physical_ranges(cfg: dict) -> None:
+    """Energy, distances and pixel sizes in physical ranges (with unit-slip hints), and the
+    far-field geometry within the paraxial model (ConfigError naming the key)."""
+    from xrayflow.optics.constants import xray_energy_problem  # noqa: PLC0415
+
+    problem = xray_energy_problem(cfg["energy_ev"])
+    if problem:
+        raise kerr("energy_ev", problem)
+    g = cfg["geometry"]
+    pixel_units = ((1e-6, "µm"), (1e-3, "mm"), (1e-9, "nm"))
+    for i, p in enumerate(pair(g["pixel_size"])):
+        key = "geometry.pixel_size" + (f"[{i}]" if isinstance(g["pixel_size"], list) else "")
+        _check_length(key, p, *PIXEL_RANGE_M, "detector pixel sizes", pixel_units)
+    _check_length("geometry.distance", g["distance"], *DISTANCE_RANGE_M, "detector distances")
+    h = cfg.get("holography") or {}
+    if cfg["modality"] == "holography":
+        for j, z in enumerate(h.get("distances", [])):
+            _check_length(
+                f"holography.distances[{j}]", z, *NEAR_DISTANCE_RANGE_M, "near-field distances"
+            )
+        if h.get("source_distance") is not None:
+            _check_length(
+                "holography.source_distance",
+                h["source_distance"],
+                *NEAR_DISTANCE_RANGE_M,
+                "source distances",
+            )
+    if cfg["modality"] in FAR_FIELD_MODALITIES:
+        shape = pair(g["shape"])
+        for n, p in zip(shape, pair(g["pixel_size"]), strict=True):
+            angle = float(n) * float(p) / (2.0 * float(g["distance"]))
+            if angle > MAX_FAR_FIELD_ANGLE:
+                raise kerr(
+                    "geometry.distance",
+                    f"{float(g['distance']):g} m is too close for the {int(n)} pixels of "
+                    f"{float(p):g} m: the detector edge is at a scattering angle "
+                    f"N*p/(2z) = {angle:.3g} rad, beyond the paraxial far-field model "
+                    f"(<= {MAX_FAR_FIELD_ANGLE:g} rad); increase geometry.distance or use "
+                    "fewer or smaller pixels",
+                )
+
+
+def probe_extent(probe: np.ndarray, pixel_size: float) -> float:
+    """Illuminated width of the probe modes, m: 4 × the larger rms radius of the total
+    intensity (the 1/e² diameter 2w of a Gaussian beam)."""
+    a = (np.abs(np.asarray(probe)) ** 2).reshape(-1, *probe.shape[-2:]).sum(axis=0)
+    total = float(a.sum())
+    ny, nx = a.shape
+    y = np.arange(ny) - (ny - 1) / 2.0
+    x = np.arange(nx) - (nx - 1) / 2.0
+    py, px = a.sum(axis=1) / total, a.sum(axis=0) / total
+    cy, cx = float(py @ y), float(px @ x)
+    sy = math.sqrt(max(float(py @ (y - cy) ** 2), 0.0))
+    sx = math.sqrt(max(float(px @ (x - cx) ** 2), 0.0))
+    return 4.0 * max(sy, sx) * pixel_size
+
+
+def check_far_field(cfg: dict, geo: Geometry, probe: np.ndarray, key: str) -> None:
+    """The probe must span at least two object pixels (else the frames carry no
+    ptychographic information) and satisfy the Fraunhofer condition
+    ``F = a²/(λz) <= MAX_FAR_FIELD_FRESNEL`` for its illuminated width ``a``."""
+    px = float(geo.object_pixel[1])
+    a = probe_extent(probe, px)
+    if a < 2.0 * px:
+        raise kerr(
+            key,
+            f"the probe ({a:.3g} m wide) is narrower than two object pixels of "
+            f"lambda*z/(N*p) = {px:.3g} m (geometry.distance = {geo.distance:g} m, "
+            f"geometry.pixel_size = {geo.pixel_size[1]:g} m): make the object pixel smaller "
+            "(shorter distance, larger or more detector pixels) or the probe larger",
+        )
+    fresnel = a * a / (geo.wavelength * geo.distance)
+    if fresnel > MAX_FAR_FIELD_FRESNEL:
+        raise kerr(
+            "geometry.distance",
+            f"{geo.distance:g} m is not in the far field of the {a:.3g} m wide probe: Fresnel "
+            f"number a^2/(lambda*z) = {fresnel:.3g} > {MAX_FAR_FIELD_FRESNEL:g} "
+            "(Fraunhofer needs << 1); increase geometry.distance, make the probe smaller, "
+            "or use modality holography (near field)",
+        )
+
+
+# --------------------------------------------------------------------------- memory
+def _nbytes(*shape, itemsize: float) -> float:
+    return float(math.prod(int(s) for s in shape)) * itemsize
+
+
+#: Peak bytes per voxel of generating a phantom and its delta/beta volumes (tracemalloc).
+_PHANTOM_BYTES = {"battery_cathode": 100.0}
+_PHANTOM_BYTES_DEFAULT = 24.0
+
+
+def memory_parts(cfg: dict, streaming: bool = True) -> dict[str, float]:
+    """Estimated large allocations (description -> bytes) of simulating ``cfg``, from the
+    config alone (shapes, scan size, batch, precision), before anything is allocated.
+
+    ``streaming``: frames go to the output file batch by batch (``xrayflow simulate``),
+    otherwise they are held in memory (:func:`xrayflow.simulate.simulate`). Unknown
+    (plugin) modalities give ``{}``. The factors were measured with ``tracemalloc`` on the
+    example configs (the estimate is 1-2x the measured peak).
+    """
+    mod = cfg["modality"]
+    c = 16 if cfg["precision"] == "double" else 8  # complex itemsize
+    modes = int(cfg["probe"]["modes"])
+    sh = cfg["phantom"]["shape"]
+    per_voxel = _PHANTOM_BYTES.get(cfg["phantom"]["type"], _PHANTOM_BYTES_DEFAULT)
+    if mod in ("ptycho2d", "multislice_ptycho", "ptychotomo"):
+        geo = far_field_geometry(cfg)
+        n = geo.shape
+        b = geo.binning
+        rng = rng_streams(np.random.default_rng(int(cfg["seed"])), ("phantom", "probe", "scan"))
+        positions = make_scan(cfg, rng["scan"])
+        ny, nx = lateral_shape(cfg, positions, float(geo.object_pixel[1]), n)
+        tomo = mod == "ptychotomo"
+        nz = int(sh[0]) if sh[0] is not None else (nx if tomo else 16)
+        n_slices = 1 if mod == "ptycho2d" else min(nz, int(cfg["multislice"]["n_slices"]))
+        n_pos = len(positions)
+        n_frames = n_pos * (int(cfg["scan"]["rotation"]["n_angles"]) if tomo else 1)
+        batch = min(int(cfg["batch_size"]), n_pos)
+        parts = {
+            f"phantom ({nz}, {ny}, {nx})": _nbytes(nz, ny, nx, itemsize=per_voxel),
+            f"{n_slices} slices (delta, beta, transmission, truth)": _nbytes(
+                n_slices, ny, nx, itemsize=24 + 2 * c
+            ),
+            f"probe {modes} modes": _nbytes(modes, *n, itemsize=16 * 4 + 2 * c),
+            f"{n_frames} positions": _nbytes(n_frames, itemsize=80),
+            f"batch of {batch} frames (wavefields, detector)": _nbytes(
+                batch, *n, itemsize=64 + 2 * c
+            ),
+        }
+        if tomo:
+            parts["rotated volumes"] = _nbytes(nz, ny, nx, itemsize=40)
+        if not streaming:
+            parts[f"{n_frames} frames held in memory"] = _nbytes(
+                n_frames, n[0] // b, n[1] // b, itemsize=6
+            )
+        return parts
+    if mod == "holography":
+        n = tuple(int(s) for s in pair(cfg["geometry"]["shape"]))
+        nz = int(sh[0] or 16)
+        n_dist = len(cfg["holography"]["distances"])
+        n_slices = min(nz, int(cfg["multislice"]["n_slices"]))
+        return {
+            f"phantom ({nz}, {n[0]}, {n[1]})": _nbytes(nz, *n, itemsize=per_voxel),
+            f"{n_slices} slices": _nbytes(n_slices, *n, itemsize=24 + 3 * c),
+            "illumination and exit waves": _nbytes(modes, *n, itemsize=32 + 4 * c),
+            f"{n_dist} frames (propagation, detector)": _nbytes(n_dist, *n, itemsize=72 + 2 * c),
+        }
+    if mod == "bragg_cdi":
+        ny, nx = (int(s) for s in pair(cfg["geometry"]["shape"]))
+        os_ = int(cfg["bragg"]["oversampling"])
+        nz = int(sh[0]) if sh[0] is not None else min(ny, nx) // os_
+        cz = nz
+        cy = int(sh[1]) if sh[1] is not None else ny // os_
+        cx = int(sh[2]) if sh[2] is not None else nx // os_
+        return {
+            f"crystal ({cz}, {cy}, {cx}) and strain": _nbytes(cz, cy, cx, itemsize=per_voxel + 100),
+            f"3D far field ({nz * os_}, {ny}, {nx})": _nbytes(
+                nz * os_, ny, nx, itemsize=96 + 2 * c
+            ),
+        }
+    return {}

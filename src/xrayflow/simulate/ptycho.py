@@ -9,7 +9,10 @@ Pipeline (all physics from :mod:`xrayflow.optics`, :mod:`xrayflow.illumination`,
 4. δ/β volume -> ``S`` slabs -> transmissions ``exp(−ikΔz(δ − iβ))`` (``S = 1`` for
    ``ptycho2d``: the projection approximation);
 5. multislice exit waves -> ``Σ_m |F ψ_m|²`` (unitary FFT: Σ I = Σ|exit wave|²);
-6. detector: Poisson, saturation, mask, binning; frames stored centred.
+6. detector: Poisson, saturation, mask, binning; frames stored centred (``fftshift`` per
+   batch). Under ``xrayflow simulate`` (:func:`xrayflow.simulate.run`) each batch goes
+   straight into the output file (:func:`common.frame_buffer`), so memory does not grow
+   with the number of positions; the frames are bit-identical to the in-memory path.
 
 ``ptychotomo`` repeats 4-6 for each rotation angle after rotating the δ and β volumes about
 the y axis with ``scipy.ndimage.rotate(vol, degrees(angle), axes=(0, 2), reshape=False,
@@ -37,6 +40,7 @@ def _setup(cfg, rng, backend, default_nz=None):
     )
     photon_kind = C.photon_scaling(cfg)  # noqa: F841 - validates the noise section early
     probe = C.make_probe(cfg, geo.shape, voxel, geo.wavelength, s["probe"])
+    C.check_far_field(cfg, geo, probe, C.probe_size_key(cfg))
     positions = C.make_scan(cfg, s["scan"])
     ny, nx = C.lateral_shape(cfg, positions, voxel, geo.shape)
     nz = cfg["phantom"]["shape"][0]
@@ -69,10 +73,8 @@ def _frames(cfg, geo) -> tuple[int, int]:
     return geo.shape[0] // b, geo.shape[1] // b
 
 
-def _finish(
-    cfg, geo, data_uncentred, detector, positions, truth, modality, angles=None, extra_attrs=None
-):
-    data = np.fft.fftshift(data_uncentred, axes=(-2, -1))
+def _finish(cfg, geo, data, detector, positions, truth, modality, angles=None, extra_attrs=None):
+    """Package the frames (already centred by ``batched_intensities``, possibly streamed)."""
     attrs = {
         "modality": modality,
         "object_pixel_size": float(truth["pixel_size"]),
@@ -111,8 +113,8 @@ def _run_slices(cfg, rng, backend, modality, force_single):
     trans = C.transmission(d_s, b_s, th, geo.wavelength, backend)
     model = _model(cfg, trans, probe, th[:-1], geo, voxel, backend, geo.shape[0])
     detector = C.make_detector(cfg, geo)
-    out = np.empty((len(corners), *_frames(cfg, geo)), dtype=np.float32)
-    C.batched_intensities(cfg, model, corners, detector, s["noise"], out)
+    out = C.frame_buffer(cfg, len(corners), _frames(cfg, geo))
+    C.batched_intensities(cfg, model, corners, detector, s["noise"], out, centre=True)
     trans_np = backend.to_numpy(trans)
     truth = {
         "object": trans_np[0] if n_sl == 1 else trans_np,
@@ -181,7 +183,7 @@ def ptychotomo(config: dict, rng, backend) -> DiffractionData:
     C.check_slices(cfg, th, voxel, geo.wavelength, geo.shape[0], key=key)
     detector = C.make_detector(cfg, geo)
     P = len(corners)
-    out = np.empty((len(angles) * P, *_frames(cfg, geo)), dtype=np.float32)
+    out = C.frame_buffer(cfg, len(angles) * P, _frames(cfg, geo))
     d_dev = backend.asarray(delta.astype(np.float32))
     b_dev = backend.asarray(beta.astype(np.float32))
     for a, ang in enumerate(angles):
@@ -190,7 +192,9 @@ def ptychotomo(config: dict, rng, backend) -> DiffractionData:
         d_s, b_s, th = C.slabs(d_r, b_r, n_sl, voxel)
         trans = C.transmission(d_s, b_s, th, geo.wavelength, backend)
         model = _model(cfg, trans, probe, th[:-1], geo, voxel, backend, geo.shape[0])
-        C.batched_intensities(cfg, model, corners, detector, s["noise"], out, offset=a * P)
+        C.batched_intensities(
+            cfg, model, corners, detector, s["noise"], out, offset=a * P, centre=True
+        )
     truth = {
         "delta": delta.astype(np.float32),
         "beta": beta.astype(np.float32),
