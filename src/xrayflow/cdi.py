@@ -557,6 +557,8 @@ def _read_volume(data_path):
             f"fft_ndim {fft_ndim}; expected fft_ndim 3, as written by the bragg_cdi modality)"
         )
     mask = None if d.mask is None else np.broadcast_to(np.asarray(d.mask, bool), d.data.shape)
+    if not (d.data if mask is None else d.data[mask]).any():
+        raise DataError(f"{str(path)!r}: the 3D pattern is zero everywhere (no counts to fit)")
     return d.data, bool(d.centred), mask, d
 
 

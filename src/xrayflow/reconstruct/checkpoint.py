@@ -81,6 +81,27 @@ def save_checkpoint(
             _put(gx, k, v)
 
 
+def is_checkpoint(path) -> bool:
+    """True when ``path`` is a readable file written by :func:`save_checkpoint`."""
+    return read_inputs(path) is not None
+
+
+def read_inputs(path) -> tuple[dict, dict] | None:
+    """The config and the ``extra`` attributes (input fingerprints) a checkpoint was written
+    with, without reading its arrays; None when it is unreadable or not a checkpoint."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                return None
+            config = json.loads(f.attrs["config"])
+            extra = {
+                k: v.decode() if isinstance(v, bytes) else v for k, v in f["extra"].attrs.items()
+            }
+    except (OSError, KeyError, ValueError):
+        return None
+    return config, extra
+
+
 def load_checkpoint(path) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint` (numpy arrays)."""
     p = Path(path)

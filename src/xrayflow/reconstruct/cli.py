@@ -50,6 +50,7 @@ def _run(args, comm) -> int:
     if args.out is None:
         raise ConfigError("reconstruct: --out is required")
     cfg = load_config(args.config, "reconstruct", getattr(args, "overrides", []) or [])
+    _check_before_work(cfg, args, comm)
     if cfg["model"]["type"] == "bragg_cdi":
         return _run_bragg_cdi(cfg, args, comm)
     res = reconstruct(cfg, args.data, args.out, resume=bool(args.resume), comm=comm)
@@ -69,6 +70,50 @@ def _run(args, comm) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _check_before_work(cfg: dict, args, comm) -> None:
+    """Refuse, before reading any data: outputs that would destroy an input or cannot be
+    written (:func:`xrayflow.io.outputs.check_outputs`, rank 0) and an unavailable
+    ``run.device``."""
+    from xrayflow.backend import BackendError, get_backend  # noqa: PLC0415
+    from xrayflow.reconstruct.run import check_config, default_checkpoint_path  # noqa: PLC0415
+
+    if comm.is_root:
+        from xrayflow.io.outputs import check_outputs  # noqa: PLC0415
+
+        outputs = {"--out": args.out}
+        if cfg["model"]["type"] != "bragg_cdi" and str(args.out).strip():
+            label = "run.checkpoint_path" if cfg["run"]["checkpoint_path"] else "checkpoint"
+            outputs[label] = default_checkpoint_path(cfg, args.out)
+        checked = check_outputs(
+            outputs,
+            {
+                "--data": args.data,
+                "--config": args.config,
+                "model.network": cfg["model"]["network"],
+            },
+        )
+        _check_checkpoint_path(checked)
+    check_config(cfg)
+    try:
+        get_backend(cfg["run"]["device"], cfg["run"]["precision"])
+    except BackendError as exc:
+        raise BackendError(f"run.device: {exc}") from None
+
+
+def _check_checkpoint_path(checked: dict) -> None:
+    """The run overwrites and finally removes its checkpoint: refuse a path that holds some
+    other file (a result, a data file) instead of destroying it."""
+    from xrayflow.errors import OutputError  # noqa: PLC0415
+    from xrayflow.reconstruct.checkpoint import is_checkpoint  # noqa: PLC0415
+
+    for label, path in checked.items():
+        if label != "--out" and path.is_file() and not is_checkpoint(path):
+            raise OutputError(
+                f"{label} {str(path)!r} exists and is not an xrayflow reconstruction "
+                "checkpoint; refusing to overwrite it (remove it or choose another path)"
+            )
 
 
 def _run_bragg_cdi(cfg: dict, args, comm) -> int:

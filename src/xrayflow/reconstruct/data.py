@@ -145,6 +145,8 @@ def load_data(path, cfg: dict, comm: Comm | None = None) -> ReconData:
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file {p} does not exist")
+    if not p.is_file():
+        raise DataError(f"data file {p} is a directory or not a regular file; give a CXI file")
     fmt = cfg["data"]["format"]
     if fmt == "auto":
         fmt = "npz" if (p.name.endswith(".npz") or p.name.endswith(".npz.bz2")) else "cxi"
@@ -180,7 +182,13 @@ def _read_npz(p: Path, cfg: dict, comm: Comm) -> ReconData:
         )
     centred = bool(cfg["data"]["centred"]) if cfg["data"]["centred"] is not None else False
     idx, starts, local = _plan(cfg, data.shape[0], None, comm)
+    if data.dtype.kind not in "iuf":  # before the cast, which would drop imaginary parts
+        what = "complex values" if data.dtype.kind == "c" else f"values of dtype {data.dtype}"
+        raise DataError(f"{p}: array {keys['data']!r} holds {what}; counts must be real numbers")
     data = np.asarray(data[idx[local]], dtype=np.float32)
+    from xrayflow.io.cxi import _check_frames  # noqa: PLC0415
+
+    _check_frames(data, idx[local], f"{p}: array {keys['data']!r}")
     if centred:
         data = np.fft.ifftshift(data, axes=(-2, -1))
     pix = 1.0 if g["units"] == "pixels" else float(g["object_pixel_size"])
@@ -325,11 +333,7 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
     share one grid); then keep the frames of ``rd.indices``; consistency checks; the
     saturation mask and per-frame totals from every rank's frames."""
     g, m = cfg["geometry"], cfg["model"]
-    data = rd.intensities
-    if not np.all(np.isfinite(data)):
-        raise DataError(f"{p}: patterns contain NaN or infinite values")
-    if (data < 0).any():
-        raise DataError(f"{p}: patterns contain negative counts")
+    data = rd.intensities  # counts checked when read: real, finite, >= 0
     if data.shape[-1] != data.shape[-2] and m["type"] != "holography":
         raise DataError(f"{p}: patterns must be square, got {data.shape[-2:]}")
     if rd.probe is not None:
@@ -343,11 +347,23 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
             )
         rd.probe = pr
     sat = cfg["data"]["mask_saturated_above"]
+    if not rd.mask.any():
+        raise DataError(f"{p}: the detector mask marks every pixel as bad (nothing to fit)")
     if sat is not None:
         hot = np.any(comm.allgather((data >= sat).any(axis=0)), axis=0)
         rd.mask = rd.mask & ~hot
+        if not rd.mask.any():
+            raise ConfigError(
+                f"data.mask_saturated_above: {sat:g} counts masks every detector pixel of "
+                f"{p} (some frame reaches it everywhere); raise it or set it to null"
+            )
     mine = data.reshape(data.shape[0], -1)[:, rd.mask.ravel()].sum(axis=1, dtype=np.float64)
     rd.frame_totals = np.concatenate(comm.allgather(mine))
+    if rd.frame_totals.size and not rd.frame_totals.any():
+        raise DataError(
+            f"{p}: all {rd.frame_totals.size} frames are zero over the good detector pixels "
+            "(no counts to fit)"
+        )
     c = np.asarray(rd.corners, np.float64)
     if g["flip_positions"]:
         c = c[:, ::-1]
@@ -370,6 +386,8 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
             )
         _take(rd)
         return
+    if osh is None:
+        _check_outliers(c, n, rd, p)
     if g["position_reference"] == "centre":
         if osh is None:
             # centre-relative: corner = centre + pos - n/2, with the grid sized to fit
@@ -400,6 +418,32 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
     rd.corners = corners
     rd.object_shape = osh
     _take(rd)
+
+
+OUTLIER_FACTOR = 10.0
+
+
+def _check_outliers(c: np.ndarray, n: np.ndarray, rd: ReconData, p) -> None:
+    """Refuse scan positions far outside the scanned cluster before they size the object
+    grid: a position farther from the median than :data:`OUTLIER_FACTOR` times (the
+    cluster's extent + the frame size). The extent is the 75th percentile of the distances
+    to the median (robust to a few outliers); needs at least 5 positions."""
+    if c.shape[0] < 5:
+        return
+    d = np.abs(c - np.median(c, axis=0)).max(axis=1)  # px, per frame (all frames of the file)
+    extent = float(np.quantile(d, 0.75))
+    bad = np.flatnonzero(d > OUTLIER_FACTOR * (extent + float(n.max())))
+    if bad.size:
+        k = int(bad[np.argmax(d[bad])])
+        unit = "px" if rd.units == "pixels" else "m"
+        pix = 1.0 if rd.units == "pixels" else float(rd.pixel_size)
+        raise DataError(
+            f"{p}: the scan position of frame {k} lies {d[k] * pix:.3g} {unit} from the median "
+            f"position, {d[k] / max(extent, 1e-9):.0f} x the extent of the scan "
+            f"({extent * pix:.3g} {unit}); {bad.size} such outlier(s) (frames "
+            f"{bad[:5].tolist()}) would make a huge object grid. Fix the positions or set "
+            "model.object_shape"
+        )
 
 
 def _take(rd: ReconData) -> None:

@@ -20,6 +20,7 @@ same on every rank.
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xrayflow import ad
-from xrayflow.backend import get_backend, to_numpy
+from xrayflow.backend import BackendError, get_backend, to_numpy
 from xrayflow.errors import ConfigError, DataError, XrayflowError
 from xrayflow.models.holography import HolographyModel
 from xrayflow.models.ptychography import PtychoModel, loss_target, split_positions
@@ -264,6 +265,16 @@ def _quiet(_msg: str) -> None:
     """Log of the ranks other than 0."""
 
 
+def _changed_keys(a, b, prefix: str = "") -> list:
+    """Dotted keys whose values differ between two nested dicts."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return [] if a == b else [prefix.rstrip(".") or "config"]
+    out = []
+    for k in sorted(set(a) | set(b)):
+        out += _changed_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+    return out
+
+
 def _config_core(cfg) -> dict:
     c = copy.deepcopy(cfg)
     c.pop("run", None)
@@ -279,16 +290,28 @@ class Reconstructor:
     logs and writes checkpoints."""
 
     def __init__(
-        self, cfg: dict, data: ReconData, checkpoint_path=None, log=None, comm: Comm | None = None
+        self,
+        cfg: dict,
+        data: ReconData,
+        checkpoint_path=None,
+        log=None,
+        comm: Comm | None = None,
+        fingerprint: dict | None = None,
     ):
         self.cfg = cfg
+        # what determines the result (run.input_fingerprint): written into checkpoints; a
+        # checkpoint with another one is not resumed. None: only the config is compared.
+        self.fingerprint = fingerprint
         self.data = data
         self.comm = comm or get_comm()
         if not self.comm.is_root:
             log = _quiet
         self.log = log if log is not None else (lambda s: print(s, file=sys.stderr, flush=True))
         r = cfg["run"]
-        self.backend = get_backend(r["device"], r["precision"])
+        try:
+            self.backend = get_backend(r["device"], r["precision"])
+        except BackendError as exc:
+            raise BackendError(f"run.device: {exc}") from None
         be = self.backend
         if be.is_gpu and self.comm.size > 1:
             self.comm.select_gpu()  # GPU = node-local rank mod GPUs, before any allocation
@@ -360,6 +383,7 @@ class Reconstructor:
                 rng_state=ckpt.rng_state(self.rng),
                 history=self.history,
                 config=_config_core(self.cfg),
+                extra=self.fingerprint,
             )
 
         write_on_root(path, write, self.comm)
@@ -390,6 +414,32 @@ class Reconstructor:
         self.rng = ckpt.restore_rng(c["rng_state"])
         self.history = {k: list(v) for k, v in c["history"].items()}
         self.iteration = c["iteration"]
+
+    def _stale_reason(self, path) -> str | None:
+        """Why the checkpoint at ``path`` must not be resumed (other config or data), or
+        None. Decided on rank 0 (which alone reads it here) and broadcast. Without a
+        fingerprint (library use) nothing is stale: :meth:`restore` compares the config."""
+        from pathlib import Path  # noqa: PLC0415
+
+        why = None
+        if self.comm.is_root and self.fingerprint is not None and Path(path).exists():
+            written = ckpt.read_inputs(path)
+            config, old = written if written is not None else (None, None)
+            core = json.loads(json.dumps(_config_core(self.cfg), default=str))
+            if old is None:
+                why = "it is unreadable or not an xrayflow checkpoint"
+            elif old.get("fingerprint") == self.fingerprint["fingerprint"]:
+                why = None
+            elif config != core:
+                diff = _changed_keys(config, core)
+                why = "configuration changed" + (": " + ", ".join(diff[:3]) if diff else "")
+            elif old.get("fingerprint") is None:
+                why = "it records no input fingerprint (older xrayflow)"
+            elif old.get("data_fingerprint") != self.fingerprint["data_fingerprint"]:
+                why = "data file changed"
+            else:
+                why = "it records another input fingerprint"
+        return self.comm.bcast(why)
 
     # -- one block of a batch -------------------------------------------------------------
     def _block_loss(self, tensors, frames, pos_active):
@@ -461,15 +511,47 @@ class Reconstructor:
         grads = ad.backward(reg, targets=[t[n] for n in active]) if active else []
         return float(reg.data), dict(zip(active, grads, strict=True))
 
+    def _nan_causes(self) -> str:
+        """Likely causes of a NaN/inf, for the DivergenceError message."""
+        d, o = self.data, self.cfg["optimizer"]
+        causes = []
+        totals = np.asarray(d.frame_totals, np.float64)
+        if not d.mask.any():
+            causes.append("every detector pixel is masked")
+        elif totals.size and not totals.any():
+            causes.append("all frames are zero over the good pixels")
+        elif totals.size and not totals.all():
+            first = int(d.indices[np.flatnonzero(totals == 0)[0]])
+            causes.append(
+                f"{int((totals == 0).sum())} frame(s) without counts (first: frame {first})"
+            )
+        sat = self.cfg["data"]["mask_saturated_above"]
+        if sat is not None and sat <= 0:
+            causes.append(f"data.mask_saturated_above = {sat} masks every pixel")
+        for n in [*self.names, "positions"]:
+            lr = o[n]["lr"] if isinstance(o.get(n), dict) else None
+            if lr is not None and (not np.isfinite(lr) or lr > 1e3):
+                causes.append(f"optimizer.{n}.lr = {lr:g} is not a usable step")
+        if not causes:
+            causes.append(
+                "too large a step: lower the learning rates (optimizer.<param>.lr) or use "
+                "optimizer.step_rule: backtracking"
+            )
+        return "likely cause: " + "; ".join(causes)
+
     def _check_finite(self, what_loss, it):
         xp = self.backend.xp
+        bad = None
         for k, v in self.params.items():
             if not bool(xp.isfinite(v).all()):
-                raise DivergenceError(f"NaN/inf in parameter {k!r} at iteration {it + 1}")
-        if not np.all(np.isfinite(self.positions)):
-            raise DivergenceError(f"NaN/inf in parameter 'positions' at iteration {it + 1}")
-        if not np.isfinite(what_loss):
-            raise DivergenceError(f"loss is NaN/inf at iteration {it + 1}")
+                bad = f"NaN/inf in parameter {k!r} at iteration {it + 1}"
+                break
+        if bad is None and not np.all(np.isfinite(self.positions)):
+            bad = f"NaN/inf in parameter 'positions' at iteration {it + 1}"
+        if bad is None and not np.isfinite(what_loss):
+            bad = f"loss is NaN/inf at iteration {it + 1}"
+        if bad is not None:
+            raise DivergenceError(f"{bad}; {self._nan_causes()}")
 
     def _preconditioners(self, idx, sums):
         """Object: f (illumination + a max); probe: f (object power + a max); none for
@@ -620,7 +702,13 @@ class Reconstructor:
         if resume and self.checkpoint_path is not None:
             from pathlib import Path  # noqa: PLC0415
 
-            if Path(self.checkpoint_path).exists():
+            stale = self._stale_reason(self.checkpoint_path)
+            if stale:
+                self.log(
+                    f"reconstruct: checkpoint {self.checkpoint_path} was written for other "
+                    f"inputs ({stale}); starting from scratch"
+                )
+            elif Path(self.checkpoint_path).exists():
                 self.restore(self.checkpoint_path)
                 self.log(
                     f"reconstruct: resumed from {self.checkpoint_path} at iteration "

@@ -38,14 +38,94 @@ from pathlib import Path
 
 import numpy as np
 
+from xrayflow.errors import ConfigError
+from xrayflow.optics.constants import xray_energy_problem
 from xrayflow.parallel import Comm, get_comm, write_on_root
-from xrayflow.reconstruct.data import load_data
-from xrayflow.reconstruct.engine import Reconstructor, slice_spacing
+from xrayflow.reconstruct.data import ReconData, load_data
+from xrayflow.reconstruct.engine import Reconstructor, _config_core, slice_spacing
 
 
 def default_checkpoint_path(cfg, out_path) -> Path:
     p = cfg["run"]["checkpoint_path"]
     return Path(p) if p else Path(str(out_path) + ".ckpt.h5")
+
+
+def check_config(cfg: dict) -> None:
+    """Values the schema cannot express, refused before any data are read (ConfigError
+    naming the key): non-finite learning rates, a saturation threshold that masks every
+    pixel."""
+    for name, sub in cfg["optimizer"].items():
+        if isinstance(sub, dict) and "lr" in sub and not np.isfinite(float(sub["lr"])):
+            raise ConfigError(f"optimizer.{name}.lr: must be a finite number, got {sub['lr']!r}")
+    e = cfg["geometry"]["energy_ev"]
+    problem = xray_energy_problem(e) if e is not None else None
+    if problem:
+        raise ConfigError(f"geometry.energy_ev: {problem}")
+    sat = cfg["data"]["mask_saturated_above"]
+    if sat is not None and not (np.isfinite(sat) and sat > 0):
+        raise ConfigError(
+            f"data.mask_saturated_above: {sat!r} would mask every pixel (counts are >= 0); "
+            "give the detector's saturation level in counts (> 0) or null"
+        )
+
+
+def memory_parts(cfg: dict, data: ReconData) -> dict:
+    """Estimated peak allocations (bytes) of this rank's reconstruction, by name."""
+    m, o, r = cfg["model"], cfg["optimizer"], cfg["run"]
+    double = r["precision"] == "double"
+    creal, ccplx = (8, 16) if double else (4, 8)
+    ny, nx = (int(v) for v in data.frame_shape)
+    Ny, Nx = (int(v) for v in data.object_shape)
+    S, M = int(m["n_slices"]), int(m["probe_modes"])
+    # parameter + gradient + summed gradient, and the optimizer's state (Adam: 2 moments;
+    # sgd with bb/backtracking: the previous iterate and gradient)
+    copies = 3 + (2 if o["method"] == "adam" or o["step_rule"] != "fixed" else 0)
+    if m["type"] == "ptychotomo":
+        Z = int(m["volume_depth"] or data.volume_depth or Nx)
+        obj_name, obj = f"volume delta+beta ({Z}, {Ny}, {Nx})", 2 * Z * Ny * Nx * creal
+    elif m["object_param"] == "delta_beta":
+        obj_name, obj = f"object delta+beta ({S}, {Ny}, {Nx})", 2 * S * Ny * Nx * creal
+    else:
+        obj_name, obj = f"object ({S}, {Ny}, {Nx}) complex", S * Ny * Nx * ccplx
+    n_local = int(data.local.size)
+    batch = max(1, min(int(o["batch_size"]), n_local or 1))
+    return {
+        f"{obj_name} x{copies} (parameter, gradients, optimizer state)": float(obj * copies),
+        "illumination on the object grid": float(2 * Ny * Nx * creal),
+        f"probe ({M}, {ny}, {nx}) x{copies}": float(M * ny * nx * ccplx * copies),
+        # per slice: incident and exit wave, far field, kept for the backward pass
+        f"wavefields of a batch ({batch} frames x {M} modes x {S} slices)": float(
+            4 * batch * M * (S + 1) * ny * nx * ccplx
+        ),
+        f"frames held by this rank ({n_local}, {ny}, {nx})": float(
+            n_local * ny * nx * (creal + (8 if cfg["loss"]["type"] == "poisson" else 0))
+        ),
+    }
+
+
+def check_reconstruct_memory(cfg: dict, data: ReconData) -> float:
+    """Refuse (ResourceError) a run whose estimated peak memory does not fit."""
+    from xrayflow.memory import check_memory  # noqa: PLC0415
+
+    return check_memory(
+        memory_parts(cfg, data),
+        "reconstruct (per rank)",
+        limit_gb=cfg["run"]["max_memory_gb"],
+        key="run.max_memory_gb",
+    )
+
+
+def input_fingerprint(cfg: dict, data_path) -> dict:
+    """What determines the result: the config without ``run.*`` and
+    ``optimizer.iterations``, and the data file's content (see
+    :mod:`xrayflow.io.fingerprint`). ``fingerprint`` is their joint digest."""
+    from xrayflow.io.fingerprint import file_fingerprint, run_fingerprint  # noqa: PLC0415
+
+    data_fp = file_fingerprint(data_path)  # the file is read once
+    return {
+        "fingerprint": run_fingerprint({"config": _config_core(cfg), "data": data_fp}, {}),
+        "data_fingerprint": data_fp,
+    }
 
 
 def transmission_from(params, model) -> np.ndarray:
@@ -117,9 +197,14 @@ def reconstruct(
     from xrayflow.io.hdf5 import write_h5  # noqa: PLC0415
 
     comm = comm or get_comm()
+    check_config(cfg)
     data = load_data(data_path, cfg, comm)
+    check_reconstruct_memory(cfg, data)
     ck = default_checkpoint_path(cfg, out_path)
-    rec = Reconstructor(cfg, data, checkpoint_path=ck, log=log, comm=comm)
+    fp = input_fingerprint(cfg, data_path) if comm.is_root else None
+    rec = Reconstructor(
+        cfg, data, checkpoint_path=ck, log=log, comm=comm, fingerprint=comm.bcast(fp)
+    )
     rec.log(
         f"reconstruct: {comm.size} rank(s), transport {rec.transport}, "
         f"{len(data.chunk_starts)} blocks of frames (run.block_frames: "
@@ -131,4 +216,6 @@ def reconstruct(
         return res
     tree, attrs = result_tree(cfg, data, rec, res)
     write_on_root(out_path, lambda tmp: write_h5(tmp, tree, attrs=attrs), comm)
+    if comm.is_root:  # a finished run's checkpoint could only be resumed into itself
+        Path(ck).unlink(missing_ok=True)
     return res
