@@ -9,12 +9,20 @@ Three modes, one config (``schemas/train.schema.json``):
 Generation parallelises over shards (mpiexec -n N, multiprocessing or dask); training is
 data-parallel under mpiexec/srun (torch.distributed, gloo on CPU, NCCL on GPU) with the same
 global batch for any rank count.
+
+Before any computation each mode checks its outputs against its inputs
+(:func:`xrayflow.io.outputs.check_outputs`: an output that is an input, a directory or
+device, in a missing or unwritable directory, or empty is refused with exit status 2), and
+refuses non-finite config numbers. ``--resume`` without a checkpoint, or with one written
+for another config or other shards, starts fresh with a one-line notice.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from pathlib import Path
 
 from xrayflow.errors import ConfigError
 
@@ -52,20 +60,48 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _check_finite(node, key: str = "train") -> None:
+    """ConfigError naming the key of any inf (or NaN) number in the config."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_finite(v, f"{key}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_finite(v, f"{key}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{key}: {node} is not a finite number")
+
+
+def _data_inputs(data) -> dict[str, Path]:
+    """The files a training run reads from --data, labelled for messages."""
+    from xrayflow.train.loop import data_files  # noqa: PLC0415
+
+    files = data_files(data)
+    if len(files) == 1:
+        return {"--data": next(iter(files.values()))}
+    return {f"--data ({label})": path for label, path in files.items()}
+
+
 def run(args) -> int:
     from xrayflow.config import load_config  # noqa: PLC0415
+    from xrayflow.io.outputs import check_outputs  # noqa: PLC0415
 
     overrides = list(getattr(args, "overrides", None) or getattr(args, "set", None) or [])
     if args.infer:
-        if not (args.model and args.data and args.out):
+        if not (args.model and args.data and args.out is not None):
             raise ConfigError("train --infer needs --model, --data and --out")
-        from xrayflow.train.infer import infer  # noqa: PLC0415
-
         cfg = (
             load_config(args.config, "train", overrides)
             if args.config
             else load_config({}, "train", overrides)
         )
+        _check_finite(cfg)
+        check_outputs(
+            {"--out": args.out},
+            {"--model": args.model, "--data": args.data, "--config": args.config},
+        )
+        from xrayflow.train.infer import infer  # noqa: PLC0415
+
         s = infer(
             args.model,
             args.data,
@@ -73,13 +109,16 @@ def run(args) -> int:
             batch=int(cfg["infer"]["batch"]),
             device=cfg["infer"]["device"],
             log=_log,
+            max_memory_gb=cfg["infer"].get("max_memory_gb"),
         )
         print(f"{s['n_patterns']} patterns, {s['time_per_pattern_s'] * 1e3:.4f} ms/pattern")
         return 0
-    if not args.out:
+    if args.out is None:
         raise ConfigError("train: --out is required")
     cfg = load_config(args.config, "train", overrides)
+    _check_finite(cfg)
     if args.generate:
+        check_outputs({"--out": args.out}, {"--config": args.config}, dirs=("--out",))
         from xrayflow.train.distributed import env_rank_size  # noqa: PLC0415
         from xrayflow.train.generate import generate  # noqa: PLC0415
 
@@ -89,6 +128,15 @@ def run(args) -> int:
         return 0
     if not args.data:
         raise ConfigError("train: --data SHARDS is required (or use --generate / --infer)")
+    out = str(args.out)
+    check_outputs(
+        {
+            "--out": out,
+            "checkpoint": out + ".ckpt" if out.strip() else None,
+            "metrics file": out + ".metrics.jsonl" if out.strip() else None,
+        },
+        {"--config": args.config, **_data_inputs(args.data)},
+    )
     from xrayflow.train.distributed import env_rank_size  # noqa: PLC0415
     from xrayflow.train.loop import train  # noqa: PLC0415
 

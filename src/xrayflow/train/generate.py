@@ -24,6 +24,11 @@ shards r, r+W, …; launched with mpiexec), ``dask`` (if installed), ``multiproc
 ``serial``; ``auto`` = mpi under an MPI launch with >1 ranks, else dask (if installed) or
 multiprocessing when ``workers`` > 1, else serial. Existing complete shards with the same
 config are kept (restartable). A ``manifest.json`` lists the shards.
+
+Memory guard: the peak memory of one task (the random object or crystal box, one chunk of
+patterns and its FFT intermediates) times the tasks running at once on this node is
+estimated from the config and checked (:func:`xrayflow.memory.check_memory`, limit
+``data.max_memory_gb``) before anything is generated.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from scipy import ndimage
 from xrayflow.backend import get_backend
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.io.atomic import atomic_write_text
+from xrayflow.memory import check_memory
 from xrayflow.train.shards import ShardWriter, shard_info
 
 __all__ = [
@@ -209,7 +215,11 @@ def _config_hash(config: dict) -> str:
 
     keep = {
         "seed": config.get("seed", 0),
-        "data": {k: v for k, v in config["data"].items() if k not in ("parallel", "workers")},
+        "data": {
+            k: v
+            for k, v in config["data"].items()
+            if k not in ("parallel", "workers", "max_memory_gb")
+        },
     }
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -349,6 +359,28 @@ def _mpi_comm():
     return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
 
 
+def task_memory(config: dict) -> dict[str, float]:
+    """Estimated peak bytes of one generation task (one shard being written), by part."""
+    d = config["data"]
+    rows = max(1, min(int(d.get("chunk_rows", 32)), int(d.get("samples_per_shard", 1))))
+    if d.get("kind", "ptycho2d") == "bragg_cdi3d":
+        c = d.get("bragg_cdi3d", {})
+        m = float(c.get("size", 32))
+        n = m * int(c.get("oversampling", 2))
+        return {
+            f"{rows} padded crystals and their FFT ({int(n)}^3 complex128)": 16.0 * 3 * rows * n**3,
+            f"{rows} patterns, counts and amplitudes ({int(n)}^3 float64)": 8.0 * 4 * rows * n**3,
+            f"{rows} supports and phases ({int(m)}^3)": 8.0 * 6 * rows * m**3,
+        }
+    p = d.get("ptycho2d", {})
+    size = float(p.get("size", 64))
+    osz = float(p.get("object_size", 4 * size))
+    return {
+        f"random object ({int(osz)}^2, float64 intermediates)": 8.0 * 10 * osz**2,
+        f"{rows} patches and patterns ({int(size)}^2)": 8.0 * 10 * rows * size**2,
+    }
+
+
 def generate(
     config: dict, out_dir, parallel: str | None = None, workers: int | None = None, log=print
 ) -> dict:
@@ -360,7 +392,6 @@ def generate(
     """
     d = config["data"]
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     n_shards = int(d["n_shards"])
     mode = parallel or d.get("parallel", "auto")
     nw = workers if workers is not None else int(d.get("workers", 0))
@@ -377,6 +408,12 @@ def generate(
             mode = "dask" if importlib.util.find_spec("dask") else "multiprocessing"
         else:
             mode = "serial"
+    at_once = 1 if mode in ("serial", "mpi") else max(1, min(nw, n_shards))
+    parts = task_memory(config)
+    if at_once > 1:
+        parts = {f"{k} x {at_once} workers": v * at_once for k, v in parts.items()}
+    check_memory(parts, "train --generate", d.get("max_memory_gb"), key="data.max_memory_gb")
+    out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(config, i, out_dir) for i in range(n_shards)]
     rank = 0
     if mode == "mpi":

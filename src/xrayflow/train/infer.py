@@ -11,6 +11,12 @@ Output (written atomically): ``amplitude`` and ``phase`` (2D models) or ``suppor
 ``phase`` (3D models), float32, chunked by batch; root attrs ``model`` (path),
 ``n_patterns``, ``time_per_pattern_s`` (network forward incl. host↔device copies, excluding
 file I/O), ``total_time_s``, ``device``, ``config`` and ``provenance`` (JSON strings).
+
+Checks before and while reading (:class:`~xrayflow.errors.DataError` naming the file, the
+dataset and the first bad pattern): a file that is not HDF5 or is truncated, an HDF5 file
+with neither a shard's ``inputs`` nor CXI data, complex data, NaN/inf or negative values,
+a model file that is not a complete xrayflow model. The memory of a batch (input,
+activations, outputs) is estimated and checked before the first one (``infer.max_memory_gb``).
 """
 
 from __future__ import annotations
@@ -25,36 +31,107 @@ import torch
 
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
+from xrayflow.memory import check_memory
 from xrayflow.train.loop import _provenance, load_model
+from xrayflow.train.networks import activation_bytes, count_parameters
+from xrayflow.train.shards import check_block
 
 __all__ = ["infer"]
 
 
-def _blocks(path: Path, batch: int):
-    """Yield (n_total, block of sqrt-count patterns, centred) blocks from a shard or CXI file."""
-    with h5py.File(path, "r") as f:
-        is_shard = "inputs" in f
-    if is_shard:
+def _input_kind(path: Path) -> tuple[str, str, tuple]:
+    """("shard" | "cxi", dataset name, shape) of an inference input; DataError otherwise."""
+    from xrayflow.io.cxi import DATA_PATHS  # noqa: PLC0415
+
+    src = repr(str(path))
+    try:
         with h5py.File(path, "r") as f:
-            ds = f["inputs"]
-            n = ds.shape[0]
-            for s in range(0, n, batch):
-                yield n, np.asarray(ds[s : s + batch], dtype=np.float32)
+            name = "inputs" if "inputs" in f else next((d for d in DATA_PATHS if d in f), None)
+            if name is None:
+                raise DataError(
+                    f"{src}: neither a training shard (dataset 'inputs') nor CXI data "
+                    f"({' or '.join(DATA_PATHS)})"
+                )
+            ds = f[name]
+            if not isinstance(ds, h5py.Dataset):
+                raise DataError(f"{src}: {name!r} is not a dataset")
+            if ds.dtype.kind == "c":
+                raise DataError(
+                    f"{src}: dataset {name!r} is complex ({ds.dtype}); diffraction data must "
+                    "be real, non-negative counts"
+                )
+            if ds.dtype.kind not in "fiu":
+                raise DataError(f"{src}: dataset {name!r} has non-numeric dtype {ds.dtype}")
+            return ("shard" if name == "inputs" else "cxi"), name, tuple(ds.shape)
+    except OSError as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(
+            f"{src}: not a readable HDF5 file (truncated, corrupt or not HDF5): {reason}"
+        ) from None
+
+
+def _blocks(path: Path, batch: int, kind: str, name: str):
+    """Yield (n_total, block of sqrt-count patterns, centred) blocks from a shard or CXI file.
+
+    Every block is checked (finite, non-negative) before it is used.
+    """
+    src = repr(str(path))
+    if kind == "shard":
+        try:
+            with h5py.File(path, "r") as f:
+                ds = f["inputs"]
+                n = ds.shape[0]
+                for s in range(0, n, batch):
+                    try:
+                        block = np.asarray(ds[s : s + batch], dtype=np.float32)
+                    except (OSError, RuntimeError) as exc:
+                        raise DataError(
+                            f"{src}: cannot read 'inputs' rows {s}:{s + batch} (truncated or "
+                            f"corrupt?): {' '.join(str(exc).split())}"
+                        ) from None
+                    check_block(block, src, "inputs", s, nonnegative=True)
+                    yield n, block
+        except OSError as exc:
+            raise DataError(f"{src}: unreadable (truncated or corrupt?): {exc}") from None
         return
     from xrayflow.io.cxi import read_cxi, read_cxi_meta  # noqa: PLC0415
 
     meta = read_cxi_meta(path)
     n = int(meta["n_frames"])
     for s in range(0, n, batch):
-        d = read_cxi(path, indices=slice(s, min(n, s + batch)), truth=False)
-        a = np.sqrt(np.clip(np.asarray(d.data, dtype=np.float32), 0, None))
+        d = read_cxi(path, indices=slice(s, min(n, s + batch)), truth=False, check=False)
+        counts = np.asarray(d.data, dtype=np.float32)
+        check_block(counts, src, name, s, nonnegative=True, unit="frame")
+        a = np.sqrt(counts)
         if not d.centred:
             a = np.fft.fftshift(a, axes=(-2, -1))
         yield n, a
 
 
+def infer_memory(model, net_cfg: dict, meta: dict, shape: tuple, batch: int) -> dict:
+    """Estimated peak bytes of inference, by part (memory guard)."""
+    in_size, ndim = int(meta["input_size"]), len(shape) - 1
+    pattern = 4.0 * float(np.prod(shape[1:], dtype=np.float64))
+    b = max(1, min(int(batch), int(shape[0])))
+    out = 4.0 * float(meta.get("output_size") or in_size) ** ndim * len(model.heads)
+    act = activation_bytes(net_cfg, ndim, in_size, meta.get("output_size"), training=False)
+    n_par = count_parameters(model)
+    return {
+        f"model ({n_par:,} parameters)": 4.0 * n_par,
+        f"a batch of {b} patterns (input and copies)": 3 * b * pattern,
+        f"activations of a batch of {b}": float(b) * act,
+        f"predictions of a batch of {b}": 2 * b * out,
+    }
+
+
 def infer(
-    model_path, data_path, out_path, batch: int = 64, device: str = "auto", log=print
+    model_path,
+    data_path,
+    out_path,
+    batch: int = 64,
+    device: str = "auto",
+    log=print,
+    max_memory_gb: float | None = None,
 ) -> dict:
     """Run the model in ``model_path`` on ``data_path``; write predictions to ``out_path``.
 
@@ -63,10 +140,17 @@ def infer(
     dev = torch.device(
         "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     )
-    model, config, prov, meta = load_model(model_path, dev)
     data_path, out_path = Path(data_path), Path(out_path)
     if not data_path.is_file():
         raise DataError(f"{str(data_path)!r}: input file does not exist")
+    model, config, prov, meta = load_model(model_path, dev)
+    kind, name, shape = _input_kind(data_path)
+    if kind == "cxi" and len(shape) == 2:  # a single frame
+        shape = (1, *shape)
+    if len(shape) < 3 or shape[0] == 0:
+        raise DataError(f"{str(data_path)!r}: dataset {name!r} {shape} is not a stack of patterns")
+    parts = infer_memory(model, config.get("network", {}), meta, shape, batch)
+    check_memory(parts, "train --infer", max_memory_gb, "infer.max_memory_gb")
     heads = list(model.heads)
     in_size = int(meta["input_size"])
     t_net = 0.0
@@ -74,7 +158,7 @@ def infer(
     n_done = 0
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as fo:
         dsets = None
-        for n, block in _blocks(data_path, batch):
+        for n, block in _blocks(data_path, batch, kind, name):
             if block.shape[-1] != in_size or block.shape[-2] != in_size:
                 raise DataError(
                     f"{str(data_path)!r}: patterns {block.shape[1:]} do not match the model "

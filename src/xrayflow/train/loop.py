@@ -11,6 +11,18 @@
 * Checkpoints (``<out>.ckpt``, atomic) every ``checkpoint_every`` steps and at each epoch end
   hold model, optimizer, scheduler, RNG states, epoch, batch-in-epoch, partial epoch sums and
   early-stopping state; ``resume=True`` continues to bit-identical weights.
+  A checkpoint is bound to its inputs: it records the config fingerprint (network, seed and
+  the training settings that change the result) and the data fingerprint (content hash of
+  every shard and of the manifest, :func:`xrayflow.io.fingerprint.file_fingerprint`).
+  ``resume=True`` continues only when both match; otherwise, and when there is no
+  checkpoint, training starts fresh with a one-line notice. A checkpoint that cannot be
+  read is an error naming it (it is not overwritten: it may not be ours). A finished run
+  removes its checkpoint; an interrupted one (``max_steps``, a kill) keeps it.
+* Memory guard: parameters, gradients, optimizer state, the shuffle window and a batch's
+  activations are estimated from the config and the shard headers and checked
+  (:func:`xrayflow.memory.check_memory`, limit ``training.max_memory_gb``) before allocating.
+* A non-finite training loss stops the run with an error (the data are checked finite as
+  they are read, so it names the learning rate as the likely cause).
 * Metrics: one JSON line per epoch in ``<out>.metrics.jsonl``; progress lines on stderr.
 * Model file (``out``): ``{"format", "state_dict", "config_json", "provenance_json", ...}``,
   loadable with ``torch.load(weights_only=True)`` (:func:`load_model`).
@@ -32,9 +44,22 @@ import torch
 
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.io.atomic import atomic_path
+from xrayflow.io.fingerprint import run_fingerprint
+from xrayflow.memory import check_memory
 from xrayflow.train import distributed as D
-from xrayflow.train.networks import build_network, count_parameters
-from xrayflow.train.shards import ShardDataset, list_shards, shard_extras, shard_info
+from xrayflow.train.networks import (
+    activation_bytes,
+    build_network,
+    count_parameters,
+    estimate_parameters,
+)
+from xrayflow.train.shards import (
+    ShardDataset,
+    check_block,
+    list_shards,
+    shard_extras,
+    shard_info,
+)
 
 MODEL_FORMAT = "xrayflow-model"
 
@@ -120,12 +145,20 @@ def load_model(path, device="cpu") -> tuple[torch.nn.Module, dict, dict, dict]:
         raise DataError(f"{str(p)!r}: not a loadable xrayflow model file: {exc}") from None
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise DataError(f"{str(p)!r}: not an xrayflow model file")
-    config = json.loads(obj["config_json"])
-    meta = json.loads(obj["meta_json"])
-    model = build_network(config["network"], meta["input_size"], meta.get("output_size"))
-    model.load_state_dict(obj["state_dict"])
+    for key in ("state_dict", "config_json", "meta_json"):
+        if key not in obj:
+            raise DataError(f"{str(p)!r}: not a complete xrayflow model file (no {key!r})")
+    try:
+        config = json.loads(obj["config_json"])
+        meta = json.loads(obj["meta_json"])
+        prov = json.loads(obj.get("provenance_json") or "{}")
+        model = build_network(config["network"], meta["input_size"], meta.get("output_size"))
+        model.load_state_dict(obj["state_dict"])
+    except (ValueError, KeyError, TypeError, RuntimeError, ConfigError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+        raise DataError(f"{str(p)!r}: inconsistent xrayflow model file ({what})") from None
     model.to(device).eval()
-    return model, config, json.loads(obj["provenance_json"]), meta
+    return model, config, prov, meta
 
 
 # ----------------------------------------------------------------------------- losses
@@ -263,6 +296,8 @@ def _make_scheduler(opt, sched_cfg: dict, total_steps: int, steps_per_epoch: int
 def _make_optimizer(params, tcfg: dict):
     name = tcfg.get("optimizer", "adam")
     lr = float(tcfg.get("lr", 1e-3))
+    if not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"train.training.lr: {lr} must be a finite number > 0")
     wd = float(tcfg.get("weight_decay", 0.0))
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
@@ -312,6 +347,112 @@ def _restore_torch_settings(saved: tuple) -> None:
     torch.backends.cudnn.deterministic = cudnn_det
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def data_files(data, shards: list[Path] | None = None) -> dict[str, Path]:
+    """The files that define a training set: every shard, and the manifest when ``data`` is a
+    shard directory with one or a manifest (label -> path; the labels go into fingerprints)."""
+    shards = list_shards(data) if shards is None else shards
+    files: dict[str, Path] = {}
+    for d in data if isinstance(data, list | tuple) else [data]:
+        p = Path(d)
+        man = p / "manifest.json" if p.is_dir() else p
+        if man.suffix == ".json" and man.is_file():
+            files[f"manifest {len(files)}"] = man
+    for i, sh in enumerate(shards):
+        files[f"shard {i}"] = Path(sh)
+    return files
+
+
+_NOT_RESULT_KEYS = (
+    "epochs",
+    "max_steps",
+    "checkpoint_every",
+    "log_every",
+    "num_workers",
+    "early_stopping",
+    "device",
+    "threads",
+    "max_memory_gb",
+)
+
+
+def _sample_bytes(sinfo: dict) -> int:
+    n = int(np.prod(sinfo["input_shape"])) + sum(
+        int(np.prod(s)) for s in sinfo["target_shapes"].values()
+    )
+    return 4 * n
+
+
+def training_memory(
+    net_cfg: dict,
+    sinfo: dict,
+    tcfg: dict,
+    in_size: int,
+    out_size: int,
+    world_size: int = 1,
+    n_samples: int | None = None,
+) -> dict[str, float]:
+    """Estimated peak bytes of training, by part (memory guard; from config and headers)."""
+    n_par = estimate_parameters(net_cfg, in_size, out_size)
+    states = {"adam": 2, "adamw": 2, "sgd": 1}.get(tcfg.get("optimizer", "adam"), 2)
+    ndim = len(sinfo["input_shape"])
+    lb = max(1, int(tcfg.get("global_batch", 32)) // max(1, world_size))
+    sb = _sample_bytes(sinfo)
+    window = int(tcfg.get("shuffle_buffer", 1024)) + int(sinfo["chunk_rows"])
+    if n_samples is not None:
+        window = min(window, int(n_samples))
+    return {
+        f"parameters, gradients, optimizer state and copies ({n_par:,} parameters)": 4.0
+        * n_par
+        * (2 + states + 2),
+        f"shuffle window ({window} samples / {world_size} rank(s))": sb * window / world_size,
+        f"activations of a batch of {lb}": float(lb)
+        * (activation_bytes(net_cfg, ndim, in_size, out_size) + 2 * sb),
+    }
+
+
+def _check_training_memory(parts: dict, tcfg: dict, device) -> None:
+    limit = tcfg.get("max_memory_gb")
+    check_memory(parts, "train", limit, key="training.max_memory_gb")
+    if device.type == "cuda":  # pragma: no cover - GPU only
+        free, _ = torch.cuda.mem_get_info(device)
+        gpu = {k: v for k, v in parts.items() if not k.startswith("shuffle")}
+        check_memory(gpu, f"train on {device}", free / float(1 << 30), key="free GPU memory")
+
+
+def _unwrap_worker_error(exc: DataError) -> DataError:
+    """A DataError raised in a DataLoader worker arrives with the worker's traceback in its
+    message; keep only the original one-line message."""
+    text = str(exc)
+    if "Traceback" not in text:
+        return exc
+    for line in reversed(text.splitlines()):
+        if "DataError: " in line:
+            return DataError(line.split("DataError: ", 1)[1])
+    return DataError(text.splitlines()[0])
+
+
+def _load_checkpoint(path: Path, device) -> dict:
+    """The training checkpoint at ``path``; DataError naming it when it cannot be used."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/zip/IO failure
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if reason.startswith("Weights only load failed"):
+            reason = "not a torch file that loads with weights_only=True"
+        reason = reason[:160]
+        raise DataError(
+            f"--resume: the checkpoint {str(path)!r} cannot be read ({reason}); delete it to "
+            "start fresh, or run without --resume"
+        ) from None
+    need = ("model", "optimizer", "scheduler", "state_json", "torch_rng", "numpy_rng")
+    if not isinstance(ck, dict) or any(k not in ck for k in need):
+        raise DataError(
+            f"--resume: {str(path)!r} is not an xrayflow training checkpoint; delete it to "
+            "start fresh, or run without --resume"
+        )
+    return ck
 
 
 def train(config: dict, data, out, resume: bool = False, log=None) -> dict:
@@ -367,6 +508,7 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
 
     shards = list_shards(data)
     sinfo = shard_info(shards[0])
+    data_fp = run_fingerprint({}, data_files(data, shards))
     kind = _data_kind(sinfo)
     net_cfg = dict(config["network"])
     want = {"ptycho2d": "ptycho2d", "bragg_cdi3d": "cdi3d"}[kind]
@@ -409,6 +551,9 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
     )
     train_ds = ShardDataset(shards, split="train", shuffle=True, **common)
     val_ds = ShardDataset(shards, split="val", shuffle=False, **common)
+    n_all = sum(int(i["n_samples"]) for i in train_ds.infos)
+    parts = training_memory(net_cfg, sinfo, tcfg, in_size, out_size, info.world_size, n_all)
+    _check_training_memory(parts, tcfg, info.device)
     steps_per_epoch = train_ds.n_global_batches()
     if steps_per_epoch == 0:
         raise DataError(
@@ -428,6 +573,7 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
         p = shard_extras(shards[0], "probe")
         if p is None:
             raise DataError(f"{shards[0]}: unsupervised loss needs dataset 'probe'")
+        check_block(np.abs(np.asarray(p))[None], repr(str(shards[0])), "probe", 0, False)
         probe = torch.as_tensor(np.asarray(p, dtype=np.complex64), device=info.device)
 
     es = tcfg.get("early_stopping", {})
@@ -449,39 +595,41 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
             {
                 "network": net_cfg,
                 "seed": seed,
-                "training": {
-                    k: v
-                    for k, v in tcfg.items()
-                    if k
-                    not in (
-                        "epochs",
-                        "max_steps",
-                        "checkpoint_every",
-                        "log_every",
-                        "num_workers",
-                        "early_stopping",
-                        "device",
-                        "threads",
-                    )
-                },
+                "training": {k: v for k, v in tcfg.items() if k not in _NOT_RESULT_KEYS},
             }
         ),
         sort_keys=True,
     )
 
-    if resume:
-        if not ckpt_path.is_file():
-            raise DataError(f"{str(ckpt_path)!r}: no checkpoint to resume from")
-        ck = torch.load(ckpt_path, map_location=info.device, weights_only=True)
-        if ck.get("fingerprint") != fingerprint:
-            raise ConfigError(
-                "train: --resume with a configuration that differs from the checkpoint's "
-                "(network, seed or training settings other than epochs/max_steps/"
-                "checkpoint_every/early_stopping)"
+    ck = None
+    if resume and not (ckpt_path.exists() or ckpt_path.is_symlink()):
+        log(f"--resume: no checkpoint {ckpt_path}; starting fresh")
+    elif resume:
+        ck = _load_checkpoint(ckpt_path, info.device)
+        changed = [
+            what
+            for what, key, mine in (
+                ("config", "fingerprint", fingerprint),
+                ("training data", "data_fingerprint", data_fp),
             )
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
+            if ck.get(key) != mine
+        ]
+        if changed:
+            log(
+                f"--resume: the checkpoint {ckpt_path} was written for other inputs "
+                f"({' and '.join(changed)} changed); starting fresh"
+            )
+            ck = None
+    if ck is not None:
+        try:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise DataError(
+                f"--resume: the checkpoint {str(ckpt_path)!r} does not fit this network "
+                f"({str(exc).splitlines()[0]}); delete it or run without --resume"
+            ) from None
         state.update(json.loads(ck["state_json"]))
         best_state = ck.get("best_model")
         torch.set_rng_state(ck["torch_rng"].cpu())
@@ -494,7 +642,7 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
             keep = [
                 ln
                 for ln in metrics_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["epoch"] < state["epoch"]
+                if _metrics_epoch(ln) < state["epoch"]
             ]
             metrics_path.write_text("".join(ln + "\n" for ln in keep))
         log(
@@ -518,6 +666,7 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
             "numpy_rng": _np_rng_state(),
             "python_rng": json.dumps([py[0], list(py[1]), py[2]]),
             "fingerprint": fingerprint,
+            "data_fingerprint": data_fp,
         }
         if info.device.type == "cuda":
             obj["cuda_rng"] = torch.cuda.get_rng_state()
@@ -550,7 +699,7 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
         t0 = time.perf_counter()
         n0 = state["seen"]
         interrupted = False
-        for batch in loader:
+        for batch in _batches(loader):
             b = to_dev(batch)
             outp = model(b["input"])
             terms = losses(kind, outp, b, loss_cfg, probe)
@@ -564,6 +713,13 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
             opt.step()
             sched.step()
             gl = D.allreduce_sum([float(terms["total"].detach().sum())], info)[0]
+            if not math.isfinite(gl):
+                raise ConfigError(
+                    f"train: the training loss is {gl} at epoch {ep} step {state['step'] + 1} "
+                    "although the shards hold finite values; the likely cause is a learning "
+                    f"rate too high for this network (training.lr={tcfg.get('lr')}): lower "
+                    "training.lr or set training.grad_clip"
+                )
             state["loss_sum"] += gl
             state["seen"] += G
             state["batch"] += 1
@@ -654,10 +810,27 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
         }
         if info.is_main:
             save_model(out, model, config, _provenance(config, seed), meta)
+            ckpt_path.unlink(missing_ok=True)  # a finished run leaves no checkpoint behind
     D.barrier(info)
     summary["model"] = model
     D.shutdown(info)
     return summary
+
+
+def _metrics_epoch(line: str) -> float:
+    """Epoch of a metrics line (inf for a blank or unreadable line, which is dropped)."""
+    try:
+        return float(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def _batches(loader):
+    """Iterate a DataLoader; a DataError from a worker process keeps its one-line message."""
+    try:
+        yield from loader
+    except DataError as exc:
+        raise _unwrap_worker_error(exc) from None
 
 
 @torch.no_grad()
@@ -682,7 +855,7 @@ def precise_bn(model, loader, n_batches: int, to_dev) -> int:
         m.momentum = None
         m.train()
     n = 0
-    for batch in loader:
+    for batch in _batches(loader):
         if n >= n_batches:
             break
         model(to_dev(batch)["input"])
@@ -700,7 +873,7 @@ def _validate(model, ds: ShardDataset, kind, loss_cfg, probe, info, to_dev):
     model.eval()
     s, n = 0.0, 0
     loader = torch.utils.data.DataLoader(ds, batch_size=max(1, ds.local_batch))
-    for batch in loader:
+    for batch in _batches(loader):
         b = to_dev(batch)
         terms = losses(kind, model(b["input"]), b, loss_cfg, probe)
         s += float(terms["total"].sum())

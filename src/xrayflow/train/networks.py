@@ -255,3 +255,37 @@ def build_network(net_cfg: dict, input_size: int, output_size: int | None = None
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def estimate_parameters(net_cfg: dict, input_size: int, output_size: int | None = None) -> int:
+    """Parameter count of :func:`build_network` without allocating (built on torch's meta
+    device), for the memory guard."""
+    with torch.device("meta"):
+        return count_parameters(build_network(net_cfg, input_size, output_size))
+
+
+def activation_bytes(
+    net_cfg: dict, ndim: int, input_size: int, output_size: int | None = None, training=True
+) -> int:
+    """Rough float32 bytes of one sample's activations (memory guard, not exact).
+
+    Training keeps every block's conv, norm and ReLU outputs for the backward pass (six
+    tensors of ``c · n^ndim`` per block, plus pooling/upsampling); inference holds about
+    three tensors of the largest layer at a time.
+    """
+    ch = [int(c) for c in net_cfg.get("channels", [32, 64, 128])]
+    out = int(output_size or net_cfg.get("output_size") or input_size)
+    m = max(0, int(round(math.log2(max(input_size / max(out, 1), 1.0)))))
+    heads = 2
+    layers: list[float] = [2.0 * input_size**ndim]
+    n = float(input_size)
+    for c in ch:
+        layers += [6.0 * c * n**ndim, c * (n / 2) ** ndim]
+        n /= 2
+    for c in list(reversed(ch))[: max(0, len(ch) - m)]:
+        layers += [heads * 6.0 * c * n**ndim, heads * c * (2 * n) ** ndim]
+        n *= 2
+    layers.append(heads * 3.0 * n**ndim)
+    if training:
+        return int(4 * sum(layers))
+    return int(4 * 3 * max(layers) / 6)

@@ -21,6 +21,14 @@ same for any number of ranks; rank r takes positions ``[r·g, (r+1)·g)`` of eve
 same global batches as on 1 rank. Each rank reads only the rows it uses, window by window and
 chunk by chunk: memory holds at most one window.
 
+Value checks: every block of rows the reader streams (the rows ``lo:hi`` of one chunk that it
+reads) is checked before it is used (two reductions per block, cheap beside a training
+step): network inputs must be finite and non-negative (they are sqrt(counts)), targets
+finite; a complex dataset is refused from the header. Rows in chunks that a run never reads
+(the dropped incomplete last global batch) cannot affect its result and are not checked.
+A bad value raises :class:`~xrayflow.errors.DataError` naming the file, the dataset and the
+first bad row (:func:`check_block`), instead of a NaN model.
+
 Held-out split: row j of a shard is held out iff ``u < val_fraction`` with ``u`` from
 ``default_rng([split_seed, crc32(shard_uid)])`` — deterministic, independent of rank count,
 order and epoch, and disjoint from the training split by construction.
@@ -48,6 +56,7 @@ FORMAT_VERSION = 1
 __all__ = [
     "ShardDataset",
     "ShardWriter",
+    "check_block",
     "list_shards",
     "read_shard",
     "shard_extras",
@@ -175,6 +184,57 @@ def write_shard(
     return Path(path)
 
 
+# ----------------------------------------------------------------------------- checks
+def check_block(
+    block: np.ndarray,
+    source: str,
+    dataset: str,
+    first_row: int | np.ndarray = 0,
+    nonnegative: bool = True,
+    unit: str = "row",
+) -> None:
+    """Raise :class:`DataError` if ``block`` (rows along axis 0) holds NaN/inf (or negative
+    values when ``nonnegative``), naming ``source``, ``dataset`` and the first bad row.
+
+    ``first_row``: the file row of ``block[0]`` (an int) or the file rows of all of them.
+    The check is two reductions; the bad element is located only after a failure.
+    """
+    if block.size == 0:
+        return
+    if np.iscomplexobj(block):
+        raise DataError(f"{source}: dataset {dataset!r} is complex; real values are required")
+    lo, hi = block.min(), block.max()
+    if (lo >= 0 if nonnegative else lo > -np.inf) and hi < np.inf:
+        return
+    flat = np.asarray(block).reshape(len(block), -1)
+    bad = ~np.isfinite(flat)
+    if nonnegative:
+        bad |= flat < 0
+    j = int(np.argmax(bad.any(axis=1)))
+    k = int(np.argmax(bad[j]))
+    v = float(flat[j, k])
+    what = "NaN" if np.isnan(v) else ("inf" if np.isinf(v) else f"a negative value ({v:g})")
+    rows = np.asarray(first_row)
+    row = int(rows[j]) if rows.ndim else int(rows) + j
+    index = tuple(int(i) for i in np.unravel_index(k, block.shape[1:]))
+    need = "finite and non-negative" if nonnegative else "finite"
+    raise DataError(
+        f"{source}: dataset {dataset!r} {unit} {row} holds {what} at index {index} "
+        f"({int(bad.sum())} bad value(s) in the {len(block)} {unit}s checked with it); "
+        f"values must be {need}"
+    )
+
+
+def _check_dtype(p: Path, name: str, ds) -> None:
+    kind = ds.dtype.kind
+    if kind == "c":
+        raise DataError(
+            f"{str(p)!r}: dataset {name!r} is complex ({ds.dtype}); shards hold real float data"
+        )
+    if kind not in "fiu":
+        raise DataError(f"{str(p)!r}: dataset {name!r} has non-numeric dtype {ds.dtype}")
+
+
 # ----------------------------------------------------------------------------- reading
 def _attr(v):
     if isinstance(v, bytes):
@@ -200,6 +260,10 @@ def shard_info(path) -> dict:
             targets = attrs.get("targets") or [
                 k[len("targets_") :] for k in f if k.startswith("targets_")
             ]
+            if not isinstance(targets, list) or any(f"targets_{t}" not in f for t in targets):
+                raise DataError(f"{str(p)!r}: target datasets {targets!r} are missing")
+            for name in ("inputs", *(f"targets_{t}" for t in targets)):
+                _check_dtype(p, name, f[name])
             info = {
                 "path": str(p),
                 "n_samples": int(f["inputs"].shape[0]),
@@ -239,10 +303,17 @@ def list_shards(data) -> list[Path]:
     if p.is_dir():
         files = sorted(x for x in p.glob("*.h5") if not x.name.startswith("."))
     elif p.suffix == ".json" and p.is_file():
-        man = json.loads(p.read_text())
-        files = [
-            p.parent / s["path"] if isinstance(s, dict) else p.parent / s for s in man["shards"]
-        ]
+        try:
+            man = json.loads(p.read_text())
+            files = [
+                p.parent / s["path"] if isinstance(s, dict) else p.parent / s for s in man["shards"]
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            what = f"no key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+            raise DataError(f"{str(p)!r}: not a valid shard manifest ({what})") from None
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise DataError(f"{str(p)!r}: lists shard {missing[0]!r}, which does not exist")
     elif p.is_file():
         files = [p]
     else:
@@ -464,9 +535,20 @@ class ShardDataset(IterableDataset):
             rows = sp[a:b, 1]
             lo, hi = int(rows[0]), int(rows[-1]) + 1
             dst = order[a:b]
-            out["input"][dst] = f["inputs"][lo:hi][rows - lo]
-            for t in names:
-                out[t][dst] = f[f"targets_{t}"][lo:hi][rows - lo]
+            src = self.paths[shard]
+            try:
+                # the whole hyperslab read (rows lo:hi of one chunk) is checked
+                x = f["inputs"][lo:hi]
+                check_block(x, repr(src), "inputs", lo, nonnegative=True)
+                out["input"][dst] = x[rows - lo]
+                for t in names:
+                    y = f[f"targets_{t}"][lo:hi]
+                    check_block(y, repr(src), f"targets_{t}", lo, nonnegative=False)
+                    out[t][dst] = y[rows - lo]
+            except (OSError, RuntimeError) as exc:  # h5py: truncated or corrupt chunk
+                raise DataError(
+                    f"{src!r}: cannot read rows {lo}:{hi} (truncated or corrupt?): {exc}"
+                ) from None
         return out
 
 
