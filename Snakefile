@@ -29,6 +29,10 @@ wildcard_constraints:
     size=r"\d+",
 
 
+# Every job shell runs strict bash with a watchdog that ends the job when Snakemake dies.
+shell.prefix(tie_prefix())
+
+
 onstart:
     write_provenance()
 

@@ -4,6 +4,7 @@ import datetime
 import glob
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -11,6 +12,31 @@ from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
+
+# Launcher settings are data, not shell: they are inserted unquoted in front of the CLI
+# (`{launcher} -n RANKS {wrapper} xrayflow ...`), so only plain words are accepted.
+LAUNCH_WORD = r"[A-Za-z0-9_./=:,+@-]+"
+LAUNCH_WORDS = re.compile(rf"{LAUNCH_WORD}( +{LAUNCH_WORD})*")
+
+
+def check_launch_words(key, value, allow_empty=False):
+    """`value` if it is plain words (no shell metacharacters), else ValueError naming `key`."""
+    text = str(value)
+    if (allow_empty and text == "") or LAUNCH_WORDS.fullmatch(text):
+        return text
+    bad = sorted({c for c in text if not re.fullmatch(r"[A-Za-z0-9_./=:,+@ -]", c)})
+    raise ValueError(
+        f"config key {key}: {text!r} is refused: launcher settings are plain words of "
+        "letters, digits and _ . / = : , + @ - separated by spaces, never shell "
+        f"(refused characters: {' '.join(repr(c) for c in bad) or 'leading/trailing space'}). "
+        "Put environment settings in a wrapper script or use `env VAR=value`."
+    )
+
+
+# before the schema, for a message that names the key and the refused characters
+for _key in ("mpi_launcher", "mpi_wrapper"):
+    if isinstance(config.get(_key), str):
+        check_launch_words(_key, config[_key], allow_empty=_key == "mpi_wrapper")
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 
@@ -20,6 +46,15 @@ DATASETS = config["datasets"]
 TRAIN = config["train"]
 BEAMTIME = config["beamtime"]
 SCALING = config["scaling"]
+# override lists are `$ref`s in the schema, whose defaults the validator does not fill in
+for _section, _keys in [
+    *((ds, ("simulate_set", "reconstruct_set")) for ds in DATASETS.values()),
+    (TRAIN, ("set",)),
+    (BEAMTIME, ("reconstruct_set",)),
+    (SCALING, ("simulate_set", "reconstruct_set")),
+]:
+    for _key in _keys:
+        _section.setdefault(_key, [])
 
 
 def _rules_resources(stage):
@@ -82,8 +117,20 @@ def launch_prefix(wildcards, resources):
     """`{launcher} -n {tasks} [{wrapper}]` in front of the CLI, or nothing for one rank."""
     if not resources.mpi or int(resources.tasks) < 2:
         return ""
-    parts = [str(resources.mpi), f"-n {int(resources.tasks)}", config["mpi_wrapper"]]
+    # the `mpi` resource may also come from a profile's set-resources: same rule
+    launcher = check_launch_words("mpi (resource)", resources.mpi)
+    parts = [launcher, f"-n {int(resources.tasks)}", config["mpi_wrapper"]]
     return " ".join(part for part in parts if part)
+
+
+def tie_prefix():
+    """Shell prefix of every job: strict bash, plus a watchdog in the background that ends
+    the job's process tree when Snakemake dies (kill -9) or cancels the job
+    (workflow/scripts/tie_to_snakemake.py)."""
+    script = Path(workflow.basedir) / "workflow" / "scripts" / "tie_to_snakemake.py"
+    cmd = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} $$"
+    prefix = f"set -euo pipefail; {cmd} </dev/null >/dev/null 2>&1 & "
+    return prefix.replace("{", "{{").replace("}", "}}")
 
 
 # ---------------------------------------------------------------------- beamtime scans

@@ -67,6 +67,7 @@ def files(tmp_path):
 
 def test_cli_truth_writes_json_and_pngs(files, capsys):
     out = files / "m" / "metrics.json"
+    out.parent.mkdir()  # outputs go into existing folders (a missing one is refused)
     figs = files / "figs"
     rc = _main(_argv(files / "recon.h5", files / "data.h5", out, "--figures", str(figs)))
     assert rc == 0, capsys.readouterr().err

@@ -7,15 +7,20 @@ Examples::
 
 Writes a JSON file of metrics (SSIM, PSNR, errors, FRC curve and resolutions at the
 half-bit, one-bit, 0.5 and 1/7 thresholds, half- and full-period) and, with --figures,
-PNG figures. Bad inputs exit with status 2 and a one-line message.
+PNG figures; the two appear together or not at all. An FRC below the threshold from the
+first ring on is a result ("resolved": false, "not resolved" in the summary line), not an
+error. Bad inputs, and outputs that would overwrite an input or cannot be written, exit
+with status 2 and a one-line message before anything is computed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from xrayflow.errors import ConfigError
+from xrayflow.io.outputs import check_outputs
 
 log = logging.getLogger("xrayflow.evaluate")
 
@@ -49,22 +54,62 @@ def run(args: argparse.Namespace) -> int:
     if not pair and not (result and truth):
         raise ConfigError("evaluate: needs --result R.h5 --truth DATA.h5, or --pair A.h5 B.h5")
     out = getattr(args, "out", None)
-    if not out:
+    if out is None:
         raise ConfigError("evaluate: --out metrics.json is required")
-    cfg = load_config(args.config, "evaluate", args.overrides)
+    figures = getattr(args, "figures", None)
+    config_file = args.config if isinstance(args.config, str | os.PathLike) else None
     if pair:
         a, b, mode = pair[0], pair[1], "pair"
+        inputs = {"--pair A": a, "--pair B": b}
     else:
         a, b, mode = result, truth, "truth"
-    m = evaluate_files(a, b, out, cfg, mode=mode, figures=getattr(args, "figures", None))
+        inputs = {"--result": a, "--truth": b}
+    # output safety before anything is read or computed: --out/--figures must not be an
+    # input, a device, a directory (--out) or a file (--figures), nor lie in a missing folder
+    check_outputs(
+        {"--out": out, "--figures": figures},
+        {**inputs, "--config": config_file},
+        dirs=("--figures",),
+    )
+    cfg = load_config(args.config, "evaluate", args.overrides)
+    _check_thresholds(cfg)
+    m = evaluate_files(a, b, out, cfg, mode=mode, figures=figures)
+    log.info("wrote %s", out)
+    print(summary_line(m, mode, out))
+    return 0
+
+
+def _check_thresholds(cfg: dict) -> None:
+    """Unknown FRC threshold names are a config error naming the key (before any work)."""
+    from xrayflow.evaluate.frc import threshold_curve  # noqa: PLC0415
+
+    fc = cfg["frc"]
+    named = [(f"frc.thresholds[{i}]", t) for i, t in enumerate(fc["thresholds"])]
+    if fc["primary"] != "auto":
+        named.append(("frc.primary", fc["primary"]))
+    for key, name in named:
+        try:
+            threshold_curve(str(name), [1])
+        except ValueError as exc:
+            raise ConfigError(f"evaluate.{key}: {exc}") from None
+
+
+def summary_line(m: dict, mode: str, out) -> str:
+    """The one-line summary of an evaluation (``not resolved`` when the FRC is below the
+    threshold from the first ring on)."""
     frc = m["frc"]
     best = frc["resolution"][frc["primary"]]
     hp = best.get("half_period_px")
-    log.info("wrote %s", out)
+    if best.get("resolved") is False or (best.get("crossed") and hp is None):
+        res = "not resolved (below the threshold from the first ring)"
+    elif not best.get("crossed"):
+        res = "not crossed"
+    else:
+        res = f"{hp:.3g} px half-period"
     main = "delta" if m["kind"] == "refractive" else "phase"
-    print(
-        f"evaluate ({mode}, {m['kind']}): nrmse {m['nrmse']:.4g}, "
-        f"{main} SSIM {m[main]['ssim']}, FRC {frc['primary']}: "
-        f"{'not crossed' if not best['crossed'] else f'{hp:.3g} px half-period'} -> {out}"
+    nrmse = m.get("nrmse")
+    nrmse_s = "n/a" if nrmse is None else f"{nrmse:.4g}"
+    return (
+        f"evaluate ({mode}, {m['kind']}): nrmse {nrmse_s}, "
+        f"{main} SSIM {m[main]['ssim']}, FRC {frc['primary']}: {res} -> {out}"
     )
-    return 0

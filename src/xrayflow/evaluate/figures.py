@@ -131,6 +131,8 @@ def frc_figure(frc_block: dict):
                 label += f" = {res['half_period_m'] * 1e9:.1f} nm"
             label += " (half-period)"
             ax.axvline(res["fraction_of_nyquist"], color=color, lw=0.8, alpha=0.6)
+        elif res.get("resolved") is False:
+            label += ": not resolved"
         else:
             label += ": not crossed"
         if name == frc_block.get("primary"):

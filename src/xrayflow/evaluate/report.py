@@ -26,9 +26,12 @@ Kinds of object (``kind``, chosen from the shapes and the data file's modality):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,55 +217,62 @@ def read_object(path: str | os.PathLike, role: str = "result") -> ObjectData:
         f = h5py.File(p, "r")
     except OSError as exc:
         raise DataError(f"{label} is not a readable HDF5 file ({exc})") from None
-    with f:
-        name = next((c for c in candidates if c in f), None)
-        refractive = name is None and any(c in f for c in deltas)
-        if refractive:
-            name = next(c for c in deltas if c in f)
-        if name is None:
-            top = ", ".join(sorted(f.keys())) or "nothing"
-            raise DataError(
-                f"{label} has no object dataset (looked for {', '.join(candidates)}, and "
-                f"for delta volumes {', '.join(deltas)}; the file holds: {top})"
-            )
-        try:
+    try:
+        with f:
+            name = next((c for c in candidates if c in f), None)
+            refractive = name is None and any(c in f for c in deltas)
             if refractive:
-                obj = _refractive_from(f, name, label)
-            else:
-                obj = _complex_from_node(f[name], f"{label}: {name}")
-        except (OSError, KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{label}: {name} cannot be read ({exc})") from None
-        pixel = None
-        node = f[name]
-        for k in PIXEL_KEYS:
-            if k in node.attrs:
-                pixel = _pixel_from(node.attrs[k])
-                break
-        grp = node.parent
-        while pixel is None:
+                name = next(c for c in deltas if c in f)
+            if name is None:
+                top = ", ".join(sorted(f.keys())) or "nothing"
+                raise DataError(
+                    f"{label} has no object dataset (looked for {', '.join(candidates)}, and "
+                    f"for delta volumes {', '.join(deltas)}; the file holds: {top})"
+                )
+            try:
+                if refractive:
+                    obj = _refractive_from(f, name, label)
+                else:
+                    obj = _complex_from_node(f[name], f"{label}: {name}")
+            except (OSError, KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"{label}: {name} cannot be read ({exc})") from None
+            pixel = None
+            node = f[name]
             for k in PIXEL_KEYS:
-                if k in grp.attrs:
-                    pixel = _pixel_from(grp.attrs[k])
-                elif k in grp and isinstance(grp[k], h5py.Dataset):
-                    pixel = _pixel_from(grp[k][()])
-                if pixel is not None:
+                if k in node.attrs:
+                    pixel = _pixel_from(node.attrs[k])
                     break
-            if grp.name == "/":
-                break
-            grp = grp.parent
-        if pixel is None and "entry_1/xrayflow_attrs/object_pixel_size" in f:
-            pixel = _pixel_from(f["entry_1/xrayflow_attrs/object_pixel_size"][()])
-        if _as_str(f.attrs.get("units", "")) in ("pixels", "px"):
-            pixel = None  # a reconstruction in pixel units: no physical pixel size
-        modality = None
-        for mp in MODALITY_PATHS:
-            if mp in f and isinstance(f[mp], h5py.Dataset):
-                modality = _as_str(f[mp][()])
-                break
-        if modality is None and "modality" in f.attrs:
-            modality = _as_str(f.attrs["modality"])
-        losses = _loss_history(f) if role == "result" else {}
-        illum = _read_illumination(f, obj.shape) if role == "result" and not refractive else None
+            grp = node.parent
+            while pixel is None:
+                for k in PIXEL_KEYS:
+                    if k in grp.attrs:
+                        pixel = _pixel_from(grp.attrs[k])
+                    elif k in grp and isinstance(grp[k], h5py.Dataset):
+                        pixel = _pixel_from(grp[k][()])
+                    if pixel is not None:
+                        break
+                if grp.name == "/":
+                    break
+                grp = grp.parent
+            if pixel is None and "entry_1/xrayflow_attrs/object_pixel_size" in f:
+                pixel = _pixel_from(f["entry_1/xrayflow_attrs/object_pixel_size"][()])
+            if _as_str(f.attrs.get("units", "")) in ("pixels", "px"):
+                pixel = None  # a reconstruction in pixel units: no physical pixel size
+            modality = None
+            for mp in MODALITY_PATHS:
+                if mp in f and isinstance(f[mp], h5py.Dataset):
+                    modality = _as_str(f[mp][()])
+                    break
+            if modality is None and "modality" in f.attrs:
+                modality = _as_str(f.attrs["modality"])
+            losses = _loss_history(f) if role == "result" else {}
+            with_illum = role == "result" and not refractive
+            illum = _read_illumination(f, obj.shape) if with_illum else None
+    except DataError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        # a damaged file (corrupt B-tree, heap or header) fails only when it is walked
+        raise DataError(f"{label} cannot be read (truncated or corrupt?): {exc}") from None
     if obj.ndim not in (2, 3) or min(obj.shape) < 1 or (refractive and obj.ndim != 3):
         want = "(Z, Y, X)" if refractive else "(Ny, Nx) or (S, Ny, Nx)"
         raise DataError(f"{label}: {name} has shape {obj.shape}, expected {want}")
@@ -429,6 +439,20 @@ def _refractive_metrics(est: np.ndarray, ref: np.ndarray) -> dict:
     return out
 
 
+NOT_RESOLVED = "FRC below the threshold from the first ring on: not resolved"
+
+
+def _resolution_dict(r) -> dict:
+    """A :class:`~xrayflow.evaluate.frc.Resolution` as a dict with ``resolved``: False (and a
+    ``note``) when the curve is below the threshold from the first ring on (crossing at zero
+    frequency, infinite period): a reported result, not an error."""
+    d = r.as_dict()
+    d["resolved"] = not (d["crossed"] and not d["frequency"] > 0)
+    if not d["resolved"]:
+        d["note"] = NOT_RESOLVED
+    return d
+
+
 def _frc_block(est: np.ndarray, ref: np.ndarray, cfg: dict, pixel: float | None, mode: str):
     fc = cfg["frc"]
     on = fc["on"]
@@ -446,15 +470,13 @@ def _frc_block(est: np.ndarray, ref: np.ndarray, cfg: dict, pixel: float | None,
     radii, curve, n = frcmod.frc(a, b, real=fc["numerator"] == "real")
     freq = frcmod.ring_frequencies(radii, a.shape)
     res = {}
-    for name in fc["thresholds"]:
-        t = frcmod.threshold_curve(str(name), n)
-        res[str(name)] = frcmod.resolution(curve, t, pixel, freq=freq).as_dict()
     primary = fc["primary"]
     if primary == "auto":
         primary = "half_bit" if mode == "pair" else "0.5"
-    if primary not in res:
-        t = frcmod.threshold_curve(primary, n)
-        res[primary] = frcmod.resolution(curve, t, pixel, freq=freq).as_dict()
+    for name in [*map(str, fc["thresholds"]), primary]:
+        if name not in res:
+            t = frcmod.threshold_curve(name, n)
+            res[name] = _resolution_dict(frcmod.resolution(curve, t, pixel, freq=freq))
     block = {
         "computed_on": on,
         "numerator": fc["numerator"],
@@ -642,9 +664,75 @@ def evaluate_files(
     except Exception:  # noqa: BLE001 - provenance is optional decoration
         metrics["provenance"] = None
     metrics["config"] = _finite(cfg)
-    if figures is not None:
-        from xrayflow.evaluate.figures import write_figures  # noqa: PLC0415
-
-        metrics["figures"] = [str(p) for p in write_figures(figures, metrics, arrays, cfg)]
-    write_json(out, metrics)
+    publish(out, metrics, figures, arrays, cfg)
     return metrics
+
+
+def publish(
+    out: str | os.PathLike,
+    metrics: dict,
+    figures: str | os.PathLike | None = None,
+    arrays: dict | None = None,
+    config: dict | None = None,
+) -> None:
+    """Write the metrics JSON and the figures together or not at all.
+
+    Figures are rendered into a temporary folder beside ``figures`` and the JSON text is
+    made first; only then are the figures moved into place (a rename of the whole folder
+    when it does not exist yet) and the JSON renamed onto ``out``. A failure before or
+    during that leaves neither (an earlier run's figures are put back).
+    """
+    from xrayflow.io.atomic import _tmp_prefix, atomic_path, remove_stale_temporaries  # noqa: PLC0415
+
+    fdir = None if figures is None else Path(figures)
+    tmpdir: Path | None = None
+    undo: list = []
+    try:
+        if fdir is not None:
+            from xrayflow.evaluate.figures import write_figures  # noqa: PLC0415
+
+            remove_stale_temporaries(fdir)  # folders of killed runs
+            tmpdir = Path(tempfile.mkdtemp(prefix=_tmp_prefix(fdir), dir=fdir.parent))
+            written = write_figures(tmpdir, metrics, arrays or {}, config)
+            metrics["figures"] = [str(fdir / p.name) for p in written]
+        text = json.dumps(_finite(metrics), indent=2, allow_nan=False, default=str) + "\n"
+        with atomic_path(out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            if fdir is not None and tmpdir is not None:
+                _move_figures(tmpdir, fdir, undo)
+    except BaseException:
+        for step in reversed(undo):
+            with contextlib.suppress(OSError):
+                step()
+        raise
+    finally:
+        if tmpdir is not None and tmpdir.exists():
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+FIGURE_NAMES = ("comparison.png", "frc.png", "loss.png")
+
+
+def _move_figures(tmpdir: Path, fdir: Path, undo: list) -> None:
+    """Move the figures of ``tmpdir`` into ``fdir``, appending the undo steps to ``undo``.
+
+    A missing ``fdir`` is created by renaming ``tmpdir`` (atomic). Into an existing folder
+    each figure is renamed in, and a figure of an earlier evaluation that this one does not
+    make (``loss.png``) is moved aside, so the folder never mixes two runs; the replaced
+    files are kept in ``tmpdir`` until the metrics are in place, for the undo.
+    """
+    if not fdir.exists():
+        os.rename(tmpdir, fdir)
+        undo.append(lambda: shutil.rmtree(fdir))
+        return
+    old = tmpdir / ".previous"
+    old.mkdir()
+    new = {p.name for p in tmpdir.iterdir() if p.is_file()}
+    for name in FIGURE_NAMES:
+        target = fdir / name
+        if target.is_file():
+            os.replace(target, old / name)
+            undo.append(lambda n=name: os.replace(old / n, fdir / n))
+        if name in new:
+            os.replace(tmpdir / name, target)
+            undo.append(lambda t=target: t.unlink())

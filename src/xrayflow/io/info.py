@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -103,7 +104,21 @@ def describe_h5(path: str | os.PathLike, max_items: int = 200) -> str:
 
 
 def describe(path: str | os.PathLike, show_config: bool = False) -> str:
-    """Summary of a CXI file, or the group/dataset tree of any other HDF5 file."""
-    if _is_cxi(path):
-        return describe_cxi(path, show_config=show_config)
-    return describe_h5(path)
+    """Summary of a CXI file, or the group/dataset tree of any other HDF5 file.
+
+    A missing path, a directory, something that is not a regular file, or a file that is not
+    readable HDF5 (truncated, random bytes, a PyTorch model) raises DataError naming it.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{str(p)!r} is a directory, not a file; give a CXI/HDF5 file")
+    if not p.exists():
+        raise DataError(f"{str(p)!r}: file does not exist")
+    if not p.is_file():
+        raise DataError(f"{str(p)!r} is not a regular file; give a CXI/HDF5 file")
+    try:
+        if _is_cxi(p):
+            return describe_cxi(p, show_config=show_config)
+        return describe_h5(p)
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{str(p)!r}: cannot read (truncated or corrupt?): {exc}") from None
