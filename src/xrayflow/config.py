@@ -104,6 +104,8 @@ def _yaml_load(text: str, source: str) -> Any:
 def read_yaml(path: str | os.PathLike) -> Any:
     """Parse a YAML file with :class:`SafeLoader`; ConfigError if missing or malformed."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {str(p)!r} is a directory, not a YAML file")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
