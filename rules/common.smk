@@ -128,7 +128,7 @@ def tie_prefix():
     the job's process tree when Snakemake dies (kill -9) or cancels the job
     (workflow/scripts/tie_to_snakemake.py)."""
     script = Path(workflow.basedir) / "workflow" / "scripts" / "tie_to_snakemake.py"
-    cmd = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} $$"
+    cmd = f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(script))} $$"  # stdlib only
     prefix = f"set -euo pipefail; {cmd} </dev/null >/dev/null 2>&1 & "
     return prefix.replace("{", "{{").replace("}", "}}")
 
