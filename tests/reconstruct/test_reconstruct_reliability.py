@@ -18,20 +18,11 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from tiny_ptycho import TINY_SIM
 
 from xrayflow.cli import main
 
-SIM = {
-    "modality": "ptycho2d",
-    "energy_ev": 8000,
-    "seed": 1,
-    "geometry": {"shape": 32, "distance": 2.0, "pixel_size": 75e-6},
-    "probe": {"gaussian": {"waist": 0.3e-6}},
-    "scan": {"n_y": 3, "n_x": 3, "step": 0.25e-6},
-    "phantom": {"shape": [4, None, None], "params": {"spokes": 8}},
-    "noise": {"photons_per_probe": 1e5},
-    "output": {"compression": "none"},
-}
+SIM = TINY_SIM
 RECON = {
     "model": {"type": "ptycho2d"},
     "init": {"probe": "file"},
@@ -181,9 +172,9 @@ def test_bad_frame_is_named_by_its_file_index_under_mpi(ws, tmp_path):
     shutil.copy(ws / "d1.cxi", bad)
     with h5py.File(bad, "a") as f:
         ds = f["entry_1/instrument_1/detector_1/data"]
-        frame = ds[7]  # 2 ranks: rank 0 reads frames 0..4, rank 1 frames 5..8 (row 2)
+        frame = ds[12]  # 2 ranks: rank 0 reads frames 0..7, rank 1 frames 8..15 (row 4)
         frame[2, 2] = -1.0
-        ds[7] = frame
+        ds[12] = frame
     cmd = [
         sys.executable,
         "-m",
@@ -199,7 +190,7 @@ def test_bad_frame_is_named_by_its_file_index_under_mpi(ws, tmp_path):
     r = run_ranks(cmd, 2, 60, mpi=True)
     assert r.returncode != 0
     assert "rank 1: " in r.stderr and "negative counts" in r.stderr
-    assert "first in frame 7" in r.stderr  # the file's index, not rank 1's row 2
+    assert "first in frame 12" in r.stderr  # the file's index, not rank 1's row 4
     assert not (tmp_path / "o.h5").exists()
     assert os.listdir(tmp_path) == ["bad.cxi"]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from tiny_ptycho import TINY_RECON, TINY_SIM
 from wfhelpers import (
     FAKE_CLI,
     REPO,
@@ -166,25 +167,6 @@ def test_scan_sheet_overrides_are_quoted(workdir, tmp_path):
 
 
 # ---------------------------------------------------------------------- stale checkpoints
-TINY_SIM = {
-    "modality": "ptycho2d",
-    "energy_ev": 8000,
-    "seed": 1,
-    "geometry": {"shape": 32, "distance": 2.0, "pixel_size": 75e-6},
-    "probe": {"gaussian": {"waist": 0.3e-6}},
-    "scan": {"n_y": 3, "n_x": 3, "step": 0.25e-6},
-    "phantom": {"shape": [4, None, None], "params": {"spokes": 8}},
-    "noise": {"photons_per_probe": 1e6},
-    "output": {"compression": "none"},
-}
-TINY_RECON = {
-    "model": {"type": "ptycho2d"},
-    "init": {"probe": "file"},
-    "optimizer": {"method": "sgd", "iterations": 6, "batch_size": 9, "object": {"lr": 1.0}},
-    "run": {"checkpoint_every": 2, "log_every": 0},
-}
-
-
 @pytest.mark.slow
 def test_changed_upstream_changes_results(tmp_path):
     """Real stages, tiny sizes: run, change `simulate_set` (far fewer photons), rerun:
@@ -225,7 +207,7 @@ def test_changed_upstream_changes_results(tmp_path):
     first = pd.read_csv(res / "summary.tsv", sep="\t")
     first_metrics = (res / "metrics" / "tiny.json").read_text()
     assert not list(res.rglob("*.ckpt*")), "checkpoints left after a successful run"
-    configure(3)
+    configure(300)
     proc = snakemake(workdir, *LOCAL, timeout=600, check=True)
     out = proc.stdout + proc.stderr
     for rule in ("simulate", "reconstruct", "evaluate", "summary"):
