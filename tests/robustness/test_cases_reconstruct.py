@@ -99,6 +99,13 @@ def _mask(value):
     return fn
 
 
+def _declare_huge_frames(f: h5py.File) -> None:
+    """The frames dataset declared as 200,000 frames of 2048² (3 TiB; chunks never written,
+    so the file stays small)."""
+    del f[DATA]
+    f.create_dataset(DATA, shape=(200000, 2048, 2048), dtype=np.float32, chunks=(1, 2048, 2048))
+
+
 def npz(mutate=None, dtype=np.float32):
     """prepare: bad.npz with the frames of data.cxi (``mutate``d) and pixel positions."""
 
@@ -264,6 +271,12 @@ CASES = [
         "memory-many-probe-modes",
         with_set(RECON, "model.probe_modes=100000", "run.max_memory_gb=16"),
         r"needs about .*GiB.*probe \(100000, 32, 32\).*run\.max_memory_gb",
+    ),
+    Case(
+        "memory-frames-from-header",  # refused from the header: nothing is read
+        BAD,
+        r"reading the data.*frames held by this rank \(200000, 2048, 2048\).*limit",
+        edit_hdf5("bad.cxi", _declare_huge_frames, copy_of="data.cxi"),
     ),
     Case(
         "memory-limit-tiny",

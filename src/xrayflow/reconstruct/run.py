@@ -103,6 +103,30 @@ def memory_parts(cfg: dict, data: ReconData) -> dict:
     }
 
 
+def check_frames_fit(cfg: dict, data_path, comm: Comm) -> None:
+    """Before reading a CXI file: the frames this rank will hold (from the file's header:
+    its share of the frames, as float32 counts and fit target) must fit in memory."""
+    from xrayflow.io.cxi import read_cxi_meta  # noqa: PLC0415
+    from xrayflow.memory import check_memory  # noqa: PLC0415
+
+    p = Path(data_path)
+    if not p.is_file() or p.name.endswith((".npz", ".npz.bz2")) or cfg["data"]["format"] == "npz":
+        return  # load_data names the problem; NumPy archives are read whole anyway
+    n, ny, nx = read_cxi_meta(p)["shape"]
+    n_local = -(-int(n) // comm.size)
+    check_memory(
+        {
+            f"frames held by this rank ({n_local}, {ny}, {nx}), counts and target": 8.0
+            * n_local
+            * ny
+            * nx
+        },
+        "reconstruct (per rank, reading the data)",
+        limit_gb=cfg["run"]["max_memory_gb"],
+        key="run.max_memory_gb",
+    )
+
+
 def check_reconstruct_memory(cfg: dict, data: ReconData) -> float:
     """Refuse (ResourceError) a run whose estimated peak memory does not fit."""
     from xrayflow.memory import check_memory  # noqa: PLC0415
@@ -198,6 +222,7 @@ def reconstruct(
 
     comm = comm or get_comm()
     check_config(cfg)
+    check_frames_fit(cfg, data_path, comm)
     data = load_data(data_path, cfg, comm)
     check_reconstruct_memory(cfg, data)
     ck = default_checkpoint_path(cfg, out_path)
