@@ -169,6 +169,17 @@ def test_memory_guard_names_the_estimate_the_parts_and_the_limit():
     assert issubclass(ResourceError, XrayflowError)
 
 
+def test_memory_guard_on_a_gpu_counts_the_free_device_memory(monkeypatch):
+    from xrayflow import memory
+
+    monkeypatch.setattr(memory, "gpu_free_bytes", lambda: 1.5 * GiB)
+    with pytest.raises(ResourceError, match=r"limit is 1\.5 GiB \(free GPU memory\)"):
+        check_memory({"object": 2 * GiB}, "reconstruct", gpu=True)
+    assert check_memory({"object": 2 * GiB}, "reconstruct", gpu=False) == 2 * GiB
+    monkeypatch.setattr(memory, "gpu_free_bytes", lambda: None)  # no device: host only
+    assert check_memory({"object": 2 * GiB}, "reconstruct", gpu=True) == 2 * GiB
+
+
 def test_duplicate_yaml_keys_are_refused_with_both_lines(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("seed: 1\noptimizer:\n  iterations: 4\n  iterations: 40\n")

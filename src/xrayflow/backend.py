@@ -48,6 +48,11 @@ def gpu_available() -> bool:
     return _cupy() is not None
 
 
+def uses_gpu(device: str) -> bool:
+    """Whether ``get_backend(device)`` runs on the GPU (``gpu``, or ``auto`` with a GPU)."""
+    return device == "gpu" or (device == "auto" and gpu_available())
+
+
 def default_workers() -> int:
     """FFT threads per process: ``XRAYFLOW_FFT_WORKERS``, else the CPUs this process may use."""
     env = os.environ.get("XRAYFLOW_FFT_WORKERS")

@@ -3,8 +3,9 @@
 Each stage adds up its large arrays from the config and the data file's header (object,
 probe modes, frames, batches, ...) and calls :func:`check_memory` before it allocates any of
 them. The limit is the memory available to this process — the smaller of the kernel's
-``MemAvailable`` and the cgroup (container, Slurm job) limit less its current use — or the
-configured ``max_memory_gb`` when that is smaller. A refusal is a
+``MemAvailable`` and the cgroup (container, Slurm job) limit less its current use, and for
+a GPU run the device's free memory — or the configured ``max_memory_gb`` when that is
+smaller. A refusal is a
 :class:`~xrayflow.errors.ResourceError` (exit status 2) naming the estimate, its largest
 parts and the limit, within milliseconds instead of a MemoryError after minutes.
 """
@@ -63,6 +64,16 @@ def available_bytes() -> float:
         return math.inf
 
 
+def gpu_free_bytes() -> float | None:
+    """Free memory of the current CUDA device (CuPy's ``memGetInfo``), None without one."""
+    try:
+        import cupy  # noqa: PLC0415 - optional GPU dependency
+
+        return float(cupy.cuda.runtime.memGetInfo()[0])
+    except Exception:  # no CuPy, no device, no driver
+        return None
+
+
 def fmt_bytes(n: float) -> str:
     """``12.3 GiB`` / ``45.6 MiB`` (binary units)."""
     if n >= GiB:
@@ -71,7 +82,11 @@ def fmt_bytes(n: float) -> str:
 
 
 def check_memory(
-    parts: Mapping[str, float], what: str, limit_gb: float | None = None, key: str = ""
+    parts: Mapping[str, float],
+    what: str,
+    limit_gb: float | None = None,
+    key: str = "",
+    gpu: bool = False,
 ) -> float:
     """Refuse when the sum of ``parts`` (name -> bytes) exceeds the available memory.
 
@@ -80,6 +95,7 @@ def check_memory(
         what: the stage and device, e.g. ``"reconstruct"``.
         limit_gb: a configured limit (GiB), used when smaller than what is available.
         key: the config key of ``limit_gb`` to name in the message.
+        gpu: the arrays live on the GPU too: the free device memory is a limit as well.
 
     Returns:
         The estimate in bytes.
@@ -87,6 +103,9 @@ def check_memory(
     total = float(sum(parts.values()))
     avail = available_bytes()
     limit, source = avail, "available memory"
+    free_gpu = gpu_free_bytes() if gpu else None
+    if free_gpu is not None and free_gpu < limit:
+        limit, source = free_gpu, "free GPU memory"
     if limit_gb is not None and limit_gb * GiB < limit:
         limit, source = float(limit_gb) * GiB, key or "max_memory_gb"
     if total > limit:

@@ -128,7 +128,9 @@ def check_frames_fit(cfg: dict, data_path, comm: Comm) -> None:
 
 
 def check_reconstruct_memory(cfg: dict, data: ReconData) -> float:
-    """Refuse (ResourceError) a run whose estimated peak memory does not fit."""
+    """Refuse (ResourceError) a run whose estimated peak memory does not fit (on a GPU run
+    also the device's free memory)."""
+    from xrayflow.backend import uses_gpu  # noqa: PLC0415
     from xrayflow.memory import check_memory  # noqa: PLC0415
 
     return check_memory(
@@ -136,6 +138,7 @@ def check_reconstruct_memory(cfg: dict, data: ReconData) -> float:
         "reconstruct (per rank)",
         limit_gb=cfg["run"]["max_memory_gb"],
         key="run.max_memory_gb",
+        gpu=uses_gpu(cfg["run"]["device"]),
     )
 
 

@@ -65,6 +65,7 @@ def estimate_memory(cfg: dict, streaming: bool = True) -> float:
     go to the output file as they are made, as ``xrayflow simulate`` does) and refuse
     (:class:`~xrayflow.errors.ResourceError`) when it exceeds the available memory or
     ``max_memory_gb``. Returns the estimate in bytes (0 for modalities without one)."""
+    from xrayflow.backend import uses_gpu  # noqa: PLC0415
     from xrayflow.memory import check_memory  # noqa: PLC0415
     from xrayflow.simulate.common import memory_parts  # noqa: PLC0415
 
@@ -76,6 +77,7 @@ def estimate_memory(cfg: dict, streaming: bool = True) -> float:
         f"simulate ({cfg['modality']})",
         limit_gb=cfg.get("max_memory_gb"),
         key="simulate.max_memory_gb",
+        gpu=uses_gpu(cfg["device"]),
     )
 
 
