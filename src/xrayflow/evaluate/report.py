@@ -557,8 +557,16 @@ def evaluate(
     auto = [int(math.ceil(abs(v))) + 2 if v else 0 for v in info.get("shift_px", [])]
     margin = [max(int(cfg["crop_px"]), a) for a in auto] or [int(cfg["crop_px"])] * est.ndim
     if any(n - 2 * m < 11 for n, m in zip(aligned.shape, margin, strict=True)):
+        why = ""
+        if any(a > int(cfg["crop_px"]) for a in auto):
+            shift = [round(float(v), 1) for v in info["shift_px"]]
+            why = (
+                f" (the registration shift {shift} px sets the margin: the result may not "
+                "resemble the reference; align.register: false compares it unshifted)"
+            )
         raise DataError(
-            f"cropping {margin} px per side leaves too little of an object of shape {est.shape}"
+            f"cropping {margin} px per side leaves too little of an object of shape "
+            f"{est.shape}{why}"
         )
     ec = al.crop(aligned, margin)
     rc = al.crop(tru, margin)
