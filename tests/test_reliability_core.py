@@ -195,6 +195,12 @@ def test_nan_config_values_are_refused_naming_the_key(value):
         load_config({}, "train", [f"training.lr={value}"])
 
 
+@pytest.mark.parametrize("value", [".inf", "-.inf"])
+def test_infinite_config_values_are_refused_naming_the_key(value):
+    with pytest.raises(ConfigError, match=r"run\.max_memory_gb: -?inf is not a finite"):
+        load_config({}, "reconstruct", [f"run.max_memory_gb={value}"])
+
+
 def test_backend_error_is_a_user_error():
     from xrayflow.backend import BackendError, get_backend
 

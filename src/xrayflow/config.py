@@ -348,16 +348,18 @@ def validate(config: Mapping, schema: str | Mapping, name: str | None = None) ->
     raise ConfigError(msg)
 
 
-def _reject_nan(node: Any, name: str | None, parts: tuple = ()) -> None:
-    """NaN passes every JSON-schema range check (all comparisons are false): refuse it."""
-    if isinstance(node, float) and math.isnan(node):
-        raise ConfigError(f"{_fmt_path(parts, name)}: NaN is not a valid value")
+def _reject_non_finite(node: Any, name: str | None, parts: tuple = ()) -> None:
+    """NaN passes every JSON-schema range check (all comparisons are false) and no setting
+    means anything by inf (limits are switched off with null): refuse both."""
+    if isinstance(node, float) and not math.isfinite(node):
+        what = "NaN is not a valid value" if math.isnan(node) else f"{node} is not a finite number"
+        raise ConfigError(f"{_fmt_path(parts, name)}: {what}")
     if isinstance(node, Mapping):
         for k, v in node.items():
-            _reject_nan(v, name, (*parts, k))
+            _reject_non_finite(v, name, (*parts, k))
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            _reject_nan(v, name, (*parts, i))
+            _reject_non_finite(v, name, (*parts, i))
 
 
 def load_config(
@@ -393,7 +395,7 @@ def load_config(
             f"got {type(cfg).__name__}"
         )
     apply_overrides(cfg, overrides, name)
-    _reject_nan(cfg, name)
+    _reject_non_finite(cfg, name)
     sch = load_schema(schema)
     fill_defaults(cfg, sch)
     validate(cfg, sch, name)

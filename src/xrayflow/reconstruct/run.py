@@ -52,11 +52,8 @@ def default_checkpoint_path(cfg, out_path) -> Path:
 
 def check_config(cfg: dict) -> None:
     """Values the schema cannot express, refused before any data are read (ConfigError
-    naming the key): non-finite learning rates, a saturation threshold that masks every
-    pixel."""
-    for name, sub in cfg["optimizer"].items():
-        if isinstance(sub, dict) and "lr" in sub and not np.isfinite(float(sub["lr"])):
-            raise ConfigError(f"optimizer.{name}.lr: must be a finite number, got {sub['lr']!r}")
+    naming the key): a photon energy outside the X-ray range, a saturation threshold that
+    masks every pixel."""
     e = cfg["geometry"]["energy_ev"]
     problem = xray_energy_problem(e) if e is not None else None
     if problem:

@@ -12,15 +12,14 @@ global batch for any rank count.
 
 Before any computation each mode checks its outputs against its inputs
 (:func:`xrayflow.io.outputs.check_outputs`: an output that is an input, a directory or
-device, in a missing or unwritable directory, or empty is refused with exit status 2), and
-refuses non-finite config numbers. ``--resume`` without a checkpoint, or with one written
+device, in a missing or unwritable directory, or empty is refused with exit status 2).
+``--resume`` without a checkpoint, or with one written
 for another config or other shards, starts fresh with a one-line notice.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -60,18 +59,6 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _check_finite(node, key: str = "train") -> None:
-    """ConfigError naming the key of any inf (or NaN) number in the config."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            _check_finite(v, f"{key}.{k}")
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            _check_finite(v, f"{key}[{i}]")
-    elif isinstance(node, float) and not math.isfinite(node):
-        raise ConfigError(f"{key}: {node} is not a finite number")
-
-
 def _data_inputs(data) -> dict[str, Path]:
     """The files a training run reads from --data, labelled for messages."""
     from xrayflow.train.loop import data_files  # noqa: PLC0415
@@ -95,7 +82,6 @@ def run(args) -> int:
             if args.config
             else load_config({}, "train", overrides)
         )
-        _check_finite(cfg)
         check_outputs(
             {"--out": args.out},
             {"--model": args.model, "--data": args.data, "--config": args.config},
@@ -116,7 +102,6 @@ def run(args) -> int:
     if args.out is None:
         raise ConfigError("train: --out is required")
     cfg = load_config(args.config, "train", overrides)
-    _check_finite(cfg)
     if args.generate:
         check_outputs({"--out": args.out}, {"--config": args.config}, dirs=("--out",))
         from xrayflow.train.distributed import env_rank_size  # noqa: PLC0415
