@@ -58,6 +58,8 @@ __all__ = [
     "CXIStream",
     "DiffractionData",
     "StreamedFrames",
+    "check_counts",
+    "check_real_counts",
     "cxi_stream",
     "read_cxi",
     "read_cxi_geometry",
@@ -333,15 +335,9 @@ class StreamedFrames:
     def __setitem__(self, idx: slice, frames) -> None:
         a = np.ascontiguousarray(frames, dtype=np.float32)
         start = idx.start or 0
-        t = float(a.sum(dtype=np.float64))
-        if not np.isfinite(t) or (a.size and a.min() < 0):
-            bad = np.argwhere(~np.isfinite(a) | (a < 0))[0]
-            raise DataError(
-                f"{self.source}: data: non-finite or negative counts, first at frame "
-                f"{start + int(bad[0])} pixel {tuple(int(i) for i in bad[1:])}"
-            )
+        check_counts(a, np.arange(start, start + len(a)), f"{self.source}: data")
         self.ds[idx] = a
-        self.total += t
+        self.total += float(a.sum(dtype=np.float64))
         self.written += a.shape[0]
         if self.saturation is not None:
             self.n_saturated += int(np.count_nonzero(a >= self.saturation))
@@ -548,18 +544,17 @@ def _geometry(f: h5py.File, source: str) -> tuple[float, float, tuple[float, flo
     return float(energy_ev), float(distance), (float(py), float(px))
 
 
-def _check_real(ds: h5py.Dataset, source: str) -> None:
+def check_real_counts(dtype, where: str) -> None:
     """Counts must be stored as real numbers: refuse complex (or text, compound) data
-    before anything casts them (a cast to float would drop the imaginary part)."""
-    kind = ds.dtype.kind
-    if kind not in "iuf":
-        what = "complex values" if kind == "c" else f"values of dtype {ds.dtype}"
-        raise DataError(
-            f"{source}: {ds.name} holds {what}; counts must be real numbers (int or float)"
-        )
+    before anything casts them (a cast to float would drop the imaginary part). ``where``
+    names the file and dataset or array."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "iuf":
+        what = "complex values" if dtype.kind == "c" else f"values of dtype {dtype}"
+        raise DataError(f"{where} holds {what}; counts must be real numbers (int or float)")
 
 
-def _check_frames(arr: np.ndarray, frames: np.ndarray, source: str) -> None:
+def check_counts(arr: np.ndarray, frames: np.ndarray, source: str) -> None:
     """NaN/inf or negative counts: DataError naming the first bad frame by its index in the
     file (``frames[k]`` is the file index of row ``k``; global also when an MPI rank reads
     a slice)."""
@@ -745,7 +740,7 @@ def read_cxi(
         energy_ev, distance, pixel_size = _geometry(f, source)
         two_d = ds.ndim == 2
         n = 1 if two_d else ds.shape[0]
-        _check_real(ds, source)
+        check_real_counts(ds.dtype, f"{source}: {ds.name}")
         if two_d:
             try:
                 data = np.asarray(ds[()], dtype=np.float32)[None]
@@ -758,7 +753,7 @@ def read_cxi(
         else:
             data, sel = _read_frames(ds, indices, source)
         if check:
-            _check_frames(data, sel, f"{source}: {ds.name}")
+            check_counts(data, sel, f"{source}: {ds.name}")
         positions = _positions(f, n, source)
         angles = _angles(f, n, source)
         mask = _mask(f, data.shape[-2:], source)

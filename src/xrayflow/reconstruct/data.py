@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from xrayflow.errors import ConfigError, DataError
+from xrayflow.io.cxi import check_counts, check_real_counts
 from xrayflow.parallel import Comm, get_comm
 
 
@@ -182,13 +183,9 @@ def _read_npz(p: Path, cfg: dict, comm: Comm) -> ReconData:
         )
     centred = bool(cfg["data"]["centred"]) if cfg["data"]["centred"] is not None else False
     idx, starts, local = _plan(cfg, data.shape[0], None, comm)
-    if data.dtype.kind not in "iuf":  # before the cast, which would drop imaginary parts
-        what = "complex values" if data.dtype.kind == "c" else f"values of dtype {data.dtype}"
-        raise DataError(f"{p}: array {keys['data']!r} holds {what}; counts must be real numbers")
+    check_real_counts(data.dtype, f"{p}: array {keys['data']!r}")  # before the cast
     data = np.asarray(data[idx[local]], dtype=np.float32)
-    from xrayflow.io.cxi import _check_frames  # noqa: PLC0415
-
-    _check_frames(data, idx[local], f"{p}: array {keys['data']!r}")
+    check_counts(data, idx[local], f"{p}: array {keys['data']!r}")
     if centred:
         data = np.fft.ifftshift(data, axes=(-2, -1))
     pix = 1.0 if g["units"] == "pixels" else float(g["object_pixel_size"])
