@@ -51,7 +51,6 @@ __all__ = [
     "evaluate",
     "evaluate_files",
     "read_object",
-    "write_json",
 ]
 
 SCHEMA_VERSION = 1
@@ -642,15 +641,6 @@ def _default_config() -> dict:
     return load_config({}, "evaluate")
 
 
-def write_json(path: str | os.PathLike, metrics: dict) -> Path:
-    """Write ``metrics`` as indented JSON, atomically (no NaN/Infinity tokens)."""
-    from xrayflow.io.atomic import atomic_write_text  # noqa: PLC0415
-
-    text = json.dumps(_finite(metrics), indent=2, allow_nan=False, default=str) + "\n"
-    atomic_write_text(path, text)
-    return Path(path)
-
-
 def evaluate_files(
     result_path: str | os.PathLike,
     reference_path: str | os.PathLike,
@@ -690,7 +680,11 @@ def publish(
     when it does not exist yet) and the JSON renamed onto ``out``. A failure before or
     during that leaves neither (an earlier run's figures are put back).
     """
-    from xrayflow.io.atomic import _tmp_prefix, atomic_path, remove_stale_temporaries  # noqa: PLC0415
+    from xrayflow.io.atomic import (  # noqa: PLC0415
+        atomic_path,
+        remove_stale_temporaries,
+        temporary_prefix,
+    )
 
     fdir = None if figures is None else Path(figures)
     tmpdir: Path | None = None
@@ -700,7 +694,7 @@ def publish(
             from xrayflow.evaluate.figures import write_figures  # noqa: PLC0415
 
             remove_stale_temporaries(fdir)  # folders of killed runs
-            tmpdir = Path(tempfile.mkdtemp(prefix=_tmp_prefix(fdir), dir=fdir.parent))
+            tmpdir = Path(tempfile.mkdtemp(prefix=temporary_prefix(fdir), dir=fdir.parent))
             written = write_figures(tmpdir, metrics, arrays or {}, config)
             metrics["figures"] = [str(fdir / p.name) for p in written]
         text = json.dumps(_finite(metrics), indent=2, allow_nan=False, default=str) + "\n"

@@ -26,7 +26,9 @@ from pathlib import Path
 _HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
-def _tmp_prefix(target: Path) -> str:
+def temporary_prefix(target: Path) -> str:
+    """Name prefix of this process's temporaries for ``target`` (files or folders), which
+    :func:`remove_stale_temporaries` recognises once the process is gone."""
     return f"{target.name}.tmp-{_HOST}-{os.getpid()}-"
 
 
@@ -94,7 +96,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(target), dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temporary_prefix(target), dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

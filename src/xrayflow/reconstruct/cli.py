@@ -73,33 +73,22 @@ def _run(args, comm) -> int:
 
 
 def _check_before_work(cfg: dict, args, comm) -> None:
-    """Refuse, before reading any data: outputs that would destroy an input or cannot be
-    written (:func:`xrayflow.io.outputs.check_outputs`, rank 0) and an unavailable
-    ``run.device``."""
-    from xrayflow.backend import BackendError, get_backend  # noqa: PLC0415
-    from xrayflow.reconstruct.run import check_config, default_checkpoint_path  # noqa: PLC0415
+    """Refuse, before reading any data, outputs that would destroy an input or cannot be
+    written (:func:`xrayflow.io.outputs.check_outputs`, on rank 0)."""
+    from xrayflow.io.outputs import check_outputs  # noqa: PLC0415
+    from xrayflow.reconstruct.run import default_checkpoint_path  # noqa: PLC0415
 
-    if comm.is_root:
-        from xrayflow.io.outputs import check_outputs  # noqa: PLC0415
-
-        outputs = {"--out": args.out}
-        if cfg["model"]["type"] != "bragg_cdi" and str(args.out).strip():
-            label = "run.checkpoint_path" if cfg["run"]["checkpoint_path"] else "checkpoint"
-            outputs[label] = default_checkpoint_path(cfg, args.out)
-        checked = check_outputs(
-            outputs,
-            {
-                "--data": args.data,
-                "--config": args.config,
-                "model.network": cfg["model"]["network"],
-            },
-        )
-        _check_checkpoint_path(checked)
-    check_config(cfg)
-    try:
-        get_backend(cfg["run"]["device"], cfg["run"]["precision"])
-    except BackendError as exc:
-        raise BackendError(f"run.device: {exc}") from None
+    if not comm.is_root:
+        return
+    outputs = {"--out": args.out}
+    if cfg["model"]["type"] != "bragg_cdi" and str(args.out).strip():
+        label = "run.checkpoint_path" if cfg["run"]["checkpoint_path"] else "checkpoint"
+        outputs[label] = default_checkpoint_path(cfg, args.out)
+    checked = check_outputs(
+        outputs,
+        {"--data": args.data, "--config": args.config, "model.network": cfg["model"]["network"]},
+    )
+    _check_checkpoint_path(checked)
 
 
 def _check_checkpoint_path(checked: dict) -> None:
