@@ -2,28 +2,23 @@
 --rerun-incomplete without redoing finished work, and the PBS pilot script runs the demo
 locally when it is not inside a PBS job."""
 
-import json
 import os
 import signal
 import subprocess
-import time
 
 from wfhelpers import (
     FAKE_CLI,
     REPO,
     VENV_BIN,
+    fake_calls,
     make_workdir,
     profile,
     snakemake,
-    snakemake_cmd,
     snakemake_env,
+    start_until,
 )
 
 LOCAL = ("--workflow-profile", profile("local"), "--cores", "2")
-
-
-def calls(log):
-    return [json.loads(line)["argv"] for line in log.read_text().splitlines()]
 
 
 def test_failing_job_names_rule_and_log(workdir, tmp_path):
@@ -46,26 +41,10 @@ def test_killed_run_resumes_without_redoing_finished_work(workdir, tmp_path):
     env = snakemake_env(
         {"FAKE_XRAYFLOW_LOG": str(first), "FAKE_XRAYFLOW_SLEEP": "reconstruct:120"}, [FAKE_CLI]
     )
-    run = subprocess.Popen(
-        snakemake_cmd(workdir, *LOCAL),
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if first.exists() and any(a[0] == "reconstruct" for a in calls(first)):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the reconstruction never started")
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)  # Snakemake and its jobs, mid-reconstruction
-        run.wait(timeout=30)
-    simulated = [a for a in calls(first) if a[0] == "simulate"]
+    run = start_until(workdir, LOCAL, env, first, "reconstruct")
+    os.killpg(run.pid, signal.SIGKILL)  # Snakemake and its jobs, mid-reconstruction
+    run.wait(timeout=30)
+    simulated = [a for a in fake_calls(first) if a[0] == "simulate"]
     assert len(simulated) == 2
     snakemake(workdir, *LOCAL, "--unlock", timeout=120, check=True)  # the killed run's lock
     proc = snakemake(
@@ -77,7 +56,7 @@ def test_killed_run_resumes_without_redoing_finished_work(workdir, tmp_path):
         timeout=300,
         check=True,
     )
-    stages = [a[0] for a in calls(second)]
+    stages = [a[0] for a in fake_calls(second)]
     assert "simulate" not in stages, stages  # finished before the kill: not redone
     assert "reconstruct" in stages and "evaluate" in stages
     assert (workdir / "results" / "summary.tsv").exists(), proc.stdout
@@ -103,5 +82,5 @@ def test_pilot_script_runs_the_demo_locally(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "not inside a PBS job; running locally" in proc.stderr
     assert (workdir / "results" / "summary.tsv").exists()
-    stages = {a[0] for a in calls(log)}
+    stages = {a[0] for a in fake_calls(log)}
     assert {"simulate", "reconstruct", "train", "evaluate"} <= stages

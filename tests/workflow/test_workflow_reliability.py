@@ -20,9 +20,9 @@ from wfhelpers import (
     make_workdir,
     profile,
     snakemake,
-    snakemake_cmd,
     snakemake_env,
     stages_available,
+    start_until,
 )
 
 LOCAL = ("--workflow-profile", profile("local"), "--cores", "2")
@@ -249,25 +249,8 @@ def test_jobs_die_with_a_killed_snakemake(workdir, tmp_path):
         },
         [FAKE_CLI],
     )
-    run = subprocess.Popen(
-        snakemake_cmd(workdir, *LOCAL),
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    run = start_until(workdir, LOCAL, env, log, "reconstruct")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if log.exists() and any(
-                json.loads(line)["argv"][0] == "reconstruct"
-                for line in log.read_text().splitlines()
-            ):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the reconstruction never started")
         time.sleep(1.5)  # the watchdogs are up
         jobs = [p for p in _procs_with_env(str(log)) if p != run.pid]
         assert jobs, "no job processes found"

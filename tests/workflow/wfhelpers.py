@@ -9,10 +9,13 @@ replaced by empty placeholders, so that DAG, profile and submission tests do not
 the stage helpers' files; the end-to-end tests use the real ones.
 """
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -113,3 +116,29 @@ def stages_available(files=("config.yaml",)) -> tuple[bool, str]:
     if cfgs:
         return False, f"stage config files missing: {cfgs}"
     return True, ""
+
+
+def fake_calls(log: Path) -> list[list[str]]:
+    """The argument lists the fake CLI (``FAKE_XRAYFLOW_LOG``) was called with, in order."""
+    return [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+
+
+def start_until(workdir, args, env: dict, log: Path, stage: str, timeout: float = 120):
+    """Start Snakemake in its own session and return its Popen once the fake CLI's ``log``
+    shows a call of ``stage``; AssertionError (the run killed) if none comes in time."""
+    run = subprocess.Popen(
+        snakemake_cmd(workdir, *args),
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and any(a[0] == stage for a in fake_calls(log)):
+            return run
+        time.sleep(0.5)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=30)
+    raise AssertionError(f"the {stage} job never started")
