@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from xrayflow import backend
 from xrayflow.backend import BackendError, array_module, get_backend, gpu_available, to_numpy
 
 
@@ -73,3 +74,34 @@ def test_gpu_fft_matches_cpu():
     np.testing.assert_allclose(
         gpu.to_numpy(gpu.fft2(gpu.asarray(a))), cpu.fft2(a), rtol=1e-4, atol=1e-4
     )
+
+
+def test_backend_is_the_only_fft_entry_point():
+    """No module but xrayflow.backend calls numpy.fft, scipy.fft or cupyx.scipy.fft."""
+    import re
+    from pathlib import Path
+
+    import xrayflow
+
+    pattern = re.compile(r"\b(scipy\.fft|numpy\.fft|np\.fft|cupyx\.scipy\.fft|xp\.fft)\b")
+    root = Path(xrayflow.__file__).parent
+    offenders = [
+        f"{p.relative_to(root)}:{i}"
+        for p in sorted(root.rglob("*.py"))
+        if p.name != "backend.py" or p.parent != root
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line.split("#")[0]) and "``" not in line
+    ]
+    assert offenders == []
+
+
+def test_module_fft_matches_backend_and_numpy():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 8, 6)) + 1j * rng.standard_normal((3, 8, 6))
+    be = get_backend("cpu", "double", workers=2)
+    np.testing.assert_allclose(backend.fft2(a), np.fft.fft2(a, norm="ortho"), atol=1e-12)
+    np.testing.assert_allclose(be.fftn(a, norm="backward"), np.fft.fftn(a), atol=1e-12)
+    np.testing.assert_allclose(backend.ifft(a, axis=0), np.fft.ifft(a, axis=0, norm="ortho"))
+    np.testing.assert_array_equal(backend.fftfreq(5, 0.5), np.fft.fftfreq(5, 0.5))
+    np.testing.assert_array_equal(backend.fftshift(a, axes=(1,)), np.fft.fftshift(a, axes=1))
+    np.testing.assert_array_equal(backend.ifftshift(backend.fftshift(a)), a)

@@ -3,9 +3,13 @@
 Nothing here imports CuPy at module import time; :func:`get_backend` imports it only
 when a GPU is asked for (``device="gpu"``) or found (``device="auto"``).
 
-FFTs go through ``scipy.fft`` with ``workers`` on the CPU and ``cupyx.scipy.fft`` on
-the GPU. Every transform takes ``norm`` explicitly; the project convention
-(docs/physics.md) is ``norm="ortho"`` for far-field propagation, so that
+This module is the only FFT entry point of xrayflow: the module-level :func:`fft2`,
+:func:`ifft2`, :func:`fftn`, :func:`ifftn`, :func:`fft`, :func:`ifft`, :func:`fftfreq`,
+:func:`fftshift` and :func:`ifftshift` act on NumPy or CuPy arrays alike (``scipy.fft`` with
+``workers`` threads on the CPU, ``cupyx.scipy.fft`` on the GPU), and :class:`Backend` has the
+same transforms bound to its worker count. Nothing else imports ``scipy.fft``,
+``numpy.fft`` or ``cupyx.scipy.fft``. Every transform takes ``norm``; the project
+convention (docs/physics.md) is ``norm="ortho"`` for far-field propagation, so that
 sum |psi|^2 = sum I (probe power equals photon counts).
 """
 
@@ -32,7 +36,7 @@ class BackendError(XrayflowError, RuntimeError):
 def _cupy() -> ModuleType | None:
     """Import CuPy if it is installed and sees a GPU; else None."""
     try:
-        import cupy  # noqa: PLC0415 - deliberate lazy import
+        import cupy
     except Exception:
         return None
     try:
@@ -64,6 +68,75 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+_WORKERS = [0]  # 0: default_workers(); set_fft_workers() overrides it
+
+
+def set_fft_workers(n: int) -> None:
+    """CPU FFT threads of the module-level transforms (those called without ``workers``)."""
+    _WORKERS[0] = max(1, int(n))
+
+
+def fft_workers() -> int:
+    """CPU FFT threads of a transform called without ``workers``."""
+    return _WORKERS[0] or default_workers()
+
+
+def _fft_call(name: str, a, workers: int | None, overwrite_x: bool, **kw):
+    """``<module>.<name>(a, **kw)`` on the device that holds ``a``."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        import cupyx.scipy.fft as cufft
+
+        return getattr(cufft, name)(a, overwrite_x=overwrite_x, **kw)
+    w = workers or fft_workers()
+    return getattr(scipy.fft, name)(a, overwrite_x=overwrite_x, workers=w, **kw)
+
+
+def fft2(a, axes=(-2, -1), norm: str = "ortho", overwrite_x: bool = False, workers=None):
+    """2D FFT over ``axes`` (default the last two, (y, x)) of a NumPy or CuPy array."""
+    return _fft_call("fft2", a, workers, overwrite_x, axes=axes, norm=norm)
+
+
+def ifft2(a, axes=(-2, -1), norm: str = "ortho", overwrite_x: bool = False, workers=None):
+    """Inverse 2D FFT over ``axes``."""
+    return _fft_call("ifft2", a, workers, overwrite_x, axes=axes, norm=norm)
+
+
+def fftn(a, axes=None, norm: str = "ortho", overwrite_x: bool = False, workers=None):
+    """N-dimensional FFT (all axes unless ``axes`` is given)."""
+    return _fft_call("fftn", a, workers, overwrite_x, axes=axes, norm=norm)
+
+
+def ifftn(a, axes=None, norm: str = "ortho", overwrite_x: bool = False, workers=None):
+    """Inverse N-dimensional FFT."""
+    return _fft_call("ifftn", a, workers, overwrite_x, axes=axes, norm=norm)
+
+
+def fft(a, axis: int = -1, norm: str = "ortho", overwrite_x: bool = False, workers=None):
+    """1D FFT along ``axis``."""
+    return _fft_call("fft", a, workers, overwrite_x, axis=axis, norm=norm)
+
+
+def ifft(a, axis: int = -1, norm: str = "ortho", overwrite_x: bool = False, workers=None):
+    """Inverse 1D FFT along ``axis``."""
+    return _fft_call("ifft", a, workers, overwrite_x, axis=axis, norm=norm)
+
+
+def fftfreq(n: int, d: float = 1.0, xp: ModuleType = np):
+    """Sample frequencies of an ``n``-point FFT with sample spacing ``d`` (cycles per unit
+    of ``d``; zero frequency at index 0), as an ``xp`` float64 array."""
+    return xp.asarray(scipy.fft.fftfreq(int(n), d))
+
+
+def fftshift(a, axes=None):
+    """Move the zero frequency from index 0 to the centre (``n // 2``) along ``axes``."""
+    return array_module(a).fft.fftshift(a, axes=axes)
+
+
+def ifftshift(a, axes=None):
+    """Inverse of :func:`fftshift`: the centre back to index 0."""
+    return array_module(a).fft.ifftshift(a, axes=axes)
+
+
 @dataclass(frozen=True)
 class Backend:
     """An array namespace plus the FFTs and dtypes that go with it.
@@ -85,35 +158,29 @@ class Backend:
     def is_gpu(self) -> bool:
         return self.device == "gpu"
 
-    @property
-    def _fft(self) -> ModuleType:
-        if self.is_gpu:
-            import cupyx.scipy.fft as cufft  # noqa: PLC0415
-
-            return cufft
-        return scipy.fft
-
-    def _kw(self, overwrite_x: bool) -> dict:
-        kw: dict = {"overwrite_x": overwrite_x}
-        if not self.is_gpu:
-            kw["workers"] = self.workers
-        return kw
-
     def fft2(self, a, axes=(-2, -1), norm: str = "ortho", overwrite_x: bool = False):
         """2D FFT over ``axes`` (default the last two, (y, x))."""
-        return self._fft.fft2(a, axes=axes, norm=norm, **self._kw(overwrite_x))
+        return fft2(a, axes, norm, overwrite_x, self.workers)
 
     def ifft2(self, a, axes=(-2, -1), norm: str = "ortho", overwrite_x: bool = False):
         """Inverse 2D FFT over ``axes``."""
-        return self._fft.ifft2(a, axes=axes, norm=norm, **self._kw(overwrite_x))
+        return ifft2(a, axes, norm, overwrite_x, self.workers)
 
     def fftn(self, a, axes=None, norm: str = "ortho", overwrite_x: bool = False):
         """N-dimensional FFT (all axes unless ``axes`` is given)."""
-        return self._fft.fftn(a, axes=axes, norm=norm, **self._kw(overwrite_x))
+        return fftn(a, axes, norm, overwrite_x, self.workers)
 
     def ifftn(self, a, axes=None, norm: str = "ortho", overwrite_x: bool = False):
         """Inverse N-dimensional FFT."""
-        return self._fft.ifftn(a, axes=axes, norm=norm, **self._kw(overwrite_x))
+        return ifftn(a, axes, norm, overwrite_x, self.workers)
+
+    def fft(self, a, axis: int = -1, norm: str = "ortho", overwrite_x: bool = False):
+        """1D FFT along ``axis``."""
+        return fft(a, axis, norm, overwrite_x, self.workers)
+
+    def ifft(self, a, axis: int = -1, norm: str = "ortho", overwrite_x: bool = False):
+        """Inverse 1D FFT along ``axis``."""
+        return ifft(a, axis, norm, overwrite_x, self.workers)
 
     def asarray(self, a, dtype=None):
         """Move ``a`` to this backend's device (no copy when already there)."""
@@ -153,7 +220,7 @@ def get_backend(
 def array_module(a) -> ModuleType:
     """The namespace (numpy or cupy) that owns array ``a``, without importing CuPy."""
     if type(a).__module__.split(".")[0] == "cupy":
-        import cupy  # noqa: PLC0415
+        import cupy
 
         return cupy
     return np

@@ -48,7 +48,7 @@ import numpy as np
 from scipy import ndimage
 
 from xrayflow import ad
-from xrayflow.backend import array_module, get_backend, to_numpy
+from xrayflow.backend import array_module, fftfreq, fftshift, get_backend, ifftshift, to_numpy
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.models.bragg import LOSSES, BraggCDIModel
 
@@ -168,7 +168,7 @@ def gaussian_blur(a, sigma: float, backend):
     xp = backend.xp
     f2 = 0
     for ax, n in enumerate(a.shape):
-        f = xp.asarray(np.fft.fftfreq(n), dtype=backend.real_dtype)
+        f = xp.asarray(fftfreq(n), dtype=backend.real_dtype)
         shape = [1] * a.ndim
         shape[ax] = n
         f2 = f2 + f.reshape(shape) ** 2
@@ -190,9 +190,9 @@ def autocorrelation_support(counts, threshold: float = 0.1, centred: bool = True
     xp = backend.xp
     c = xp.asarray(counts, dtype=backend.real_dtype)
     if centred:
-        c = xp.fft.ifftshift(c)
+        c = ifftshift(c)
     auto = xp.abs(backend.ifftn(c.astype(backend.complex_dtype)))
-    auto = xp.fft.fftshift(auto)
+    auto = fftshift(auto)
     return auto > threshold * auto.max()
 
 
@@ -461,7 +461,7 @@ def network_predict(model, data, centred: bool = True, device: str = "cpu"):
         )
     a = np.sqrt(np.clip(a, 0.0, None))
     if not centred:
-        a = np.fft.fftshift(a, axes=(-3, -2, -1))
+        a = fftshift(a, axes=(-3, -2, -1))
     dev = next(model.parameters()).device
     t0 = time.perf_counter()
     with torch.inference_mode():

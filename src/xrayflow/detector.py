@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xrayflow.backend import to_numpy
+from xrayflow.backend import fftshift, ifftshift, to_numpy
 from xrayflow.errors import PhysicsError
 
 __all__ = ["Detector", "bin_frames", "make_mask", "poisson_counts"]
@@ -193,7 +193,7 @@ class Detector:
         m = np.ones(self.shape, dtype=bool) if self.mask is None else self.mask
         if self.binning > 1:
             m = bin_frames(m.astype(np.int32), self.binning) == self.binning**2
-        return m if centred else np.fft.ifftshift(m, axes=(-2, -1))
+        return m if centred else ifftshift(m, axes=(-2, -1))
 
     def measure(self, expected, rng) -> np.ndarray:
         """Detected counts (float32, ``(..., ny/b, nx/b)``) for expected counts ``(..., ny, nx)``.
@@ -207,7 +207,7 @@ class Detector:
             )
         rng = np.random.default_rng(rng)
         if not self.centred:
-            lam = np.fft.fftshift(lam, axes=(-2, -1))
+            lam = fftshift(lam, axes=(-2, -1))
         counts = poisson_counts(lam, rng).astype(np.float64)
         if self.read_noise > 0:
             counts += rng.normal(0.0, self.read_noise, size=counts.shape)
@@ -220,7 +220,7 @@ class Detector:
         if self.mask is not None and self.binning > 1:
             counts *= self.good_pixels(centred=True)
         if not self.centred:
-            counts = np.fft.ifftshift(counts, axes=(-2, -1))
+            counts = ifftshift(counts, axes=(-2, -1))
         return counts.astype(np.float32)
 
     def expected_binned(self, expected) -> np.ndarray:
@@ -230,10 +230,10 @@ class Detector:
         """
         lam = np.asarray(to_numpy(expected), dtype=np.float64)
         if not self.centred:
-            lam = np.fft.fftshift(lam, axes=(-2, -1))
+            lam = fftshift(lam, axes=(-2, -1))
         if self.mask is not None:
             lam = lam * self.mask
         lam = bin_frames(lam, self.binning)
         if self.mask is not None and self.binning > 1:
             lam = lam * self.good_pixels(centred=True)
-        return lam if self.centred else np.fft.ifftshift(lam, axes=(-2, -1))
+        return lam if self.centred else ifftshift(lam, axes=(-2, -1))

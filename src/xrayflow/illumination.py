@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from xrayflow.backend import fft2, fftfreq, fftshift, ifft2, ifftshift
 from xrayflow.errors import PhysicsError
 
 __all__ = [
@@ -83,7 +84,7 @@ def _soft_disc(rho, radius, edge):
 
 def _cfft2(a):
     """Centred unitary 2D DFT (index n//2 is the origin in both domains)."""
-    return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(a), norm="ortho"))
+    return fftshift(fft2(ifftshift(a)))
 
 
 def _normalise(field):
@@ -105,8 +106,8 @@ def _fresnel(field, pixel_size, wavelength, distance):
     )
     be = get_backend("cpu", precision="double")
     # the propagator works on fftfreq grids: move the axis to index 0 and back
-    out = propagate(np.fft.ifftshift(field), H, be)
-    return np.fft.fftshift(out)
+    out = propagate(ifftshift(field), H, be)
+    return fftshift(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -290,11 +291,11 @@ def random_phase_screen(shape, pixel_size, grain_size, rng) -> np.ndarray:
     rng = np.random.default_rng(rng)
     # |G(f)|² = exp(−f²/σf²)  ->  autocorrelation exp(−π²σf²r²), FWHM = 2√ln2/(πσf)
     sigma_f = 2.0 * math.sqrt(math.log(2.0)) / (math.pi * g)
-    fy = np.fft.fftfreq(ny, dy)[:, None]
-    fx = np.fft.fftfreq(nx, dx)[None, :]
+    fy = fftfreq(ny, dy)[:, None]
+    fx = fftfreq(nx, dx)[None, :]
     filt = np.exp(-(fy * fy + fx * fx) / (2.0 * sigma_f**2))
     noise = rng.standard_normal((ny, nx))
-    field = np.fft.ifft2(np.fft.fft2(noise) * filt).real
+    field = ifft2(fft2(noise, norm="backward") * filt, norm="backward").real
     std = field.std()
     if not std > 0:
         raise PhysicsError(
@@ -343,11 +344,11 @@ def diffuser_probe(
         )
     phi = float(strength) * random_phase_screen((ny, nx), (dy, dx), g, rng)
     u = np.exp(1j * phi)
-    fy = np.fft.fftfreq(ny, dy)[:, None]
-    fx = np.fft.fftfreq(nx, dx)[None, :]
+    fy = fftfreq(ny, dy)[:, None]
+    fx = fftfreq(nx, dx)[None, :]
     rho_c = _JINC2_HALF / (math.pi * g)
     pupil = np.hypot(fy, fx) <= rho_c
-    u = np.fft.ifft2(np.fft.fft2(u) * pupil)
+    u = ifft2(fft2(u, norm="backward") * pupil, norm="backward")
     if envelope is None or np.ndim(envelope) == 0:
         diam = 0.5 * min(ny * dy, nx * dx) if envelope is None else _positive(envelope, "envelope")
         y, x = _centred_grid(ny, nx, dy, dx)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from xrayflow.backend import fftfreq, fftn, ifftn
 from xrayflow.errors import PhysicsError
 
 __all__ = [
@@ -463,9 +464,9 @@ DEFAULT_CATHODE_FRACTIONS = {"LiCoO2": 0.12, "LiFePO4": 0.10, "LiMn2O4": 0.08}
 def _smooth_noise(shape, sigma_vox, rng) -> np.ndarray:
     """Gaussian-filtered white noise (periodic), computed by FFT."""
     noise = rng.standard_normal(shape)
-    k = np.meshgrid(*[np.fft.fftfreq(n) for n in shape], indexing="ij", sparse=True)
+    k = np.meshgrid(*[fftfreq(n) for n in shape], indexing="ij", sparse=True)
     f2 = sum((kk * s) ** 2 for kk, s in zip(k, sigma_vox, strict=True))
-    return np.fft.ifftn(np.fft.fftn(noise) * np.exp(-2.0 * np.pi**2 * f2)).real
+    return ifftn(fftn(noise, norm="backward") * np.exp(-2.0 * np.pi**2 * f2), norm="backward").real
 
 
 def _ellipsoid_in_box(shape, voxel, center, axes_rot, semi, bound):

@@ -15,6 +15,8 @@ See ``docs``-style docstrings of each primitive; the fused multislice primitive 
 memory-light (reversible) backward is :func:`multislice`.
 """
 
+from xrayflow.backend import set_fft_workers
+
 from .core import Tensor, as_tensor, backward, const, grad, param, unbroadcast, value_and_grad
 from .ops import (
     abs,
@@ -53,7 +55,6 @@ from .ops import (
     real,
     reshape,
     scatter_add_patches,
-    set_fft_workers,
     sin,
     sqrt,
     stack,

@@ -48,10 +48,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from xrayflow import backend as fftlib
 from xrayflow.backend import array_module
 
 from .core import Tensor, make_node
-from .ops import _check_bounds, _corner_arrays, _fftmod, scatter_add_patches
+from .ops import _check_bounds, _corner_arrays, scatter_add_patches
 
 __all__ = ["multislice", "multislice_object"]
 
@@ -67,19 +68,19 @@ def _ptr(a):
 
 
 class _FFT:
-    """In-place batched 2D FFTs on owned contiguous buffers."""
+    """In-place batched 2D FFTs (ortho) on owned contiguous buffers, ``workers`` CPU threads."""
 
-    def __init__(self, mod, kw):
-        self.mod, self.kw = mod, kw
+    def __init__(self, workers: int):
+        self.workers = workers
 
     def fwd(self, buf):
-        r = self.mod.fft2(buf, axes=(-2, -1), norm="ortho", overwrite_x=True, **self.kw)
+        r = fftlib.fft2(buf, overwrite_x=True, workers=self.workers)
         if _ptr(r) != _ptr(buf):
             buf[...] = r
         return buf
 
     def inv(self, buf):
-        r = self.mod.ifft2(buf, axes=(-2, -1), norm="ortho", overwrite_x=True, **self.kw)
+        r = fftlib.ifft2(buf, overwrite_x=True, workers=self.workers)
         if _ptr(r) != _ptr(buf):
             buf[...] = r
         return buf
@@ -187,13 +188,12 @@ class _Engine:
         self.per_position = P.shape[0] > 1
         self.reversible = reversible
         self.max_amp = float(max_amp)
-        mod, kw = _fftmod(P, backend)
-        workers = int(kw.get("workers", 1)) if xp is np else 1
+        workers = 1
+        if xp is np:
+            workers = backend.workers if backend is not None else fftlib.fft_workers()
         self.chunks = _chunks(B, chunk, workers)
         self.threads = max(1, min(workers, len(self.chunks)))
-        if "workers" in kw:
-            kw = {**kw, "workers": max(1, workers // self.threads)}
-        self.fft = _FFT(mod, kw)
+        self.fft = _FFT(max(1, workers // self.threads))
         self.bmax = max(b1 - b0 for b0, b1 in self.chunks)
         # propagators: H_j for j in 0..S-2
         self.H, self.Hc, self.Hinv, self.unitary, self.hmin = [], [], [], [], []
@@ -464,8 +464,8 @@ def multislice(
         patches: (S, B, n, n) slice transmissions at the B positions.
         transfer: Fresnel/angular-spectrum transfer function (n, n), or (S-1, n, n) for
             unequal spacings; DC at index 0 (constant, no gradient). Ignored if S = 1.
-        backend: :class:`xrayflow.backend.Backend` (FFT module and threads); default:
-            scipy.fft / cupyx.scipy.fft according to the arrays.
+        backend: :class:`xrayflow.backend.Backend` (its CPU FFT threads); default: the
+            module-level FFT threads of :mod:`xrayflow.backend`.
         reversible: regenerate waves in backward instead of storing them (see module doc).
         max_amplification: checkpoint a slice when regeneration would amplify round-off by
             more than this (accumulated ``1/min|t|``).

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xrayflow.backend import array_module, default_workers
+from xrayflow import backend as fftlib
+from xrayflow.backend import array_module
 
 from .core import Tensor, as_tensor, make_node
 
@@ -440,40 +441,23 @@ def concatenate(tensors: Sequence, axis: int = 0) -> Tensor:
 _ADJ_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho", None: "forward"}
 
 
-def _fftmod(arr, backend=None):
-    """(module, extra kwargs) for scipy.fft-like calls on ``arr``'s device."""
-    if backend is not None:
-        return backend._fft, ({} if backend.is_gpu else {"workers": backend.workers})
-    xp = array_module(arr)
-    if xp is np:
-        import scipy.fft  # noqa: PLC0415
-
-        return scipy.fft, {"workers": _WORKERS[0]}
-    import cupyx.scipy.fft  # noqa: PLC0415
-
-    return cupyx.scipy.fft, {}
-
-
-_WORKERS = [default_workers()]
-
-
-def set_fft_workers(n: int) -> None:
-    """Threads for CPU FFTs inside the AD primitives when no backend is passed."""
-    _WORKERS[0] = max(1, int(n))
+def _workers(backend):
+    """CPU FFT threads: the backend's, or (None) the module default of :mod:`xrayflow.backend`."""
+    return None if backend is None else backend.workers
 
 
 def _fft_op(name, inv_name, a, norm, backend, **axes):
-    """Node ``mod.<name>(a)``; its VJP is ``mod.<inv_name>`` with the adjoint norm.
+    """Node ``backend.<name>(a)``; its VJP is ``backend.<inv_name>`` with the adjoint norm.
 
     ``axes``: the ``axes=`` (2D/nD) or ``axis=`` (1D) keyword, passed to both transforms.
     """
     A = _d(a)
-    mod, kw = _fftmod(A, backend)
-    f = getattr(mod, name)
-    finv = getattr(mod, inv_name)
-    y = f(A, norm=norm, **axes, **kw)
+    f = getattr(fftlib, name)
+    finv = getattr(fftlib, inv_name)
+    w = _workers(backend)
+    y = f(A, norm=norm, workers=w, **axes)
     adj = _ADJ_NORM[norm]
-    return make_node(y, ((a, lambda g: finv(g, norm=adj, **axes, **kw)),), name)
+    return make_node(y, ((a, lambda g: finv(g, norm=adj, workers=w, **axes)),), name)
 
 
 def fft2(a, axes=(-2, -1), norm: str = "ortho", backend=None) -> Tensor:
@@ -512,8 +496,8 @@ def far_field_intensity(psi, mode_axis: int | None = -3, backend=None, recompute
     """
     X = _d(psi)
     xp = array_module(X)
-    mod, kw = _fftmod(X, backend)
-    F = mod.fft2(X, axes=(-2, -1), norm="ortho", **kw)
+    w = _workers(backend)
+    F = fftlib.fft2(X, workers=w)
     inten = xp.abs(F)
     xp.multiply(inten, inten, out=inten)
     if mode_axis is not None:
@@ -522,11 +506,11 @@ def far_field_intensity(psi, mode_axis: int | None = -3, backend=None, recompute
     del F
 
     def vjp(g):
-        Fx = saved.pop() if saved else mod.fft2(X, axes=(-2, -1), norm="ortho", **kw)
+        Fx = saved.pop() if saved else fftlib.fft2(X, workers=w)
         g2 = xp.multiply(g, 2.0)
         xp.multiply(Fx, g2 if mode_axis is None else xp.expand_dims(g2, mode_axis), out=Fx)
         del g2
-        return mod.ifft2(Fx, axes=(-2, -1), norm="ortho", overwrite_x=True, **kw)
+        return fftlib.ifft2(Fx, overwrite_x=True, workers=w)
 
     return make_node(inten, ((psi, vjp),), "far_field_intensity")
 
@@ -629,8 +613,8 @@ def gather_patches(obj, corners, shape: Sequence[int]) -> Tensor:
 
 # ---------------------------------------------------------------- Fourier shift
 def _freqs(h, w, xp, dtype):
-    fy = xp.asarray(np.fft.fftfreq(h).astype(dtype))[:, None]
-    fx = xp.asarray(np.fft.fftfreq(w).astype(dtype))[None, :]
+    fy = xp.asarray(fftlib.fftfreq(h).astype(dtype))[:, None]
+    fx = xp.asarray(fftlib.fftfreq(w).astype(dtype))[None, :]
     return fy, fx
 
 
@@ -649,22 +633,22 @@ def fourier_shift(x, shifts, backend=None) -> Tensor:
     h, w = X.shape[-2:]
     cdt = np.result_type(X.dtype, np.complex64)
     rdt = np.finfo(cdt).dtype
-    mod, kw = _fftmod(X, backend)
+    wk = _workers(backend)
     fy, fx = _freqs(h, w, xp, np.float64)
     sy = S[..., 0, None, None].astype(np.float64)
     sx = S[..., 1, None, None].astype(np.float64)
     ramp = xp.exp(-2j * np.pi * (fy * sy + fx * sx)).astype(cdt)  # (..., h, w)
-    Xf = mod.fft2(X, axes=(-2, -1), norm="ortho", **kw)
+    Xf = fftlib.fft2(X, workers=wk)
     Yf = Xf * ramp
-    y = mod.ifft2(Yf, axes=(-2, -1), norm="ortho", **kw)
+    y = fftlib.ifft2(Yf, workers=wk)
 
     def vjp_x(g):
-        Gf = mod.fft2(g, axes=(-2, -1), norm="ortho", **kw)
+        Gf = fftlib.fft2(g, workers=wk)
         Gf *= ramp.conj()
-        return mod.ifft2(Gf, axes=(-2, -1), norm="ortho", overwrite_x=True, **kw)
+        return fftlib.ifft2(Gf, overwrite_x=True, workers=wk)
 
     def vjp_s(g):
-        Gf = mod.fft2(g, axes=(-2, -1), norm="ortho", **kw)
+        Gf = fftlib.fft2(g, workers=wk)
         # dy/ds_y = F^-1(-2 pi i fy Yf); dL/ds = Re sum conj(Gf) * dYf/ds
         c = Gf.conj() * Yf
         c = c * (-2j * np.pi)

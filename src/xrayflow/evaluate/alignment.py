@@ -21,9 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.fft as sfft
 
-from xrayflow.backend import default_workers, to_numpy
+from xrayflow.backend import fftfreq, fftn, fftshift, ifftn, to_numpy
 
 __all__ = [
     "align",
@@ -45,11 +44,11 @@ __all__ = [
 
 # --------------------------------------------------------------------------- helpers
 def _fftn(a, axes=None):
-    return sfft.fftn(a, axes=axes, workers=default_workers())
+    return fftn(a, axes=axes, norm="backward")
 
 
 def _ifftn(a, axes=None):
-    return sfft.ifftn(a, axes=axes, workers=default_workers())
+    return ifftn(a, axes=axes, norm="backward")
 
 
 def _axes(ndim: int, axes: Sequence[int] | None) -> tuple[int, ...]:
@@ -185,7 +184,7 @@ def fit_phase_ramp(est, ref, weights=None, axes=None, upsample: int = 100) -> np
     # 1) coarse: peak of |FFT(z)| (cycles per pixel), refined on an upsampled grid.
     spec = np.abs(_fftn(zs))
     peak = np.unravel_index(int(np.argmax(spec)), spec.shape)
-    f0 = np.array([np.fft.fftfreq(n)[p] for n, p in zip(zs.shape, peak, strict=True)])
+    f0 = np.array([fftfreq(n)[p] for n, p in zip(zs.shape, peak, strict=True)])
     coords = [_centred_coords(n) for n in zs.shape]
     if upsample > 1:
         step = np.array([1.0 / n for n in zs.shape])
@@ -232,7 +231,7 @@ def fourier_shift(a, shift: Sequence[float], axes=None) -> np.ndarray:
         return a.copy()
     ramp = np.zeros([1] * a.ndim)
     for k, s in zip(ax, shift, strict=True):
-        ramp = ramp + _bcast(np.fft.fftfreq(a.shape[k]) * s, k, a.ndim)
+        ramp = ramp + _bcast(fftfreq(a.shape[k]) * s, k, a.ndim)
     out = _ifftn(_fftn(a, axes=ax) * np.exp(-2j * np.pi * ramp), axes=ax)
     return out.real if not np.iscomplexobj(a) else out
 
@@ -251,7 +250,7 @@ def _xcorr_shift(est: np.ndarray, ref: np.ndarray, upsample: int, window: bool) 
     shape = np.array(cc.shape)
     peak[peak > shape // 2] -= shape[peak > shape // 2]
     if upsample > 1:
-        coords = [np.fft.fftfreq(n) for n in cc.shape]
+        coords = [fftfreq(n) for n in cc.shape]
         peak = _refine_peak(cross, coords, peak, np.ones(cc.ndim), +1.0, upsample)
     peak[shape == 1] = 0.0
     return peak
@@ -372,8 +371,8 @@ def phase_mask(ref, threshold: float = 0.05) -> np.ndarray:
 # --------------------------------------------------------------------------- all together
 def _spectral_ramp(est: np.ndarray, ref: np.ndarray, upsample: int) -> np.ndarray:
     """Ramp slopes (rad/px) from registering the Fourier magnitudes (translation invariant)."""
-    fe = np.fft.fftshift(np.abs(_fftn(est)))
-    fr = np.fft.fftshift(np.abs(_fftn(ref)))
+    fe = fftshift(np.abs(_fftn(est)))
+    fr = fftshift(np.abs(_fftn(ref)))
     shift = _xcorr_shift(fe, fr, upsample, window=False)
     # est's spectrum sits at +f0*N bins from ref's: shift = -f0*N.
     return -2.0 * np.pi * shift / np.array(est.shape)

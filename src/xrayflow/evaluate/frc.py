@@ -17,9 +17,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import scipy.fft as sfft
 
-from xrayflow.backend import default_workers
+from xrayflow.backend import fftfreq, fftn
 
 __all__ = [
     "FRC",
@@ -59,7 +58,7 @@ def _ring_index(shape) -> np.ndarray:
     nmin = min(shape)
     f2 = np.zeros(shape)
     for ax, n in enumerate(shape):
-        f = np.fft.fftfreq(n)
+        f = fftfreq(n)
         s = [1] * len(shape)
         s[ax] = n
         f2 = f2 + (f.reshape(s)) ** 2
@@ -84,8 +83,8 @@ def frc(a, b, *, real: bool = False) -> FRC:
         raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
     if a.ndim < 1:
         raise ValueError("frc needs arrays with at least one axis")
-    fa = sfft.fftn(a, workers=default_workers())
-    fb = sfft.fftn(b, workers=default_workers())
+    fa = fftn(a, norm="backward")
+    fb = fftn(b, norm="backward")
     idx = _ring_index(a.shape).ravel()
     nring = min(a.shape) // 2 + 1
     keep = idx < nring

@@ -32,6 +32,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from xrayflow.backend import ifftshift
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
 from xrayflow.io.hdf5 import STR_DTYPE, open_h5, read_node, write_node
@@ -123,7 +124,7 @@ class DiffractionData:
         if not self.centred:
             return self.data
         axes = (0, 1, 2) if self.attrs.get("fft_ndim", 2) == 3 else (-2, -1)
-        return np.fft.ifftshift(self.data, axes=axes)
+        return ifftshift(self.data, axes=axes)
 
     def good_mask(self) -> np.ndarray:
         """The mask as a bool array, all True when there is none."""

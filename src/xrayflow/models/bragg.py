@@ -20,7 +20,7 @@ one error-reduction iteration.
 from __future__ import annotations
 
 from xrayflow import ad
-from xrayflow.backend import get_backend
+from xrayflow.backend import get_backend, ifftshift
 from xrayflow.models.ptychography import intensity_loss, loss_target
 
 LOSSES = ("gaussian", "poisson")
@@ -61,7 +61,7 @@ class BraggCDIModel:
         if c.ndim != 3:
             raise ValueError(f"counts must be a 3D array (Z, Y, X), got shape {c.shape}")
         if centred:
-            c = xp.fft.ifftshift(c)
+            c = ifftshift(c)
         c = c / self.backend.real_dtype(scale)
         self.shape = tuple(c.shape)
         self.loss_kind = loss
@@ -74,7 +74,7 @@ class BraggCDIModel:
             if m.shape != c.shape:
                 raise ValueError(f"mask shape {m.shape} does not match counts {c.shape}")
             if centred:
-                m = xp.fft.ifftshift(m)
+                m = ifftshift(m)
             self.mask = m.astype(self.backend.real_dtype)
 
     def far_field(self, rho):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from xrayflow import ad
-from xrayflow.backend import array_module
+from xrayflow.backend import array_module, fftfreq
 
 
 def loss_target(data, kind: str = "gaussian"):
@@ -142,8 +142,8 @@ class PtychoModel(ObjectModel):
         n0, n1 = probe.shape[-2:]
         rdt = np.finfo(np.result_type(probe.dtype, np.complex64)).dtype
         B = shifts.shape[0]
-        fy = xp.asarray((-2 * np.pi * np.fft.fftfreq(n0)).astype(rdt)).reshape(1, 1, n0, 1)
-        fx = xp.asarray((-2 * np.pi * np.fft.fftfreq(n1)).astype(rdt)).reshape(1, 1, 1, n1)
+        fy = xp.asarray((-2 * np.pi * fftfreq(n0)).astype(rdt)).reshape(1, 1, n0, 1)
+        fx = xp.asarray((-2 * np.pi * fftfreq(n1)).astype(rdt)).reshape(1, 1, 1, n1)
         ry = ad.expi(ad.reshape(shifts[:, 0:1], B, 1, 1, 1) * fy)  # (B, 1, n0, 1)
         rx = ad.expi(ad.reshape(shifts[:, 1:2], B, 1, 1, 1) * fx)  # (B, 1, 1, n1)
         Pf = ad.fft2(probe, backend=self.backend)  # (M, n0, n1)

@@ -17,7 +17,7 @@ Linear operators exposed with their adjoints (exact adjoints for the inner produ
 :mod:`xrayflow.optics.propagation`.
 
 Performance (CPU): the batch is split into chunks small enough to stay in cache; each chunk
-is processed with preallocated buffers, in-place ufuncs and in-place ``scipy.fft`` calls
+is processed with preallocated buffers, in-place ufuncs and in-place FFTs
 (``backend.workers`` threads per FFT); optionally (``threads=``) chunks run in a thread
 pool with single-threaded FFTs. Transfer functions come from a cache keyed on
 (shape, Δz, λ, Δx).
@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from xrayflow.backend import Backend, array_module, get_backend, to_numpy
+from xrayflow.backend import Backend, array_module, fftfreq, get_backend, to_numpy
 from xrayflow.errors import PhysicsError
 from xrayflow.optics.propagation import KINDS, cached_transfer_function
 
@@ -186,8 +186,8 @@ def fourier_shift_ramps(shifts, shape, xp=np, dtype=np.complex64):
     rx[:, None, :]`` shifts the image by ``+(sy, sx)`` pixels. Phases in float64."""
     s = np.asarray(to_numpy(shifts), dtype=np.float64).reshape(-1, 2)
     ny, nx = _shape_n(shape)
-    fy = np.fft.fftfreq(ny)
-    fx = np.fft.fftfreq(nx)
+    fy = fftfreq(ny)
+    fx = fftfreq(nx)
     ry = np.exp(-2j * np.pi * s[:, 0, None] * fy[None, :]).astype(dtype)
     rx = np.exp(-2j * np.pi * s[:, 1, None] * fx[None, :]).astype(dtype)
     return xp.asarray(ry), xp.asarray(rx)

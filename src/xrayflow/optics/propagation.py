@@ -32,6 +32,7 @@ from threading import Lock
 
 import numpy as np
 
+from xrayflow.backend import fftfreq
 from xrayflow.errors import PhysicsError
 
 KINDS = ("fresnel", "angular_spectrum")
@@ -81,8 +82,8 @@ def frequency_grid(shape, pixel_size) -> tuple[np.ndarray, np.ndarray]:
     """
     ny, nx = _shape2(shape)
     dy, dx = _pixel_pair(pixel_size)
-    fy = np.fft.fftfreq(ny, dy)[:, None]
-    fx = np.fft.fftfreq(nx, dx)[None, :]
+    fy = fftfreq(ny, dy)[:, None]
+    fx = fftfreq(nx, dx)[None, :]
     return fy, fx
 
 

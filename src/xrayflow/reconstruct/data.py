@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xrayflow.backend import ifftshift
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.io.cxi import check_counts, check_real_counts
 from xrayflow.parallel import Comm, get_comm
@@ -187,7 +188,7 @@ def _read_npz(p: Path, cfg: dict, comm: Comm) -> ReconData:
     data = np.asarray(data[idx[local]], dtype=np.float32)
     check_counts(data, idx[local], f"{p}: array {keys['data']!r}")
     if centred:
-        data = np.fft.ifftshift(data, axes=(-2, -1))
+        data = ifftshift(data, axes=(-2, -1))
     pix = 1.0 if g["units"] == "pixels" else float(g["object_pixel_size"])
     lam = g["wavelength_px"] if g["units"] == "pixels" else _wavelength(g["energy_ev"])
     rd = ReconData(
@@ -240,7 +241,7 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
     if centred is None:
         centred = bool(getattr(dd, "centred", True))
     if centred:
-        data = np.fft.ifftshift(data, axes=(-2, -1))
+        data = ifftshift(data, axes=(-2, -1))
     energy = g["energy_ev"] if g["energy_ev"] is not None else getattr(dd, "energy_ev", None)
     distance = g["distance"] if g["distance"] is not None else getattr(dd, "distance", None)
     attrs = dict(getattr(dd, "attrs", {}) or {})
@@ -277,7 +278,7 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
     if mask.shape != data.shape[-2:]:
         raise DataError(f"{p}: mask shape {mask.shape} differs from patterns {data.shape[-2:]}")
     if centred:
-        mask = np.fft.ifftshift(mask)
+        mask = ifftshift(mask)
     pos = np.zeros((n_file, 2)) if pos_all is None else np.asarray(pos_all, np.float64)
     probe = truth.get("probe") if cfg["init"]["probe"] in ("truth", "file") else None
     rd = ReconData(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xrayflow import ad
-from xrayflow.backend import BackendError, get_backend, to_numpy
+from xrayflow.backend import BackendError, fftfreq, fftshift, get_backend, to_numpy
 from xrayflow.errors import ConfigError, DataError, XrayflowError
 from xrayflow.models.holography import HolographyModel
 from xrayflow.models.ptychography import PtychoModel, loss_target, split_positions
@@ -198,8 +198,8 @@ def initial_probe(cfg, data: ReconData, rng) -> np.ndarray:
     if kind == "truth" and base is None:
         raise DataError("init.probe: truth requested but the data file has no probe")
     if base is None:
-        yy = np.fft.fftshift(np.fft.fftfreq(n[0])) * n[0]
-        xx = np.fft.fftshift(np.fft.fftfreq(n[1])) * n[1]
+        yy = fftshift(fftfreq(n[0])) * n[0]
+        xx = fftshift(fftfreq(n[1])) * n[1]
         r = np.hypot(yy[:, None] / n[0], xx[None, :] / n[1])
         w = ini["probe_width"]
         if kind == "gaussian":
@@ -597,8 +597,8 @@ class Reconstructor:
         P = self.params["probe"]
         F = xp.abs(self.backend.fft2(P)) ** 2
         n = P.shape[-2:]
-        fy = xp.asarray(np.fft.fftfreq(n[0]))[:, None]
-        fx = xp.asarray(np.fft.fftfreq(n[1]))[None, :]
+        fy = xp.asarray(fftfreq(n[0]))[:, None]
+        fx = xp.asarray(fftfreq(n[1]))[None, :]
         cy = float(xp.sum(F * (2 * np.pi * fy) ** 2))
         cx = float(xp.sum(F * (2 * np.pi * fx) ** 2))
         if "object" in self.params:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xrayflow.backend import fftshift, ifftshift
 from xrayflow.io.cxi import DiffractionData
 from xrayflow.simulate import common as C
 from xrayflow.simulate.registry import register_modality
@@ -87,9 +88,7 @@ def bragg_cdi(config: dict, rng, backend) -> DiffractionData:
     padded[z0 : z0 + shape[0], y0 : y0 + shape[1], x0 : x0 + shape[2]] = obj
     # object centre at index N//2 -> ifftshift so the FFT phase is flat for a centred object
     xp = backend.xp
-    F = backend.fftn(
-        backend.asarray(np.fft.ifftshift(padded).astype(backend.complex_dtype)), norm="ortho"
-    )
+    F = backend.fftn(backend.asarray(ifftshift(padded).astype(backend.complex_dtype)), norm="ortho")
     intensity = backend.to_numpy(xp.abs(F) ** 2).astype(np.float64)
     kind, value = C.photon_scaling(cfg)
     if kind == "fluence":
@@ -101,7 +100,7 @@ def bragg_cdi(config: dict, rng, backend) -> DiffractionData:
     if total <= 0:
         raise C.kerr("phantom", "the crystal is empty (no voxels of material)")
     intensity *= value / total
-    expected = np.fft.fftshift(intensity)
+    expected = fftshift(intensity)
     detector = C.make_detector(cfg, geo, centred=True)
     data = C.detect(cfg, detector, expected, s["noise"])
     b = geo.binning

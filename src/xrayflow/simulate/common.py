@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xrayflow.backend import fftshift
 from xrayflow.errors import ConfigError, PhysicsError
 from xrayflow.io.cxi import DiffractionData, StreamedFrames
 
@@ -480,7 +481,7 @@ def batched_intensities(cfg, model, corners, detector, rng, out, offset=0, centr
         expected = backend.to_numpy(model.intensities(corners[start:stop]))
         frames = detect(cfg, detector, expected, rng)
         if centre:
-            frames = np.fft.fftshift(frames, axes=(-2, -1))
+            frames = fftshift(frames, axes=(-2, -1))
         out[offset + start : offset + stop] = frames
     return out
 

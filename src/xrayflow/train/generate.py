@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from xrayflow.backend import get_backend
+from xrayflow.backend import fftshift, get_backend
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.io.atomic import atomic_write_text
 from xrayflow.memory import check_memory
@@ -325,7 +325,7 @@ def _fill_ptycho2d(w: ShardWriter, probe, ocfg, dbeta, osz, per_obj, d, rng, bac
         amp = _noisy_amplitude(ptycho_patterns(probe, patches, backend), d, rng)
         w.write(
             s,
-            np.fft.fftshift(amp, axes=(-2, -1)),
+            fftshift(amp, axes=(-2, -1)),
             {"amplitude": np.abs(patches), "phase": np.angle(patches)},
         )
 
@@ -338,7 +338,7 @@ def _fill_bragg(w: ShardWriter, m, ov, c, d, rng, backend) -> None:
         ph = np.stack([strain_phase(x, rng, c) for x in sup])
         expected = bragg_patterns(sup * np.exp(1j * ph), ov, float(d["photons"]), backend)
         amp = _noisy_amplitude(expected, d, rng)
-        w.write(s, np.fft.fftshift(amp, axes=(-3, -2, -1)), {"support": sup, "phase": ph})
+        w.write(s, fftshift(amp, axes=(-3, -2, -1)), {"support": sup, "phase": ph})
 
 
 def _work(args):

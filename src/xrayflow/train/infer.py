@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 import torch
 
+from xrayflow.backend import fftshift
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
 from xrayflow.memory import check_memory
@@ -104,7 +105,7 @@ def _blocks(path: Path, batch: int, kind: str, name: str):
         check_block(counts, src, name, s, nonnegative=True, unit="frame")
         a = np.sqrt(counts)
         if not d.centred:
-            a = np.fft.fftshift(a, axes=(-2, -1))
+            a = fftshift(a, axes=(-2, -1))
         yield n, a
 
 
