@@ -55,7 +55,7 @@ from xrayflow.config import load_config
 from xrayflow.evaluate.alignment import align
 from xrayflow.evaluate.metrics import ssim
 from xrayflow.io.atomic import atomic_path
-from xrayflow.models.bragg import BraggCDIModel
+from xrayflow.modalities.bragg_cdi.model import BraggCDIModel
 from xrayflow.train.generate import generate
 from xrayflow.train.loop import load_model, train
 

@@ -37,7 +37,7 @@ from xrayflow.backend import get_backend
 from xrayflow.evaluate.alignment import align
 from xrayflow.evaluate.metrics import ssim
 from xrayflow.io.atomic import atomic_path
-from xrayflow.models.bragg import BraggCDIModel
+from xrayflow.modalities.bragg_cdi.model import BraggCDIModel
 from xrayflow.simulate import simulate
 
 

@@ -1,8 +1,8 @@
 """Strong and weak MPI scaling of one ptycho-tomography gradient evaluation.
 
 One "iteration" = loss and gradient with respect to the (δ, β) volume over every frame
-(:meth:`xrayflow.models.tomography.TomoModel.gradient`): blocks of one angle each are split
-over the ranks, computed, and summed with the deterministic tree reduction
+(:meth:`xrayflow.modalities.ptychotomo.model.TomoModel.value_and_grad`): blocks of one
+angle each are split over the ranks, computed, and summed with the deterministic tree reduction
 (:meth:`xrayflow.parallel.Comm.block_sum`), so every rank ends with the same gradient.
 
 - strong scaling: the same problem (``--angles`` angles) on 1, 2, ... ranks;
@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def problem(args, n_angles: int):
     """Model, parameters and targets of a tomography problem with ``n_angles`` angles."""
     from xrayflow.backend import get_backend
-    from xrayflow.models.ptychography import loss_target
-    from xrayflow.models.tomography import TomoModel
+    from xrayflow.modalities.losses import loss_target
+    from xrayflow.modalities.ptychotomo.model import TomoModel
 
     rng = np.random.default_rng(0)
     N, n = args.volume, args.probe
@@ -72,7 +72,7 @@ def problem(args, n_angles: int):
 
 def worker(args) -> None:
     """One configuration under mpiexec; rank 0 writes its timings to ``args.worker``."""
-    from xrayflow.parallel import abort_on_error, write_on_root
+    from xrayflow.parallel import abort_on_error, sum_over_blocks, write_on_root
 
     with abort_on_error() as comm:
         model, delta, beta, probe, target, P = problem(args, args.n_angles)
@@ -81,7 +81,9 @@ def worker(args) -> None:
         for _ in range(args.repeat + 1):
             comm.barrier()
             t0 = time.perf_counter()
-            tot = model.gradient(delta, beta, probe, target, blocks, comm)
+            tot = sum_over_blocks(
+                blocks, lambda f: model.value_and_grad(delta, beta, probe, target[f], f), comm
+            )
             dt, dc = time.perf_counter() - t0, comm.last_timing["compute_s"]
             if comm.mpi is not None:
                 dt, dc = (comm.mpi.allreduce(v, op=_max()) for v in (dt, dc))

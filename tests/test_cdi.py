@@ -10,7 +10,7 @@ from xrayflow.backend import get_backend
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.evaluate.alignment import align
 from xrayflow.evaluate.metrics import ssim
-from xrayflow.models.bragg import BraggCDIModel
+from xrayflow.modalities.bragg_cdi.model import BraggCDIModel
 from xrayflow.simulate import simulate
 
 N = 32  # detector grid; crystal box N/2 (2x oversampled)

@@ -1,6 +1,6 @@
 """Phase retrieval for 3D Bragg CDI by automatic differentiation, with shrink-wrap.
 
-:func:`refine` minimises the data term of :class:`xrayflow.models.bragg.BraggCDIModel`
+:func:`refine` minimises the data term of :class:`xrayflow.modalities.bragg_cdi.model.BraggCDIModel`
 over the complex crystal density ``rho`` with gradients from :mod:`xrayflow.ad` (Adam or a
 fixed step), projecting ``rho`` onto the support after every step and updating the support
 by shrink-wrap (Marchesini et al., PRB 68, 140101 (2003)): ``|rho|`` blurred by a Gaussian
@@ -50,7 +50,7 @@ from scipy import ndimage
 from xrayflow import ad
 from xrayflow.backend import array_module, fftfreq, fftshift, get_backend, ifftshift, to_numpy
 from xrayflow.errors import ConfigError, DataError
-from xrayflow.models.bragg import LOSSES, BraggCDIModel
+from xrayflow.modalities.bragg_cdi.model import LOSSES, BraggCDIModel
 
 __all__ = [
     "DEFAULTS",

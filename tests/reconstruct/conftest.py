@@ -7,7 +7,7 @@ import pytest
 
 from xrayflow import ad
 from xrayflow.config import load_config
-from xrayflow.models.ptychography import PtychoModel, split_positions
+from xrayflow.modalities.ptycho2d.model import PtychoModel, split_positions
 from xrayflow.reconstruct.data import ReconData
 
 

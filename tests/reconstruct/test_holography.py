@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from xrayflow import ad
-from xrayflow.models.holography import HolographyModel
+from xrayflow.modalities.holography.model import HolographyModel
 from xrayflow.optics.propagation import transfer_function
-from xrayflow.reconstruct.engine import Reconstructor
+from xrayflow.solvers.gradient import Reconstructor
 
 
 def test_holography_multi_distance(sim):

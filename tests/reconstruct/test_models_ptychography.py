@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from xrayflow import ad
-from xrayflow.models.ptychography import PtychoModel, loss_target, split_positions
+from xrayflow.modalities.losses import loss_target
+from xrayflow.modalities.ptycho2d.model import PtychoModel, split_positions
 from xrayflow.optics.propagation import transfer_function
 
 N, SHAPE = 16, (40, 36)

@@ -7,7 +7,7 @@ import pytest
 
 from xrayflow.errors import ConfigError
 from xrayflow.reconstruct import checkpoint as ckpt
-from xrayflow.reconstruct.optimizers import ParamSettings, make_optimizer
+from xrayflow.solvers.optimizers import ParamSettings, make_optimizer
 
 TARGET = np.array([1.0 + 2.0j, -0.5j, 3.0])
 A = np.array([1.0, 4.0, 0.25])  # diagonal curvature

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from xrayflow.optics.propagation import transfer_function
-from xrayflow.reconstruct.engine import Reconstructor
+from xrayflow.solvers.gradient import Reconstructor
 
 QUIET = {"log": lambda s: None}
 

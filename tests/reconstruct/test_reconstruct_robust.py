@@ -10,8 +10,9 @@ import pytest
 
 from xrayflow import ad
 from xrayflow.errors import ConfigError, DataError
-from xrayflow.models.ptychography import PtychoModel, loss_target, split_positions
-from xrayflow.reconstruct.engine import DivergenceError, Reconstructor
+from xrayflow.modalities.losses import loss_target
+from xrayflow.modalities.ptycho2d.model import PtychoModel, split_positions
+from xrayflow.solvers.gradient import DivergenceError, Reconstructor
 
 QUIET = {"log": lambda s: None}
 

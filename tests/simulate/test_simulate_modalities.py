@@ -5,7 +5,8 @@ import pytest
 from simconfigs import MODALITY_NAMES, make_config
 
 from xrayflow.io.cxi import read_cxi
-from xrayflow.simulate import MODALITIES, register_modality, run, simulate
+from xrayflow.modalities import Modality, modalities, register, unregister
+from xrayflow.simulate import run, simulate
 
 EXPECTED_FRAMES = {
     "ptycho2d": (4, 32, 32),
@@ -17,7 +18,7 @@ EXPECTED_FRAMES = {
 
 
 def test_builtin_modalities_registered():
-    assert set(MODALITY_NAMES) <= set(MODALITIES)
+    assert set(MODALITY_NAMES) <= set(modalities())
 
 
 @pytest.mark.parametrize("modality", MODALITY_NAMES)
@@ -122,19 +123,7 @@ def test_run_writes_readable_cxi(tmp_path):
 
 def test_registry_plugin_modality():
     from xrayflow.io.cxi import DiffractionData
-    from xrayflow.simulate.registry import MODALITIES as REG
 
-    @register_modality(
-        "test_flat_field",
-        description="uniform frames (test plug-in)",
-        section="flat",
-        schema={
-            "type": "object",
-            "default": {},
-            "additionalProperties": False,
-            "properties": {"level": {"type": "number", "default": 3.0}},
-        },
-    )
     def flat(config, rng, backend):
         n = config["geometry"]["shape"]
         lam = np.full((2, n, n), config["flat"]["level"])
@@ -146,6 +135,21 @@ def test_registry_plugin_modality():
             attrs={"modality": "test_flat_field"},
         )
 
+    register(
+        Modality(
+            "test_flat_field",
+            description="uniform frames (test plug-in)",
+            simulate=flat,
+            simulate_sections={
+                "flat": {
+                    "type": "object",
+                    "default": {},
+                    "additionalProperties": False,
+                    "properties": {"level": {"type": "number", "default": 3.0}},
+                }
+            },
+        )
+    )
     try:
         d = simulate(
             {
@@ -157,7 +161,7 @@ def test_registry_plugin_modality():
         )
         assert d.data.shape == (2, 8, 8) and d.config["flat"]["level"] == 5.0
     finally:
-        REG.pop("test_flat_field")
+        unregister("test_flat_field")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ from simconfigs import make_config
 
 from xrayflow.errors import ConfigError, PhysicsError, ResourceError
 from xrayflow.io.cxi import StreamedFrames, read_cxi
-from xrayflow.simulate import common as C
+from xrayflow.modalities import get_modality
+from xrayflow.modalities import simulation as C
 from xrayflow.simulate import estimate_memory, load_simulate_config, run, simulate
 
 FAR_FIELD = {
@@ -105,8 +106,9 @@ def test_in_memory_frames_count_towards_the_estimate():
     cfg = load_simulate_config(
         make_config("ptycho2d", geometry={"shape": 256}, scan={"n_y": 100, "n_x": 100})
     )
-    streamed = C.memory_parts(cfg, streaming=True)
-    held = C.memory_parts(cfg, streaming=False)
+    memory_parts = get_modality("ptycho2d").simulate_memory
+    streamed = memory_parts(cfg, True)
+    held = memory_parts(cfg, False)
     extra = sum(held.values()) - sum(streamed.values())
     assert extra >= 10_000 * 256 * 256 * 4
 

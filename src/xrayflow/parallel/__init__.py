@@ -22,6 +22,7 @@ from .comm import (
     launched_by_mpi,
     local_indices,
     partition,
+    sum_over_blocks,
     write_on_root,
 )
 from .data import LocalFrames, read_cxi_local
@@ -39,5 +40,6 @@ __all__ = [
     "local_indices",
     "partition",
     "read_cxi_local",
+    "sum_over_blocks",
     "write_on_root",
 ]

@@ -254,6 +254,15 @@ def get_comm() -> Comm:
     return _COMM
 
 
+def sum_over_blocks(blocks, partial: Callable, comm: Comm | None = None) -> dict:
+    """``Σ_k partial(blocks[k])`` (dicts of floats / arrays with the same keys) over the
+    ranks of ``comm`` (default :func:`get_comm`): each rank evaluates the blocks it owns and
+    the sums are taken in a fixed tree order, so the result is bit-identical on every rank
+    and for any number of ranks (:meth:`Comm.block_sum`)."""
+    comm = comm or get_comm()
+    return comm.block_sum(len(blocks), lambda k: partial(blocks[k]))
+
+
 def local_indices(n: int, comm: Comm | None = None) -> np.ndarray:
     """This rank's contiguous share of ``range(n)`` as an int64 array."""
     r = (comm or get_comm()).partition(n)

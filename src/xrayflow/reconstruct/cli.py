@@ -1,7 +1,7 @@
 """``xrayflow reconstruct --config RECON.yaml --data DATA --out RECON.h5 [--resume]``.
 
 Runs on one process, or on N under ``mpiexec -n N`` / ``srun`` (frames split over the
-ranks, see :mod:`xrayflow.reconstruct.engine`). The whole run is wrapped in
+ranks, see :mod:`xrayflow.solvers.gradient`). The whole run is wrapped in
 :func:`xrayflow.parallel.abort_on_error`: an error on any rank prints ``rank k: message``
 and ends every rank (exit 2 for input errors, 1 otherwise) instead of leaving them waiting.
 """
@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import sys
 
-from xrayflow.errors import ConfigError
+from xrayflow.config import load_config
+from xrayflow.errors import ConfigError, OutputError
+from xrayflow.io.outputs import check_outputs
+from xrayflow.modalities import get_modality, stage_schema
+from xrayflow.parallel import abort_on_error, get_comm
+from xrayflow.reconstruct import phase_retrieval
+from xrayflow.reconstruct.checkpoint import is_checkpoint
+from xrayflow.reconstruct.run import default_checkpoint_path, reconstruct
 
 
 def add_arguments(parser) -> None:
@@ -37,22 +44,21 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from xrayflow.parallel import abort_on_error, get_comm  # noqa: PLC0415
-
     with abort_on_error(get_comm()) as comm:
         return _run(args, comm)
 
 
 def _run(args, comm) -> int:
-    from xrayflow.config import load_config  # noqa: PLC0415
-    from xrayflow.reconstruct.run import reconstruct  # noqa: PLC0415
-
     if args.out is None:
         raise ConfigError("reconstruct: --out is required")
-    cfg = load_config(args.config, "reconstruct", getattr(args, "overrides", []) or [])
-    _check_before_work(cfg, args, comm)
-    if cfg["model"]["type"] == "bragg_cdi":
-        return _run_bragg_cdi(cfg, args, comm)
+    overrides = getattr(args, "overrides", None) or []
+    cfg = load_config(args.config, stage_schema("reconstruct"), overrides, "reconstruct")
+    solver = get_modality(cfg["model"]["type"], "model.type").solver
+    _check_before_work(cfg, args, comm, checkpoint=solver == "gradient")
+    if solver == "phase_retrieval":
+        summary = phase_retrieval.reconstruct(cfg, args.data, args.out, comm)
+        print(f"reconstruct: wrote {args.out} ({summary})", file=sys.stderr)
+        return 0
     res = reconstruct(cfg, args.data, args.out, resume=bool(args.resume), comm=comm)
     if not comm.is_root:
         return 0
@@ -72,16 +78,14 @@ def _run(args, comm) -> int:
     return 0
 
 
-def _check_before_work(cfg: dict, args, comm) -> None:
+def _check_before_work(cfg: dict, args, comm, checkpoint: bool) -> None:
     """Refuse, before reading any data, outputs that would destroy an input or cannot be
-    written (:func:`xrayflow.io.outputs.check_outputs`, on rank 0)."""
-    from xrayflow.io.outputs import check_outputs  # noqa: PLC0415
-    from xrayflow.reconstruct.run import default_checkpoint_path  # noqa: PLC0415
-
+    written (:func:`xrayflow.io.outputs.check_outputs`, on rank 0); ``checkpoint``: the run
+    writes a checkpoint beside ``--out``."""
     if not comm.is_root:
         return
     outputs = {"--out": args.out}
-    if cfg["model"]["type"] != "bragg_cdi" and str(args.out).strip():
+    if checkpoint and str(args.out).strip():
         label = "run.checkpoint_path" if cfg["run"]["checkpoint_path"] else "checkpoint"
         outputs[label] = default_checkpoint_path(cfg, args.out)
     checked = check_outputs(
@@ -94,8 +98,6 @@ def _check_before_work(cfg: dict, args, comm) -> None:
 def _check_checkpoint_path(checked: dict) -> None:
     """The run overwrites and finally removes its checkpoint: refuse a path that holds some
     other file (a result, a data file) instead of destroying it."""
-    from xrayflow.errors import OutputError  # noqa: PLC0415
-    from xrayflow.reconstruct.checkpoint import is_checkpoint  # noqa: PLC0415
 
     for label, path in checked.items():
         if label != "--out" and path.is_file() and not is_checkpoint(path):
@@ -103,26 +105,3 @@ def _check_checkpoint_path(checked: dict) -> None:
                 f"{label} {str(path)!r} exists and is not an xrayflow reconstruction "
                 "checkpoint; refusing to overwrite it (remove it or choose another path)"
             )
-
-
-def _run_bragg_cdi(cfg: dict, args, comm) -> int:
-    """One 3D Bragg CDI pattern: HIO warm-up + AD refinement (:mod:`xrayflow.cdi`), one rank."""
-    from xrayflow import cdi  # noqa: PLC0415
-
-    if comm.size > 1:
-        raise ConfigError(
-            f"model.type: bragg_cdi reconstructs one 3D pattern on one rank; got {comm.size} "
-            "ranks (run it without mpiexec)"
-        )
-    res = cdi.reconstruct_file(
-        {**cfg["cdi"], "seed": cfg["optimizer"]["seed"]},
-        args.data,
-        args.out,
-        model_path=cfg["model"]["network"],
-    )
-    print(
-        f"reconstruct: wrote {args.out} (bragg_cdi, {res['iterations']} iterations, "
-        f"R {res['r_factor']:.4f}, {res['time_s']:.1f} s)",
-        file=sys.stderr,
-    )
-    return 0

@@ -31,6 +31,7 @@ import numpy as np
 from xrayflow.backend import ifftshift
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.io.cxi import check_counts, check_real_counts
+from xrayflow.modalities import get_modality
 from xrayflow.parallel import Comm, get_comm
 
 
@@ -52,7 +53,7 @@ class ReconData:
     indices: np.ndarray  # indices of the used frames in the file
     probe: np.ndarray | None = None  # (M, ny, nx) complex or None
     slice_spacing: float | None = None
-    distances: np.ndarray | None = None  # holography: per-frame distances
+    distances: np.ndarray | None = None  # near field: per-frame propagation distances
     truth: dict = field(default_factory=dict)
     units: str = "metres"
     positions_m: np.ndarray | None = None  # (P, 2) as read (file units)
@@ -125,11 +126,15 @@ def local_rows(starts: np.ndarray, n: int, comm: Comm) -> np.ndarray:
 def _plan(cfg: dict, n_file: int, angles_file, comm: Comm):
     """Used frames (file indices), chunk starts and this rank's rows."""
     used = _subset(n_file, cfg)
-    tomo = cfg["model"]["type"] == "ptychotomo"
-    ang = None if angles_file is None or not tomo else np.asarray(angles_file)[used]
+    by_angle = _modality(cfg).rotation_series
+    ang = None if angles_file is None or not by_angle else np.asarray(angles_file)[used]
     block = cfg["run"]["block_frames"] or max(1, -(-len(used) // comm.size))
     starts = chunk_starts(len(used), block, ang)
     return used, starts, local_rows(starts, len(used), comm)
+
+
+def _modality(cfg: dict):
+    return get_modality(cfg["model"]["type"], "model.type")
 
 
 def _squeeze_to(a: np.ndarray, ndim: int, what: str, path) -> np.ndarray:
@@ -246,7 +251,7 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
     distance = g["distance"] if g["distance"] is not None else getattr(dd, "distance", None)
     attrs = dict(getattr(dd, "attrs", {}) or {})
     truth = dict(getattr(dd, "truth", {}) or {})
-    mtype = cfg["model"]["type"]
+    real_space = _modality(cfg).real_space_frames
     if g["units"] == "pixels":
         pix = 1.0
         lam = g["wavelength_px"]
@@ -255,12 +260,12 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
             raise DataError(f"{p}: photon energy is missing; set geometry.energy_ev")
         lam = _wavelength(energy)
         pix = g["object_pixel_size"]
-        if pix is None:  # holography frames are stored on their own (binned) sample-plane grid
-            hol = attrs.get("frame_pixel_size") if mtype == "holography" else None
-            pix = hol or attrs.get("object_pixel_size") or truth.get("pixel_size")
+        if pix is None:  # real-space frames are stored on their own (binned) sample-plane grid
+            own = attrs.get("frame_pixel_size") if real_space else None
+            pix = own or attrs.get("object_pixel_size") or truth.get("pixel_size")
             if pix is not None:
                 pix = float(np.asarray(pix).ravel()[0])
-        if pix is None and mtype != "holography":
+        if pix is None and not real_space:
             dps = g["detector_pixel_size"]
             if dps is None and getattr(dd, "pixel_size", None) is not None:
                 dps = float(np.asarray(dd.pixel_size).ravel()[-1])
@@ -302,7 +307,7 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
     ss = attrs.get("slice_spacing", truth.get("slice_spacing", truth.get("slice_thickness")))
     if ss is not None:
         rd.slice_spacing = float(np.asarray(ss).ravel()[0])
-    # holography: the propagation distance in the sample plane; for a point source that is
+    # near field: the propagation distance in the sample plane; for a point source that is
     # the effective distance z1 z2 / (z1 + z2) of the magnification-corrected frames
     # (Fresnel scaling theorem), which the simulate stage stores as effective_distances
     ds = g["distances"]
@@ -313,12 +318,12 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
         if ds.size == 1:
             ds = np.full(n_file, ds[0])
         elif ds.size != n_file:
-            raise DataError(f"{p}: {ds.size} holography distances for {n_file} frames")
+            raise DataError(f"{p}: {ds.size} propagation distances for {n_file} frames")
         rd.distances = ds
     osh = attrs.get("object_shape")
     if osh is None and "object" in truth:
         osh = np.asarray(truth["object"]).shape[-2:]
-    if mtype == "ptychotomo" and "delta" in truth:
+    if _modality(cfg).rotation_series and "delta" in truth:
         vol = np.asarray(truth["delta"]).shape
         osh, rd.volume_depth = (osh if osh is not None else vol[-2:]), int(vol[0])
     if osh is not None:
@@ -332,7 +337,8 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
     saturation mask and per-frame totals from every rank's frames."""
     g, m = cfg["geometry"], cfg["model"]
     data = rd.intensities  # counts checked when read: real, finite, >= 0
-    if data.shape[-1] != data.shape[-2] and m["type"] != "holography":
+    real_space = _modality(cfg).real_space_frames
+    if data.shape[-1] != data.shape[-2] and not real_space:
         raise DataError(f"{p}: patterns must be square, got {data.shape[-2:]}")
     if rd.probe is not None:
         pr = np.asarray(rd.probe)
@@ -368,7 +374,7 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
     n = np.asarray(data.shape[-2:], np.float64)
     margin = m["object_margin_px"]
     osh = m["object_shape"] if m["object_shape"] is not None else rd.object_shape
-    if m["type"] == "holography":
+    if real_space:
         if osh is None:
             osh = tuple(int(v) for v in data.shape[-2:])
         rd.object_shape = tuple(int(v) for v in osh)
@@ -379,7 +385,7 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
         )
         if tuple(rd.object_shape) != tuple(data.shape[-2:]):
             raise DataError(
-                f"{p}: holography needs the object grid {rd.object_shape} to "
+                f"{p}: {m['type']} needs the object grid {rd.object_shape} to "
                 f"equal the detector shape {data.shape[-2:]}"
             )
         _take(rd)

@@ -39,10 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from xrayflow.errors import ConfigError
+from xrayflow.modalities import get_modality
+from xrayflow.modalities.transmission import slice_spacing
 from xrayflow.optics.constants import xray_energy_problem
 from xrayflow.parallel import Comm, get_comm, write_on_root
 from xrayflow.reconstruct.data import ReconData, load_data
-from xrayflow.reconstruct.engine import Reconstructor, _config_core, slice_spacing
+from xrayflow.solvers.gradient import Reconstructor, _config_core
 
 
 def default_checkpoint_path(cfg, out_path) -> Path:
@@ -77,9 +79,9 @@ def memory_parts(cfg: dict, data: ReconData) -> dict:
     # parameter + gradient + summed gradient, and the optimizer's state (Adam: 2 moments;
     # sgd with bb/backtracking: the previous iterate and gradient)
     copies = 3 + (2 if o["method"] == "adam" or o["step_rule"] != "fixed" else 0)
-    if m["type"] == "ptychotomo":
-        Z = int(m["volume_depth"] or data.volume_depth or Nx)
-        obj_name, obj = f"volume delta+beta ({Z}, {Ny}, {Nx})", 2 * Z * Ny * Nx * creal
+    object_memory = get_modality(m["type"], "model.type").object_memory
+    if object_memory is not None:
+        obj_name, obj = object_memory(cfg, data, creal, ccplx)
     elif m["object_param"] == "delta_beta":
         obj_name, obj = f"object delta+beta ({S}, {Ny}, {Nx})", 2 * S * Ny * Nx * creal
     else:
@@ -152,13 +154,6 @@ def input_fingerprint(cfg: dict, data_path) -> dict:
     }
 
 
-def transmission_from(params, model) -> np.ndarray:
-    if "object" in params:
-        return np.asarray(params["object"])
-    t = np.exp(-1j * model.k_dz * (params["delta"] - 1j * params["beta"]))
-    return t.astype(np.complex64)
-
-
 def result_tree(cfg, data, rec, res) -> dict:
     from xrayflow.provenance import provenance  # noqa: PLC0415
 
@@ -186,14 +181,7 @@ def result_tree(cfg, data, rec, res) -> dict:
         "config": cfg,
         "provenance": provenance(cfg, cfg["optimizer"]["seed"]),
     }
-    if rec.is_tomo:
-        tree["angles"] = np.asarray(data.angles, np.float64)
-        tree["voxel_size"] = float(pix)
-    else:
-        tree["object"] = transmission_from(res.params, rec.model)
-    if "delta" in res.params:
-        tree["delta"] = res.params["delta"]
-        tree["beta"] = res.params["beta"]
+    tree.update(rec.model.result_entries(res.params, data))
     attrs = {
         "model": cfg["model"]["type"],
         "units": data.units,
@@ -216,7 +204,7 @@ def reconstruct(
     """Run the reconstruction; write ``out_path`` unless stopped early (``run.stop_after``).
 
     Collective over ``comm`` (default :func:`xrayflow.parallel.get_comm`): call it on every
-    rank. Returns the :class:`~xrayflow.reconstruct.engine.Result`.
+    rank. Returns the :class:`~xrayflow.solvers.gradient.Result`.
     """
     from xrayflow.io.hdf5 import write_h5  # noqa: PLC0415
 

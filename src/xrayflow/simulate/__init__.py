@@ -1,11 +1,12 @@
 """The simulate stage: config -> simulated experiment -> CXI file with ground truth.
 
-    from xrayflow.simulate import run, simulate, MODALITIES
+    from xrayflow.simulate import run, simulate
     run("config/simulate/ptycho2d.yaml", "data.cxi")        # validated + written
     data = simulate(config_dict)                                   # DiffractionData in memory
 
-Modalities live in :data:`MODALITIES` (see :mod:`xrayflow.simulate.registry` for adding
-new ones). The same config and seed give bit-identical data on the same device/precision.
+The config's ``modality`` names a registered modality (:mod:`xrayflow.modalities`), whose
+``simulate`` hook makes the data. The same config and seed give bit-identical data on the
+same device/precision.
 """
 
 from __future__ import annotations
@@ -18,30 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from xrayflow.simulate.registry import (
-    MODALITIES,
-    Modality,
-    get_modality,
-    register_modality,
-    simulate_schema,
-)
+from xrayflow.backend import BackendError, get_backend, uses_gpu
+from xrayflow.config import load_config
+from xrayflow.errors import ConfigError
+from xrayflow.io.cxi import cxi_stream
+from xrayflow.io.outputs import check_outputs
+from xrayflow.memory import check_memory
+from xrayflow.modalities import get_modality, stage_schema
+from xrayflow.modalities.simulation import check_frames, check_physical_ranges, streaming
+from xrayflow.provenance import provenance
 
-# Built-in modalities register themselves on import.
-from xrayflow.simulate import bragg as _bragg  # noqa: E402,F401  isort: skip
-from xrayflow.simulate import holography as _holography  # noqa: E402,F401  isort: skip
-from xrayflow.simulate import ptycho as _ptycho  # noqa: E402,F401  isort: skip
-
-__all__ = [
-    "MODALITIES",
-    "Modality",
-    "get_modality",
-    "load_simulate_config",
-    "register_modality",
-    "run",
-    "estimate_memory",
-    "simulate",
-    "simulate_schema",
-]
+__all__ = ["estimate_memory", "load_simulate_config", "run", "simulate"]
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +39,13 @@ def load_simulate_config(
 ) -> dict:
     """Load and validate a simulate config (path or dict) with ``--set`` overrides: the
     schema, then the physical ranges of energy, distances and pixel sizes
-    (:func:`xrayflow.simulate.common.check_physical_ranges`)."""
-    from xrayflow.config import load_config  # noqa: PLC0415
-    from xrayflow.simulate.common import check_physical_ranges  # noqa: PLC0415
-
-    cfg = load_config(config, simulate_schema(), overrides, name="simulate")
-    check_physical_ranges(cfg)
+    (:func:`xrayflow.modalities.simulation.check_physical_ranges`) and the modality's own
+    checks."""
+    cfg = load_config(config, stage_schema("simulate"), overrides, name="simulate")
+    mod = get_modality(cfg["modality"], "simulate.modality")
+    check_physical_ranges(cfg, far_field=mod.far_field)
+    if mod.simulate_check is not None:
+        mod.simulate_check(cfg)
     return cfg
 
 
@@ -65,11 +54,8 @@ def estimate_memory(cfg: dict, streaming: bool = True) -> float:
     go to the output file as they are made, as ``xrayflow simulate`` does) and refuse
     (:class:`~xrayflow.errors.ResourceError`) when it exceeds the available memory or
     ``max_memory_gb``. Returns the estimate in bytes (0 for modalities without one)."""
-    from xrayflow.backend import uses_gpu  # noqa: PLC0415
-    from xrayflow.memory import check_memory  # noqa: PLC0415
-    from xrayflow.simulate.common import memory_parts  # noqa: PLC0415
-
-    parts = memory_parts(cfg, streaming=streaming)
+    memory_parts = get_modality(cfg["modality"], "simulate.modality").simulate_memory
+    parts = memory_parts(cfg, streaming) if memory_parts is not None else {}
     if not parts:
         return 0.0
     return check_memory(
@@ -95,12 +81,7 @@ def simulate(config: str | os.PathLike | Mapping, overrides: Sequence[str] = (),
 
 def _simulate(cfg: dict, stream=None, check_memory: bool = True):
     """:func:`simulate` of a validated config."""
-    from xrayflow.backend import BackendError, get_backend  # noqa: PLC0415
-    from xrayflow.errors import ConfigError  # noqa: PLC0415
-    from xrayflow.provenance import provenance  # noqa: PLC0415
-    from xrayflow.simulate.common import check_frames, streaming  # noqa: PLC0415
-
-    mod = get_modality(cfg["modality"])
+    mod = get_modality(cfg["modality"], "simulate.modality")
     if check_memory:
         estimate_memory(cfg, streaming=stream is not None)
     try:
@@ -110,7 +91,7 @@ def _simulate(cfg: dict, stream=None, check_memory: bool = True):
     rng = np.random.default_rng(int(cfg["seed"]))
     t0 = time.perf_counter()
     with streaming(stream):
-        data = mod(cfg, rng, backend)
+        data = mod.simulate(cfg, rng, backend)
     check_frames(cfg, data)
     log.info(
         "simulated %s: %s frames in %.2f s",
@@ -139,9 +120,6 @@ def run(
     :func:`simulate` in memory), so memory does not grow with the number of positions;
     ``data.data`` of the result is then a :class:`~xrayflow.io.cxi.StreamedFrames`.
     """
-    from xrayflow.io.cxi import cxi_stream  # noqa: PLC0415
-    from xrayflow.io.outputs import check_outputs  # noqa: PLC0415
-
     cfg = load_simulate_config(config, overrides)
     inputs = {} if isinstance(config, Mapping) else {"--config": config}
     check_outputs({"--out": out_path}, inputs)

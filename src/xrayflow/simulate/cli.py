@@ -1,5 +1,5 @@
-"""simulate X-ray experiments (ptychography, multislice, tomography, holography, Bragg CDI)
-from a YAML config into a CXI file.
+"""simulate an X-ray experiment of a registered modality (``--modalities`` lists them) from a
+YAML config into a CXI file.
 
 Example:
     xrayflow simulate --config config/simulate/ptycho2d.yaml --out data/ptycho2d.cxi \\
@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import argparse
 
+from xrayflow.config import dump_yaml
 from xrayflow.errors import ConfigError
+from xrayflow.memory import available_bytes, fmt_bytes
+from xrayflow.modalities import modalities
+from xrayflow.simulate import estimate_memory, load_simulate_config
+from xrayflow.simulate import run as run_simulation
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from xrayflow.config import dump_yaml  # noqa: PLC0415
-    from xrayflow.memory import available_bytes, fmt_bytes  # noqa: PLC0415
-    from xrayflow.simulate import MODALITIES, estimate_memory, load_simulate_config  # noqa: PLC0415
-    from xrayflow.simulate import run as run_simulation  # noqa: PLC0415
-
     if args.modalities:
-        for name, mod in MODALITIES.items():
-            print(f"{name:20s} {mod.description}")
+        for name, mod in modalities().items():
+            if mod.simulate is not None:
+                print(f"{name:20s} {mod.description}")
         return 0
     if not args.config:
         raise ConfigError("simulate: --config FILE is required")

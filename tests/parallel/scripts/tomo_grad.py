@@ -5,8 +5,8 @@ import sys
 import numpy as np
 
 from xrayflow.backend import get_backend
-from xrayflow.models.tomography import TomoModel
-from xrayflow.parallel import abort_on_error, write_on_root
+from xrayflow.modalities.ptychotomo.model import TomoModel
+from xrayflow.parallel import abort_on_error, sum_over_blocks, write_on_root
 
 with abort_on_error() as comm:
     rng = np.random.default_rng(5)
@@ -28,7 +28,9 @@ with abort_on_error() as comm:
     beta = (rng.random((N, N, N)) * 1e-6).astype(np.float32)
     probe = np.exp(1j * rng.random((1, n, n))).astype(np.complex64)
     target = rng.random((A * len(corners), n, n)).astype(np.float32)
-    tot = m.gradient(delta, beta, probe, target, m.frame_blocks(4), comm)
+    tot = sum_over_blocks(
+        m.frame_blocks(4), lambda f: m.value_and_grad(delta, beta, probe, target[f], f), comm
+    )
 
     def save(tmp):
         with open(tmp, "wb") as f:

@@ -18,8 +18,7 @@ import numpy as np
 
 from xrayflow.backend import fftshift, ifftshift
 from xrayflow.io.cxi import DiffractionData
-from xrayflow.simulate import common as C
-from xrayflow.simulate.registry import register_modality
+from xrayflow.modalities import simulation as C
 
 
 def strain_phase(support, voxel, cfg, rng):
@@ -46,7 +45,6 @@ def strain_phase(support, voxel, cfg, rng):
     return u, phase, qvec
 
 
-@register_modality("bragg_cdi", description="3D Bragg CDI of a strained faceted crystal")
 def bragg_cdi(config: dict, rng, backend) -> DiffractionData:
     """3D far field of a faceted crystal with an optional strain phase, Poisson noise."""
     cfg = config
@@ -126,3 +124,19 @@ def bragg_cdi(config: dict, rng, backend) -> DiffractionData:
         "frame_axis": "q_z (rocking direction); object along z has voxel_size",
     }
     return C.package(cfg, geo, detector, data, truth, attrs, centred=True)
+
+
+def memory_parts(cfg: dict, streaming: bool = True) -> dict[str, float]:
+    """Estimated large allocations (description -> bytes) of simulating ``cfg``."""
+    c = 16 if cfg["precision"] == "double" else 8  # complex itemsize
+    sh = cfg["phantom"]["shape"]
+    ny, nx = (int(s) for s in C.pair(cfg["geometry"]["shape"]))
+    os_ = int(cfg["bragg"]["oversampling"])
+    nz = int(sh[0]) if sh[0] is not None else min(ny, nx) // os_
+    cy = int(sh[1]) if sh[1] is not None else ny // os_
+    cx = int(sh[2]) if sh[2] is not None else nx // os_
+    return {
+        f"crystal ({nz}, {cy}, {cx}) and strain": C.phantom_bytes(cfg, (nz, cy, cx))
+        + C.nbytes(nz, cy, cx, itemsize=100),
+        f"3D far field ({nz * os_}, {ny}, {nx})": C.nbytes(nz * os_, ny, nx, itemsize=96 + 2 * c),
+    }

@@ -1,4 +1,20 @@
-"""The reconstruction loop: minibatch gradient descent through a differentiable model.
+"""The gradient solver: minibatch gradient descent through a modality's differentiable model.
+
+The model comes from the modality (:attr:`xrayflow.modalities.Modality.build_model`) and
+offers the solver this interface (defaults in
+:class:`xrayflow.modalities.transmission.ObjectModel`):
+
+* ``object_names`` (the object unknowns; the probe is ``"probe"``), ``n_slices``,
+  ``refines_positions`` (the loss is differentiable in sub-pixel shifts);
+* ``initial_object(kind, truth) -> {name: array}`` (``init.object``: ``truth`` or blank);
+* ``batches(rng, n_frames, batch_size, shuffle, chunk_starts)`` -> sorted frame indices per
+  minibatch;
+* ``block_loss(params, frames, corners, target, refine_positions) -> (loss, shifts, aux)``:
+  the data term of a block of frames (``params``: Tensors by name, ``corners`` the frames'
+  fractional window corners, ``shifts`` the Tensor of sub-pixel shifts or None);
+* ``preconditioner_sums(frames, aux) -> dict`` (per-block sums, added over blocks and
+  ranks) and ``preconditioners(params, sums, n_frames, factor, alpha) -> {name: array}``;
+* ``result_entries(params, data) -> dict`` (the result file's object datasets).
 
 One *iteration* is one pass over all (used) positions in minibatches (order shuffled from
 the run's RNG). Per batch: forward model + data term + regularisers, gradients by
@@ -30,14 +46,13 @@ import numpy as np
 from xrayflow import ad
 from xrayflow.backend import BackendError, fftfreq, fftshift, get_backend, to_numpy
 from xrayflow.errors import ConfigError, DataError, XrayflowError
-from xrayflow.models.holography import HolographyModel
-from xrayflow.models.ptychography import PtychoModel, loss_target, split_positions
-from xrayflow.models.tomography import TomoModel
+from xrayflow.modalities import get_modality
+from xrayflow.modalities.losses import loss_target
 from xrayflow.parallel import Comm, get_comm, partition, write_on_root
 from xrayflow.reconstruct import checkpoint as ckpt
 from xrayflow.reconstruct.data import ReconData
-from xrayflow.reconstruct.optimizers import GradientDescent, ParamSettings, make_optimizer
-from xrayflow.reconstruct.regularizers import regularization
+from xrayflow.solvers.optimizers import GradientDescent, ParamSettings, make_optimizer
+from xrayflow.solvers.regularizers import regularization
 
 
 class DivergenceError(XrayflowError):
@@ -55,134 +70,13 @@ class Result:
 
 
 # ------------------------------------------------------------------------- set-up
-def _physical_k_dz(cfg, data: ReconData, spacing):
-    if data.wavelength is None:
-        raise DataError(
-            "the wavelength is unknown (no energy in the data and no "
-            "geometry.energy_ev / geometry.wavelength_px); needed for "
-            f"model.type={cfg['model']['type']} with these unknowns"
-        )
-    return 2 * np.pi / data.wavelength * spacing
-
-
-def slice_spacing(cfg, data: ReconData) -> float:
-    s = cfg["model"]["slice_spacing"]
-    if s is None:
-        s = data.slice_spacing
-    if s is None:
-        if cfg["model"]["n_slices"] > 1 or cfg["model"]["object_param"] == "delta_beta":
-            raise DataError("slice spacing unknown: set model.slice_spacing")
-        s = 0.0
-    return float(s)
-
-
-def build_model(cfg, data: ReconData, backend):
-    m = cfg["model"]
-    xp = backend.xp
-    cdt = backend.complex_dtype
-    mask = None
-    if not data.mask.all():
-        mask = xp.asarray(data.mask.astype(backend.real_dtype))
-    dz = slice_spacing(cfg, data)
-    k_dz = (
-        _physical_k_dz(cfg, data, dz if dz > 0 else data.pixel_size)
-        if m["object_param"] == "delta_beta"
-        else None
-    )
-    common = {
-        "k_dz": k_dz,
-        "object_param": m["object_param"],
-        "loss": cfg["loss"]["type"],
-        "eps": cfg["loss"]["eps"],
-        "mask": mask,
-        "backend": backend,
-    }
-    if m["type"] == "holography":
-        from xrayflow.optics.propagation import transfer_function  # noqa: PLC0415
-
-        if data.distances is None:
-            if data.distance is None:
-                raise DataError(
-                    "holography needs propagation distances (geometry.distances "
-                    "or geometry.distance)"
-                )
-            dists = np.full(data.n_positions, float(data.distance))
-        else:
-            dists = np.asarray(data.distances, np.float64)
-        if dists.size != data.n_positions:
-            raise DataError(f"{dists.size} holography distances for {data.n_positions} frames")
-        if data.wavelength is None:
-            raise DataError("holography needs the wavelength (energy)")
-        Hs = np.stack(
-            [
-                transfer_function(
-                    m["propagator"],
-                    data.frame_shape,
-                    data.pixel_size,
-                    data.wavelength,
-                    z,
-                    check=False,
-                    dtype=cdt,
-                )
-                for z in dists
-            ]
-        )
-        return HolographyModel(xp.asarray(Hs), **common)
-    if m["type"] == "ptychotomo":
-        return build_tomo_model(cfg, data, backend, mask)
-    S = m["n_slices"]
-    transfer = None
-    if m["type"] == "ptycho2d" and S != 1:
-        raise ConfigError("model.n_slices: ptycho2d has one slice; use multislice_ptycho")
-    if S > 1:
-        from xrayflow.optics.propagation import transfer_function  # noqa: PLC0415
-
-        if data.wavelength is None:
-            raise DataError(
-                "multislice needs the wavelength: no photon energy in the data; "
-                "set geometry.energy_ev (or geometry.wavelength_px in pixel units)"
-            )
-        transfer = xp.asarray(
-            transfer_function(
-                m["propagator"], data.frame_shape, data.pixel_size, data.wavelength, dz, dtype=cdt
-            )
-        )
-    return PtychoModel(data.frame_shape, data.object_shape, n_slices=S, transfer=transfer, **common)
-
-
-def volume_shape(cfg, data: ReconData) -> tuple:
-    """(Z, Y, X) of a ptycho-tomography volume."""
-    Z = cfg["model"]["volume_depth"] or data.volume_depth or data.object_shape[1]
-    return (int(Z), *data.object_shape)
-
-
-def build_tomo_model(cfg, data: ReconData, backend, mask) -> TomoModel:
-    m = cfg["model"]
-    if data.angles is None:
-        raise DataError("model.type=ptychotomo needs rotation angles in the data file")
-    if data.wavelength is None:
-        raise DataError("model.type=ptychotomo needs the wavelength (photon energy)")
-    corners = np.round(data.corners).astype(np.int64)  # TomoModel: whole-voxel windows
-    off = np.abs(data.corners - corners).max()
-    if off > 0.25:
-        raise DataError(
-            f"model.type=ptychotomo rounds scan positions to whole voxels; they are up to "
-            f"{off:.2f} voxels off the grid (choose a scan step of whole voxels)"
-        )
-    return TomoModel(
-        volume_shape(cfg, data),
-        data.pixel_size,
-        data.wavelength,
-        data.frame_shape,
-        corners,
-        data.angles,
-        n_slices=m["n_slices"],
-        propagator=m["propagator"],
-        loss=cfg["loss"]["type"],
-        eps=cfg["loss"]["eps"],
-        mask=mask,
-        backend=backend,
-    )
+def build_model(cfg: dict, data: ReconData, backend):
+    """The differentiable model of ``model.type`` for ``data`` (ConfigError if that
+    modality has none for this solver)."""
+    mod = get_modality(cfg["model"]["type"], "model.type")
+    if mod.build_model is None:
+        raise ConfigError(f"model.type: {mod.name} is not reconstructed by the gradient solver")
+    return mod.build_model(cfg, data, backend)
 
 
 def initial_probe(cfg, data: ReconData, rng) -> np.ndarray:
@@ -225,29 +119,6 @@ def initial_probe(cfg, data: ReconData, rng) -> np.ndarray:
         target = float(np.mean(data.frame_totals)) / max(data.mask.mean(), 1e-12)
         probe *= np.sqrt(target / max(float(np.sum(np.abs(probe) ** 2)), 1e-30))
     return probe
-
-
-def object_names(model) -> tuple:
-    return ("delta", "beta") if isinstance(model, TomoModel) else model.object_names
-
-
-def initial_object(cfg, data: ReconData, model) -> dict:
-    tomo = isinstance(model, TomoModel)
-    shape = model.volume_shape if tomo else (cfg["model"]["n_slices"], *data.object_shape)
-    if cfg["init"]["object"] == "truth":
-        t = data.truth
-        if object_names(model) == ("object",) and "object" in t:
-            o = np.asarray(t["object"], np.complex128)
-            return {"object": o.reshape(shape)}
-        if "delta" in t and "beta" in t:
-            return {
-                "delta": np.asarray(t["delta"]).reshape(shape),
-                "beta": np.asarray(t["beta"]).reshape(shape),
-            }
-        raise DataError("init.object: truth requested but the data file has no object truth")
-    if object_names(model) == ("object",):
-        return {"object": np.ones(shape, np.complex128)}
-    return {"delta": np.zeros(shape), "beta": np.zeros(shape)}
 
 
 def _settings(cfg, names) -> dict:
@@ -319,23 +190,21 @@ class Reconstructor:
         self.model = build_model(cfg, data, be)
         self.rng = np.random.default_rng(cfg["optimizer"]["seed"])
         init_rng = np.random.default_rng(cfg["init"]["seed"])
-        self.is_holo = isinstance(self.model, HolographyModel)
-        self.is_tomo = isinstance(self.model, TomoModel)
         probe = initial_probe(cfg, data, init_rng)
-        objs = initial_object(cfg, data, self.model)
+        objs = self.model.initial_object(cfg["init"]["object"], data.truth)
         self.params = {"probe": xp.asarray(probe.astype(be.complex_dtype))}
         for k, v in objs.items():
             dt = be.complex_dtype if np.iscomplexobj(v) else be.real_dtype
             self.params[k] = xp.asarray(v.astype(dt))
         self.positions = np.asarray(data.corners, np.float64).copy()
         self.initial_positions = self.positions.copy()
-        self.object_names = object_names(self.model)
+        self.object_names = tuple(self.model.object_names)
         self.names = [*self.object_names, "probe"]
         o = cfg["optimizer"]
         self.opt = make_optimizer(o["method"], _settings(cfg, self.names), rule=o["step_rule"])
         pc = o["positions"]
-        self.correct_positions = (
-            bool(cfg["model"]["position_correction"]) and not self.is_holo and not self.is_tomo
+        self.correct_positions = bool(cfg["model"]["position_correction"]) and bool(
+            self.model.refines_positions
         )
         self.pos_settings = ParamSettings(lr=pc["lr"], start=pc["start"], stop=pc["stop"])
         self.pos_opt = GradientDescent({"positions": self.pos_settings}, rule="fixed")
@@ -445,33 +314,19 @@ class Reconstructor:
     def _block_loss(self, tensors, frames, pos_active):
         """Data term of ``frames`` (sorted global frame indices held by this rank).
 
-        Returns ``(loss, shifts tensor or None, integer corners or None)``."""
-        xp = self.backend.xp
+        Returns the model's ``(loss, shifts tensor or None, aux)``."""
         rows = self.row_of[frames]
         if (rows < 0).any():
             raise RuntimeError(f"frames {frames[rows < 0][:5].tolist()} are not held by this rank")
         tgt = self.target[rows]
-        model = self.model
-        if self.is_tomo:
-            t = tensors
-            return model.loss(t["delta"], t["beta"], t["probe"], frames, tgt), None, None
-        objp = {k: tensors[k] for k in self.object_names}
-        if self.is_holo:
-            return model.loss(objp, tensors["probe"], frames, None, tgt), None, None
-        ci, frac = split_positions(self.positions[frames])
-        shifts = xp.asarray(frac.astype(self.backend.real_dtype))
-        shifts_t = ad.param(shifts) if pos_active else ad.const(shifts)
-        if not np.any(frac) and not pos_active:
-            shifts_t = None
-        return model.loss(objp, tensors["probe"], ci, shifts_t, tgt), shifts_t, ci
+        return self.model.block_loss(tensors, frames, self.positions[frames], tgt, pos_active)
 
     def _partial(self, frames, idx, active, pos_active):
         """Block sums: ``loss``, Poisson ``offset``, gradients of the ``active`` parameters,
         ``gpos`` ((len(idx), 2), this block's rows) and, for ptychography, the sums behind the
         preconditioners (``illum`` on the object grid, ``opw`` on the window)."""
-        xp = self.backend.xp
         tensors = {n: (ad.param(v) if n in active else ad.const(v)) for n, v in self.params.items()}
-        loss, shifts_t, ci = self._block_loss(tensors, frames, pos_active)
+        loss, shifts_t, aux = self._block_loss(tensors, frames, pos_active)
         out = {"loss": float(loss.data), "offset": float(self.loss_offset[frames].sum())}
         targets = [tensors[n] for n in active] + ([shifts_t] if pos_active else [])
         if not targets:
@@ -482,15 +337,8 @@ class Reconstructor:
             g = np.zeros((len(idx), 2))
             g[np.searchsorted(idx, frames)] = to_numpy(gl[-1])
             out["gpos"] = g
-        if active and not (self.is_holo or self.is_tomo):
-            pb = self.model.last["probe_shifted"]
-            pw = xp.sum(xp.abs(pb) ** 2, axis=1)  # (B or 1, n, n)
-            if pw.shape[0] != len(frames):
-                pw = xp.broadcast_to(pw, (len(frames), *pw.shape[1:]))
-            illum = xp.zeros(self.data.object_shape, dtype=pw.dtype)
-            ad.scatter_add_patches(illum, xp.ascontiguousarray(pw), ci)
-            out["illum"] = illum
-            out["opw"] = xp.sum(self.model.last["patch_power"], axis=0)
+        if active:
+            out.update(self.model.preconditioner_sums(frames, aux))
         return out
 
     def _blocks(self, idx):
@@ -554,42 +402,13 @@ class Reconstructor:
             raise DivergenceError(f"{bad}; {self._nan_causes()}")
 
     def _preconditioners(self, idx, sums):
-        """Object: f (illumination + a max); probe: f (object power + a max); none for
-        ptycho-tomography. ``sums``: the batch's block sums (``illum``, ``opw``).
-
-        f = 2 for the amplitude loss (its Gauss-Newton curvature, so lr = 1 is a full
-        ePIE/rPIE-like step) and 4 for the Poisson NLL (whose gradient is about twice as
-        large near the solution and much larger where I << D).
-
-        The object's is S times larger for S slices: every slice sees about the same
-        illumination and the same exit-wave residual, so S simultaneous full steps would move
-        the exit wave S times too far (a Jacobi step over S coupled blocks). Without it, the
-        demo's 4-slice reconstruction with a fixed probe diverged at lr 1 and with probe
-        updates left dark spots at every scan position (amplitude rmse 0.068 against 0.009).
-        """
-        if self.is_tomo:
-            return {}
-        xp = self.backend.xp
+        """The model's diagonal preconditioners for a batch of ``len(idx)`` frames, with the
+        curvature factor of the data term: 2 for the amplitude loss (its Gauss-Newton
+        curvature), 4 for the Poisson NLL (whose gradient is about twice as large near the
+        solution and much larger where I << D)."""
         f = 2.0 if self.cfg["loss"]["type"] == "gaussian" else 4.0
         alpha = self.cfg["optimizer"]["precondition_alpha"]
-        pre = {}
-        if self.is_holo:
-            illum = xp.sum(xp.abs(self.params["probe"]) ** 2, axis=0) * len(idx)
-            if "object" in self.params:
-                opw = xp.abs(self.params["object"][0]) ** 2 * len(idx)
-            else:
-                opw = xp.ones(self.data.object_shape) * len(idx)
-        else:
-            illum, opw = sums["illum"], sums["opw"]
-        d_obj = (f * self.model.n_slices) * (illum + alpha * illum.max())
-        if self.object_names == ("object",):
-            pre["object"] = d_obj
-        else:
-            kdz2 = float(self.model.k_dz) ** 2
-            pre["delta"] = d_obj * kdz2
-            pre["beta"] = d_obj * kdz2
-        pre["probe"] = f * (opw + alpha * opw.max())
-        return pre
+        return self.model.preconditioners(self.params, sums, len(idx), f, alpha)
 
     def _position_curvature(self):
         """Gauss-Newton curvature of the data term per unit shift (y, x), per position."""
@@ -615,7 +434,8 @@ class Reconstructor:
         self.opt.lr_scale = self._lr_scale(it)
         gpos = np.zeros_like(self.positions) if pos_active else None
         total = 0.0
-        for idx in self._batches(P, o["batch_size"], o["shuffle"]):
+        batches = self.model.batches(self.rng, P, o["batch_size"], o["shuffle"], self.chunk_starts)
+        for idx in batches:
             total += self._batch_step(idx, it, pos_active, gpos)
         if pos_active:
             curv = self._position_curvature()
@@ -627,24 +447,6 @@ class Reconstructor:
             self._clamp_positions()
         self.iteration += 1
         return total / (P * max(self.n_good, 1.0))
-
-    def _batches(self, P, bs, shuffle) -> list:
-        """Sorted frame indices of each minibatch, from the run's RNG only. Ptychography:
-        ``bs`` frames in shuffled order. Ptycho-tomography: whole blocks (one angle each,
-        so that a block rotates the volume once) in shuffled order, up to ``bs`` frames."""
-        if not self.is_tomo:
-            order = self.rng.permutation(P) if shuffle else np.arange(P)
-            return [np.sort(order[b0 : b0 + bs]) for b0 in range(0, P, bs)]
-        ends = [*self.chunk_starts[1:].tolist(), P]
-        chunks = [np.arange(a, b) for a, b in zip(self.chunk_starts.tolist(), ends, strict=True)]
-        order = self.rng.permutation(len(chunks)) if shuffle else range(len(chunks))
-        batches, cur = [], []
-        for c in order:
-            if cur and sum(map(len, cur)) + len(chunks[c]) > bs:
-                batches.append(np.sort(np.concatenate(cur)))
-                cur = []
-            cur.append(chunks[c])
-        return [*batches, np.sort(np.concatenate(cur))]
 
     def _batch_step(self, idx, it, pos_active, gpos) -> float:
         """Gradients of one batch summed over its blocks (all ranks), one optimizer step.

@@ -597,7 +597,6 @@ NEAR_DISTANCE_RANGE_M = (1e-6, 200.0)
 MAX_FAR_FIELD_ANGLE = 0.25
 #: Largest Fresnel number a²/(λz) of the illuminated width a accepted as far field.
 MAX_FAR_FIELD_FRESNEL = 1.0
-FAR_FIELD_MODALITIES = ("ptycho2d", "multislice_ptycho", "ptychotomo", "bragg_cdi")
 
 _LENGTH_UNITS = ((1e-3, "mm"), (1e-6, "µm"), (1e-2, "cm"), (1e-9, "nm"))
 
@@ -620,9 +619,15 @@ def _check_length(key: str, value, lo: float, hi: float, what: str, units=_LENGT
         )
 
 
-def check_physical_ranges(cfg: dict) -> None:
-    """Energy, distances and pixel sizes in physical ranges (with unit-slip hints), and the
-    far-field geometry within the paraxial model (ConfigError naming the key)."""
+def check_length(key: str, value, lo: float, hi: float, what: str) -> None:
+    """ConfigError naming ``key`` unless ``lo <= value <= hi`` (m), with a unit-slip hint."""
+    _check_length(key, value, lo, hi, what)
+
+
+def check_physical_ranges(cfg: dict, far_field: bool) -> None:
+    """Energy, distances and pixel sizes in physical ranges (with unit-slip hints), and, for
+    a far-field detector, its geometry within the paraxial model (ConfigError naming the
+    key)."""
     from xrayflow.optics.constants import xray_energy_problem  # noqa: PLC0415
 
     problem = xray_energy_problem(cfg["energy_ev"])
@@ -634,20 +639,7 @@ def check_physical_ranges(cfg: dict) -> None:
         key = "geometry.pixel_size" + (f"[{i}]" if isinstance(g["pixel_size"], list) else "")
         _check_length(key, p, *PIXEL_RANGE_M, "detector pixel sizes", pixel_units)
     _check_length("geometry.distance", g["distance"], *DISTANCE_RANGE_M, "detector distances")
-    h = cfg.get("holography") or {}
-    if cfg["modality"] == "holography":
-        for j, z in enumerate(h.get("distances", [])):
-            _check_length(
-                f"holography.distances[{j}]", z, *NEAR_DISTANCE_RANGE_M, "near-field distances"
-            )
-        if h.get("source_distance") is not None:
-            _check_length(
-                "holography.source_distance",
-                h["source_distance"],
-                *NEAR_DISTANCE_RANGE_M,
-                "source distances",
-            )
-    if cfg["modality"] in FAR_FIELD_MODALITIES:
+    if far_field:
         shape = pair(g["shape"])
         for n, p in zip(shape, pair(g["pixel_size"]), strict=True):
             angle = float(n) * float(p) / (2.0 * float(g["distance"]))
@@ -703,7 +695,8 @@ def check_far_field(cfg: dict, geo: Geometry, probe: np.ndarray, key: str) -> No
 
 
 # --------------------------------------------------------------------------- memory
-def _nbytes(*shape, itemsize: float) -> float:
+def nbytes(*shape, itemsize: float) -> float:
+    """Bytes of an array of ``shape`` with ``itemsize`` bytes per element."""
     return float(math.prod(int(s) for s in shape)) * itemsize
 
 
@@ -712,73 +705,7 @@ _PHANTOM_BYTES = {"battery_cathode": 100.0}
 _PHANTOM_BYTES_DEFAULT = 24.0
 
 
-def memory_parts(cfg: dict, streaming: bool = True) -> dict[str, float]:
-    """Estimated large allocations (description -> bytes) of simulating ``cfg``, from the
-    config alone (shapes, scan size, batch, precision), before anything is allocated.
-
-    ``streaming``: frames go to the output file batch by batch (``xrayflow simulate``),
-    otherwise they are held in memory (:func:`xrayflow.simulate.simulate`). Unknown
-    (plugin) modalities give ``{}``. The factors were measured with ``tracemalloc`` on the
-    example configs (the estimate is 1-2x the measured peak).
-    """
-    mod = cfg["modality"]
-    c = 16 if cfg["precision"] == "double" else 8  # complex itemsize
-    modes = int(cfg["probe"]["modes"])
-    sh = cfg["phantom"]["shape"]
+def phantom_bytes(cfg: dict, shape) -> float:
+    """Peak bytes of generating the configured phantom of ``shape`` and its δ/β volumes."""
     per_voxel = _PHANTOM_BYTES.get(cfg["phantom"]["type"], _PHANTOM_BYTES_DEFAULT)
-    if mod in ("ptycho2d", "multislice_ptycho", "ptychotomo"):
-        geo = far_field_geometry(cfg)
-        n = geo.shape
-        b = geo.binning
-        rng = rng_streams(np.random.default_rng(int(cfg["seed"])), ("phantom", "probe", "scan"))
-        positions = make_scan(cfg, rng["scan"])
-        ny, nx = lateral_shape(cfg, positions, float(geo.object_pixel[1]), n)
-        tomo = mod == "ptychotomo"
-        nz = int(sh[0]) if sh[0] is not None else (nx if tomo else 16)
-        n_slices = 1 if mod == "ptycho2d" else min(nz, int(cfg["multislice"]["n_slices"]))
-        n_pos = len(positions)
-        n_frames = n_pos * (int(cfg["scan"]["rotation"]["n_angles"]) if tomo else 1)
-        batch = min(int(cfg["batch_size"]), n_pos)
-        parts = {
-            f"phantom ({nz}, {ny}, {nx})": _nbytes(nz, ny, nx, itemsize=per_voxel),
-            f"{n_slices} slices (delta, beta, transmission, truth)": _nbytes(
-                n_slices, ny, nx, itemsize=24 + 2 * c
-            ),
-            f"probe {modes} modes": _nbytes(modes, *n, itemsize=16 * 4 + 2 * c),
-            f"{n_frames} positions": _nbytes(n_frames, itemsize=80),
-            f"batch of {batch} frames (wavefields, detector)": _nbytes(
-                batch, *n, itemsize=64 + 2 * c
-            ),
-        }
-        if tomo:
-            parts["rotated volumes"] = _nbytes(nz, ny, nx, itemsize=40)
-        if not streaming:
-            parts[f"{n_frames} frames held in memory"] = _nbytes(
-                n_frames, n[0] // b, n[1] // b, itemsize=6
-            )
-        return parts
-    if mod == "holography":
-        n = tuple(int(s) for s in pair(cfg["geometry"]["shape"]))
-        nz = int(sh[0] or 16)
-        n_dist = len(cfg["holography"]["distances"])
-        n_slices = min(nz, int(cfg["multislice"]["n_slices"]))
-        return {
-            f"phantom ({nz}, {n[0]}, {n[1]})": _nbytes(nz, *n, itemsize=per_voxel),
-            f"{n_slices} slices": _nbytes(n_slices, *n, itemsize=24 + 3 * c),
-            "illumination and exit waves": _nbytes(modes, *n, itemsize=32 + 4 * c),
-            f"{n_dist} frames (propagation, detector)": _nbytes(n_dist, *n, itemsize=72 + 2 * c),
-        }
-    if mod == "bragg_cdi":
-        ny, nx = (int(s) for s in pair(cfg["geometry"]["shape"]))
-        os_ = int(cfg["bragg"]["oversampling"])
-        nz = int(sh[0]) if sh[0] is not None else min(ny, nx) // os_
-        cz = nz
-        cy = int(sh[1]) if sh[1] is not None else ny // os_
-        cx = int(sh[2]) if sh[2] is not None else nx // os_
-        return {
-            f"crystal ({cz}, {cy}, {cx}) and strain": _nbytes(cz, cy, cx, itemsize=per_voxel + 100),
-            f"3D far field ({nz * os_}, {ny}, {nx})": _nbytes(
-                nz * os_, ny, nx, itemsize=96 + 2 * c
-            ),
-        }
-    return {}
+    return nbytes(*shape, itemsize=per_voxel)

@@ -12,6 +12,7 @@ plane::
 Conventions match the ``ptychotomo`` simulation: volume (Z, Y, X), voxels ``vz`` cubes,
 slab edges ``linspace(0, Z, S + 1).round()``, rotation as ``scipy.ndimage.rotate(vol,
 degrees(θ), axes=(0, 2))``, frames angle-major. Gradients come from :mod:`xrayflow.ad`.
+:func:`build` makes the model from the reconstruct config and the data.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import numpy as np
 
 from xrayflow import ad
 from xrayflow.backend import get_backend
-from xrayflow.errors import PhysicsError
-from xrayflow.models.ptychography import intensity_loss
+from xrayflow.errors import DataError, PhysicsError
+from xrayflow.modalities.losses import intensity_loss
 from xrayflow.optics.propagation import transfer_function
 
 
 class TomoModel:
-    """Differentiable ptycho-tomography model.
+    """Differentiable ptycho-tomography model (unknowns ``delta``, ``beta``: the volume).
 
     Args:
         volume_shape: (Z, Y, X) voxels; the beam runs along z, rotation is about y.
@@ -37,7 +38,7 @@ class TomoModel:
         angles: (F,) rotation angle of each frame, rad.
         n_slices: S slabs along z (multislice); 1 = projection approximation.
         propagator: ``"fresnel"`` or ``"angular_spectrum"`` between slabs.
-        loss, eps, mask: data term, see :func:`xrayflow.models.ptychography.intensity_loss`.
+        loss, eps, mask: data term, see :func:`xrayflow.modalities.losses.intensity_loss`.
         backend: :class:`xrayflow.backend.Backend` (default CPU, single precision).
         reversible: memory-light multislice backward (:func:`xrayflow.ad.multislice`).
     """
@@ -98,6 +99,9 @@ class TomoModel:
         self.loss_kind, self.eps, self.mask = loss, float(eps), mask
         self.reversible = reversible
 
+    object_names = ("delta", "beta")
+    refines_positions = False
+
     @property
     def n_slices(self) -> int:
         return len(self.thickness)
@@ -145,23 +149,103 @@ class TomoModel:
         runs = np.split(f, np.flatnonzero(np.diff(self.angles)) + 1) if f.size else []
         return [r[i : i + block] for r in runs for i in range(0, r.size, block)]
 
-    def gradient(self, delta, beta, probe, target, blocks, comm=None, wrt=("delta", "beta")):
-        """Loss and gradients summed over ``blocks`` (from :meth:`frame_blocks`), split over
-        the ranks of ``comm`` (:func:`xrayflow.parallel.get_comm` by default) and summed
-        deterministically. ``target[frames]`` gives the targets of global frame indices (an
-        (F, n, n) array, or any object indexed that way, e.g. holding only this rank's
-        frames). Returns a dict
-        ``{"loss": float, name: gradient for name in wrt}``, identical on every rank."""
-        from xrayflow.parallel import get_comm  # noqa: PLC0415
-
-        comm = comm or get_comm()
+    def value_and_grad(self, delta, beta, probe, target, frames, wrt=("delta", "beta")) -> dict:
+        """``{"loss": float, name: gradient for name in wrt}`` of the frames ``frames``
+        (sharing one angle) with targets ``target`` (B, n, n); sum it over blocks and ranks
+        with :meth:`xrayflow.parallel.Comm.block_sum`."""
         names = ("delta", "beta", "probe")
-        nums = tuple(names.index(w) for w in wrt)
-        vg = ad.value_and_grad(self.loss, argnums=nums)
+        vg = ad.value_and_grad(self.loss, argnums=tuple(names.index(w) for w in wrt))
+        value, grads = vg(delta, beta, probe, frames, target)
+        return {"loss": value, **dict(zip(wrt, grads, strict=True))}
 
-        def partial(k):
-            f = blocks[k]
-            value, grads = vg(delta, beta, probe, f, target[f])
-            return {"loss": value, **dict(zip(wrt, grads, strict=True))}
+    # -- the gradient solver's model interface ------------------------------------------------
+    def initial_object(self, kind: str, truth: dict) -> dict:
+        """Start volume: the data file's δ/β truth (``kind="truth"``) or zeros."""
+        if kind == "truth":
+            if "delta" not in truth or "beta" not in truth:
+                raise DataError(
+                    "init.object: truth requested but the data file has no object truth"
+                )
+            return {n: np.asarray(truth[n]).reshape(self.volume_shape) for n in ("delta", "beta")}
+        return {"delta": np.zeros(self.volume_shape), "beta": np.zeros(self.volume_shape)}
 
-        return comm.block_sum(len(blocks), partial)
+    def batches(self, rng, n_frames: int, batch_size: int, shuffle: bool, chunk_starts) -> list:
+        """Whole blocks (one angle each, so that a block rotates the volume once) in
+        shuffled order, up to ``batch_size`` frames per batch."""
+        starts = np.asarray(chunk_starts).tolist()
+        chunks = [np.arange(a, b) for a, b in zip(starts, [*starts[1:], n_frames], strict=True)]
+        order = rng.permutation(len(chunks)) if shuffle else range(len(chunks))
+        batches, cur = [], []
+        for c in order:
+            if cur and sum(map(len, cur)) + len(chunks[c]) > batch_size:
+                batches.append(np.sort(np.concatenate(cur)))
+                cur = []
+            cur.append(chunks[c])
+        return [*batches, np.sort(np.concatenate(cur))]
+
+    def block_loss(self, params: dict, frames, corners, target, refine_positions: bool):
+        """Data term of ``frames`` (the model's own whole-voxel windows)."""
+        loss = self.loss(params["delta"], params["beta"], params["probe"], frames, target)
+        return loss, None, None
+
+    def preconditioner_sums(self, frames, aux) -> dict:
+        return {}
+
+    def preconditioners(self, params, sums, n_frames, factor, alpha) -> dict:
+        """None: plain gradient steps on the volume and the probe."""
+        return {}
+
+    def result_entries(self, params, data) -> dict:
+        """δ/β volume (Z, Y, X), rotation angle per frame (rad), voxel size (m)."""
+        return {
+            "delta": params["delta"],
+            "beta": params["beta"],
+            "angles": np.asarray(data.angles, np.float64),
+            "voxel_size": float(data.pixel_size),
+        }
+
+
+def volume_shape(cfg: dict, data) -> tuple:
+    """(Z, Y, X) of the reconstructed volume (``model.volume_depth``, else the data's)."""
+    Z = cfg["model"]["volume_depth"] or data.volume_depth or data.object_shape[1]
+    return (int(Z), *data.object_shape)
+
+
+def object_memory(cfg: dict, data, real_bytes: int, complex_bytes: int) -> tuple[str, float]:
+    """(description, bytes) of one copy of the unknown volume."""
+    Z, Y, X = volume_shape(cfg, data)
+    return f"volume delta+beta ({Z}, {Y}, {X})", float(2 * Z * Y * X * real_bytes)
+
+
+def build(cfg: dict, data, backend) -> TomoModel:
+    """The model of the reconstruct config ``cfg`` for ``data``: scan positions rounded to
+    whole voxels (refused when more than a quarter voxel off the grid)."""
+    m = cfg["model"]
+    if data.angles is None:
+        raise DataError(f"model.type={m['type']} needs rotation angles in the data file")
+    if data.wavelength is None:
+        raise DataError(f"model.type={m['type']} needs the wavelength (photon energy)")
+    corners = np.round(data.corners).astype(np.int64)  # whole-voxel windows
+    off = np.abs(data.corners - corners).max()
+    if off > 0.25:
+        raise DataError(
+            f"model.type={m['type']} rounds scan positions to whole voxels; they are up to "
+            f"{off:.2f} voxels off the grid (choose a scan step of whole voxels)"
+        )
+    mask = None
+    if not data.mask.all():
+        mask = backend.xp.asarray(data.mask.astype(backend.real_dtype))
+    return TomoModel(
+        volume_shape(cfg, data),
+        data.pixel_size,
+        data.wavelength,
+        data.frame_shape,
+        corners,
+        data.angles,
+        n_slices=m["n_slices"],
+        propagator=m["propagator"],
+        loss=cfg["loss"]["type"],
+        eps=cfg["loss"]["eps"],
+        mask=mask,
+        backend=backend,
+    )

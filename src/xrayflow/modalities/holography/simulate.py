@@ -20,14 +20,15 @@ import numpy as np
 
 from xrayflow.errors import PhysicsError
 from xrayflow.io.cxi import DiffractionData
-from xrayflow.simulate import common as C
-from xrayflow.simulate.registry import register_modality
+from xrayflow.modalities import simulation as C
+from xrayflow.optics.constants import wavelength
+from xrayflow.optics.gaussian import gaussian_beam
+from xrayflow.optics.multislice import exit_waves
+from xrayflow.optics.propagation import check_propagation_sampling, propagate, transfer_function
 
 
 def holography_geometry(cfg: dict):
-    """(geometry, object pixel, distances z2, effective distances, magnifications)."""
-    from xrayflow.optics.constants import wavelength  # noqa: PLC0415
-
+    """(geometry, effective distances, magnifications)."""
     g = cfg["geometry"]
     lam = float(wavelength(cfg["energy_ev"]))
     shape = tuple(int(s) for s in C.pair(g["shape"]))
@@ -48,17 +49,8 @@ def holography_geometry(cfg: dict):
     return geo, zeff, mag
 
 
-@register_modality("holography", description="near-field Fresnel holography")
 def holography(config: dict, rng, backend) -> DiffractionData:
     """Fresnel holograms at one or several distances (plane-wave or point-source geometry)."""
-    from xrayflow.optics.gaussian import gaussian_beam  # noqa: PLC0415
-    from xrayflow.optics.multislice import exit_waves  # noqa: PLC0415
-    from xrayflow.optics.propagation import (  # noqa: PLC0415
-        check_propagation_sampling,
-        propagate,
-        transfer_function,
-    )
-
     cfg = config
     s = C.rng_streams(rng, ("phantom", "probe", "scan", "noise"))
     C.check_phantom_config(cfg)
@@ -154,3 +146,37 @@ def holography(config: dict, rng, backend) -> DiffractionData:
         "note": "frames are magnification-corrected images on the object grid",
     }
     return C.package(cfg, geo, detector, data, truth, attrs, centred=False)
+
+
+def memory_parts(cfg: dict, streaming: bool = True) -> dict[str, float]:
+    """Estimated large allocations (description -> bytes) of simulating ``cfg`` (all frames
+    are held in memory: one per distance)."""
+    c = 16 if cfg["precision"] == "double" else 8  # complex itemsize
+    modes = int(cfg["probe"]["modes"])
+    n = tuple(int(s) for s in C.pair(cfg["geometry"]["shape"]))
+    nz = int(cfg["phantom"]["shape"][0] or 16)
+    n_dist = len(cfg["holography"]["distances"])
+    n_slices = min(nz, int(cfg["multislice"]["n_slices"]))
+    return {
+        f"phantom ({nz}, {n[0]}, {n[1]})": C.phantom_bytes(cfg, (nz, *n)),
+        f"{n_slices} slices": C.nbytes(n_slices, *n, itemsize=24 + 3 * c),
+        "illumination and exit waves": C.nbytes(modes, *n, itemsize=32 + 4 * c),
+        f"{n_dist} frames (propagation, detector)": C.nbytes(n_dist, *n, itemsize=72 + 2 * c),
+    }
+
+
+def check_config(cfg: dict) -> None:
+    """Near-field distances and the source distance in physical ranges (ConfigError
+    naming the key, with a unit-slip hint)."""
+    h = cfg["holography"]
+    for j, z in enumerate(h["distances"]):
+        C.check_length(
+            f"holography.distances[{j}]", z, *C.NEAR_DISTANCE_RANGE_M, "near-field distances"
+        )
+    if h["source_distance"] is not None:
+        C.check_length(
+            "holography.source_distance",
+            h["source_distance"],
+            *C.NEAR_DISTANCE_RANGE_M,
+            "source distances",
+        )

@@ -10,7 +10,7 @@ FFT::
 
 Measured counts are stored centred (``DiffractionData.centred``); :class:`BraggCDIModel`
 moves them (and the mask) to the DC-corner layout once. The data term is
-:func:`xrayflow.models.ptychography.intensity_loss`: ``gaussian`` (least squares on
+:func:`xrayflow.modalities.losses.intensity_loss`: ``gaussian`` (least squares on
 amplitudes, the variance-stabilised Poisson form) or ``poisson`` (negative log-likelihood).
 For the Gaussian loss without mask the gradient is ``2 (rho - P_M rho)`` (``P_M``: the
 modulus projection), so a gradient step of 0.5 followed by the support projection is exactly
@@ -21,9 +21,7 @@ from __future__ import annotations
 
 from xrayflow import ad
 from xrayflow.backend import get_backend, ifftshift
-from xrayflow.models.ptychography import intensity_loss, loss_target
-
-LOSSES = ("gaussian", "poisson")
+from xrayflow.modalities.losses import LOSSES, intensity_loss, loss_target
 
 __all__ = ["LOSSES", "BraggCDIModel"]
 

@@ -16,7 +16,9 @@ shifts ``s_b``::
     psi   = P_b * O[c_b]  (slice 0);  then for j >= 1:  psi = t_j[c_b] * F^-1{H F{psi}}
     I_b   = sum_m |F{psi_m}|^2                         # DC at index (0, 0), ortho FFT
 
-Gradients come from :mod:`xrayflow.ad`; nothing here is hand-differentiated. The object
+Gradients come from :mod:`xrayflow.ad`; nothing here is hand-differentiated.
+:func:`build` makes the model from the reconstruct config and the data (both ``ptycho2d``,
+with one slice, and ``multislice_ptycho``). The object
 part is the fused :func:`xrayflow.ad.multislice_object` (also for S = 1), the far field the
 fused :func:`xrayflow.ad.far_field_intensity`: probe shift and far field cost four
 (B, M, n, n) FFTs per batch (forward and backward), and no (S, B, n, n) array is formed.
@@ -28,84 +30,9 @@ import numpy as np
 
 from xrayflow import ad
 from xrayflow.backend import array_module, fftfreq
-
-
-def loss_target(data, kind: str = "gaussian"):
-    """What :func:`intensity_loss` compares with: ``sqrt(D)`` (gaussian) or ``D`` (poisson)."""
-    xp = array_module(data)
-    return xp.sqrt(data) if kind == "gaussian" else data
-
-
-def intensity_loss(I, target, mask, kind: str = "gaussian", eps: float = 1e-6):
-    """Data term summed over the batch (a real scalar Tensor).
-
-    ``gaussian``: amplitude least squares ``sum m (sqrt(I + eps) - sqrt(D))^2``
-    (variance-stabilised Poisson), ``target = sqrt(D)``; ``poisson``: negative
-    log-likelihood ``sum m (I - D log(I + eps))`` (constants dropped), ``target = D``.
-    ``mask`` (ny, nx) 1 = good pixel. Use :func:`loss_target` to make ``target``.
-    """
-    data = target
-    if kind == "gaussian":
-        r = ad.sqrt(I + eps) - data
-        if mask is not None:
-            r = r * mask
-        return ad.sum(ad.abs2(r))
-    if kind == "poisson":
-        t = I - ad.log(I + eps) * data
-        if mask is not None:
-            t = t * mask
-        return ad.sum(t)
-    raise ValueError(f"unknown loss {kind!r}")
-
-
-class ObjectModel:
-    """What the transmission-object models share: the object unknowns and the data term,
-    and ``last``, side outputs of the last forward pass (plain arrays, for the
-    preconditioners).
-
-    Args:
-        k_dz: ``2 pi / lambda * dz`` (only for ``object_param="delta_beta"``).
-        object_param: ``"transmission"`` (complex) or ``"delta_beta"``.
-        loss, eps: see :func:`intensity_loss`.
-        mask: detector good-pixel mask or None.
-        backend: :class:`xrayflow.backend.Backend` (None: that of the inputs).
-    """
-
-    def __init__(
-        self,
-        *,
-        k_dz=None,
-        object_param="transmission",
-        loss="gaussian",
-        eps=1e-6,
-        mask=None,
-        backend=None,
-    ):
-        self.k_dz = k_dz
-        self.object_param = object_param
-        self.loss_kind = loss
-        self.eps = float(eps)
-        self.mask = mask
-        self.backend = backend
-        self.last = {}
-
-    @property
-    def object_names(self) -> tuple:
-        """Names of the object unknowns."""
-        return ("delta", "beta") if self.object_param == "delta_beta" else ("object",)
-
-    def _transmission(self, obj_params):
-        """Complex transmission (a Tensor) of the whole object grid, (S, Ny, Nx).
-
-        For ``delta_beta`` the exponential is taken over the object grid, which is smaller
-        than a batch of patches for the usual overlaps.
-        """
-        if self.object_param == "delta_beta":
-            d = ad.as_tensor(obj_params["delta"])
-            b = ad.as_tensor(obj_params["beta"])
-            # t = exp(-i k dz delta - k dz beta)
-            return ad.exp(d * (-1j * self.k_dz) + b * (-self.k_dz))
-        return ad.as_tensor(obj_params["object"])
+from xrayflow.errors import ConfigError, DataError
+from xrayflow.modalities.transmission import ObjectModel, model_options, slice_spacing
+from xrayflow.optics.propagation import transfer_function
 
 
 class PtychoModel(ObjectModel):
@@ -120,6 +47,8 @@ class PtychoModel(ObjectModel):
         **kwargs: ``k_dz``, ``object_param``, ``loss``, ``eps``, ``mask`` ((n, n)),
             ``backend``: see :class:`ObjectModel`.
     """
+
+    refines_positions = True
 
     def __init__(self, frame_shape, object_shape, n_slices=1, transfer=None, **kwargs):
         super().__init__(**kwargs)
@@ -182,9 +111,35 @@ class PtychoModel(ObjectModel):
         return ad.far_field_intensity(psi, backend=self.backend, recompute=False)
 
     def loss(self, obj_params, probe, corners, shifts, target):
-        """Data term for the batch; ``target`` from :func:`loss_target`."""
-        I = self.intensities(obj_params, probe, corners, shifts)
-        return intensity_loss(I, target, self.mask, self.loss_kind, self.eps)
+        """Data term for the batch; ``target`` from
+        :func:`xrayflow.modalities.losses.loss_target`."""
+        return self.data_term(self.intensities(obj_params, probe, corners, shifts), target)
+
+    # -- the gradient solver's model interface ------------------------------------------------
+    def block_loss(self, params: dict, frames, corners, target, refine_positions: bool):
+        """Data term of a block of frames at fractional window ``corners`` (B, 2) px.
+
+        Returns ``(loss, shifts, integer corners)``: ``shifts`` is the Tensor of sub-pixel
+        shifts (a parameter when ``refine_positions``, else a constant or None when all are
+        whole pixels)."""
+        ci, frac = split_positions(corners)
+        shifts = params["probe"].xp.asarray(frac.astype(self.backend.real_dtype))
+        shifts_t = ad.param(shifts) if refine_positions else ad.const(shifts)
+        if not np.any(frac) and not refine_positions:
+            shifts_t = None
+        objp = {k: params[k] for k in self.object_names}
+        return self.loss(objp, params["probe"], ci, shifts_t, target), shifts_t, ci
+
+    def preconditioner_sums(self, frames, corners) -> dict:
+        """``illum``: probe power scatter-added on the object grid; ``opw``: object power
+        summed over the block's windows (from the last forward pass)."""
+        xp = self.backend.xp
+        pw = xp.sum(xp.abs(self.last["probe_shifted"]) ** 2, axis=1)  # (B or 1, n, n)
+        if pw.shape[0] != len(frames):
+            pw = xp.broadcast_to(pw, (len(frames), *pw.shape[1:]))
+        illum = xp.zeros(self.object_shape, dtype=pw.dtype)
+        ad.scatter_add_patches(illum, xp.ascontiguousarray(pw), corners)
+        return {"illum": illum, "opw": xp.sum(self.last["patch_power"], axis=0)}
 
 
 def split_positions(corners):
@@ -192,3 +147,33 @@ def split_positions(corners):
     c = np.asarray(corners, np.float64)
     ci = np.floor(c)
     return ci.astype(np.int64), c - ci
+
+
+def build(cfg: dict, data, backend, single_slice: bool = False) -> PtychoModel:
+    """The model of the reconstruct config ``cfg`` for ``data``
+    (:class:`xrayflow.reconstruct.data.ReconData`); ``single_slice``: 2D ptychography
+    (``model.n_slices`` must be 1)."""
+    m = cfg["model"]
+    S = m["n_slices"]
+    if single_slice and S != 1:
+        raise ConfigError(
+            f"model.n_slices: {m['type']} has one slice; use multislice_ptycho for {S}"
+        )
+    opts = model_options(cfg, data, backend)
+    transfer = None
+    if S > 1:
+        if data.wavelength is None:
+            raise DataError(
+                "multislice needs the wavelength: no photon energy in the data; "
+                "set geometry.energy_ev (or geometry.wavelength_px in pixel units)"
+            )
+        H = transfer_function(
+            m["propagator"],
+            data.frame_shape,
+            data.pixel_size,
+            data.wavelength,
+            slice_spacing(cfg, data),
+            dtype=backend.complex_dtype,
+        )
+        transfer = backend.xp.asarray(H)
+    return PtychoModel(data.frame_shape, data.object_shape, n_slices=S, transfer=transfer, **opts)

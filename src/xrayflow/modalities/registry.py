@@ -1,0 +1,170 @@
+"""The registry of imaging modalities: what each stage needs to know about one modality.
+
+A modality is one package ``xrayflow.modalities.<name>`` that exports ``MODALITY``, a
+:class:`Modality`; the built-in ones are listed once, in
+:data:`xrayflow.modalities.BUILTIN`. The stages look a modality up by name
+(:func:`get_modality`: the simulate config's ``modality``, the reconstruct config's
+``model.type``, the train config's ``data.kind``, the ``modality``/``model`` attribute of
+a file) and call its hooks; no stage tests a modality's name. A plug-in outside the package
+registers itself with :func:`register`. ``docs/adding-a-modality.md`` walks through one.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from xrayflow.errors import ConfigError
+
+#: Ways ``xrayflow evaluate`` compares a result with a reference (:attr:`Modality.evaluate`).
+EVALUATE_KINDS = ("object", "refractive", "density")
+#: Solvers of the reconstruct stage (:attr:`Modality.solver`).
+SOLVERS = ("gradient", "phase_retrieval")
+
+
+def _frozen(d: Mapping | None) -> Mapping:
+    return MappingProxyType(copy.deepcopy(dict(d or {})))
+
+
+@dataclass(frozen=True)
+class Modality:
+    """One imaging modality and its hooks into the four stages (all optional but the name).
+
+    Simulate:
+        simulate: ``(config, rng, backend) -> DiffractionData`` — the validated simulate
+            config (defaults filled in), a ``numpy.random.Generator`` seeded from
+            ``config["seed"]`` (split it with ``rng.spawn``), the array backend; returns the
+            data with ground truth in ``truth`` and ``attrs["modality"]`` set.
+        simulate_sections: simulate-config sections this modality adds, ``{section: JSON
+            schema}`` (validated with the other keys; closed schemas, with defaults).
+        simulate_memory: ``(config, streaming) -> {description: bytes}``, the large
+            allocations of simulating ``config`` (checked before anything is allocated);
+            ``streaming``: frames go to the output file batch by batch.
+        simulate_check: ``(config) -> None``, checks of the modality's own config sections
+            beyond the schema (ConfigError naming the key), run when the config is loaded.
+        far_field: the detector is in the far field (its geometry is checked against the
+            paraxial far-field model); False for near-field (real-space) frames.
+
+    Reconstruct:
+        build_model: ``(config, data, backend) -> model``, the differentiable model that
+            the solver fits (for the gradient solver, the interface documented in
+            :mod:`xrayflow.solvers.gradient`).
+        solver: which solver of :mod:`xrayflow.solvers` the reconstruct stage runs:
+            ``"gradient"`` (minibatch gradient descent over frames, MPI data parallel) or
+            ``"phase_retrieval"`` (one 3D pattern: HIO/ER with shrink-wrap, then gradient
+            refinement).
+        reconstruct_sections: reconstruct-config sections this modality adds.
+        object_memory: ``(config, data, real_bytes, complex_bytes) -> (description,
+            bytes)`` of one copy of the object unknowns, when they are not S transmission
+            slices on the object grid (the reconstruct memory estimate).
+        rotation_series: frames carry rotation angles; a block of frames never spans two
+            angles (the data are cut into blocks at angle changes).
+        real_space_frames: frames are images on the object grid (near field): the object
+            grid is the detector grid, its pixel the frame's sample-plane pixel.
+
+    Train:
+        training: the module (dotted path) that provides the modality's training hooks
+            (:mod:`xrayflow.train`), or None when no network is trained on it; imported only
+            by the train stage (it may import torch).
+
+    Evaluate:
+        evaluate: how a result is compared with a reference, one of :data:`EVALUATE_KINDS`:
+            ``object`` (2D complex transmission, up to a global phase), ``refractive`` (3D
+            δ/β volume), ``density`` (3D complex density, up to a global phase, a shift and
+            the conjugate twin).
+    """
+
+    name: str
+    description: str = ""
+    simulate: Callable | None = None
+    simulate_sections: Mapping[str, dict] = field(default_factory=dict)
+    simulate_memory: Callable | None = None
+    simulate_check: Callable | None = None
+    far_field: bool = True
+    build_model: Callable | None = None
+    solver: str = "gradient"
+    reconstruct_sections: Mapping[str, dict] = field(default_factory=dict)
+    object_memory: Callable | None = None
+    rotation_series: bool = False
+    real_space_frames: bool = False
+    training: str | None = None
+    evaluate: str = "object"
+
+    def __post_init__(self):
+        if self.evaluate not in EVALUATE_KINDS:
+            raise ValueError(f"Modality.evaluate must be one of {EVALUATE_KINDS}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"Modality.solver must be one of {SOLVERS}")
+        object.__setattr__(self, "simulate_sections", _frozen(self.simulate_sections))
+        object.__setattr__(self, "reconstruct_sections", _frozen(self.reconstruct_sections))
+
+    def training_hooks(self) -> Any:
+        """The imported training module (see :attr:`training`)."""
+        if self.training is None:
+            raise ConfigError(f"no network can be trained on modality {self.name!r}")
+        return importlib.import_module(self.training)
+
+
+_REGISTRY: dict[str, Modality] = {}
+
+
+def register(modality: Modality, replace: bool = False) -> Modality:
+    """Add ``modality`` to the registry (a plug-in; the built-ins register on first lookup)."""
+    if modality.name in _REGISTRY and not replace:
+        raise ValueError(f"modality {modality.name!r} is already registered")
+    _REGISTRY[modality.name] = modality
+    return modality
+
+
+def unregister(name: str) -> None:
+    """Remove a plug-in modality (tests)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtins() -> None:
+    from xrayflow.modalities import BUILTIN
+
+    for name in BUILTIN:
+        if name not in _REGISTRY:
+            register(importlib.import_module(f"xrayflow.modalities.{name}").MODALITY)
+
+
+def modalities() -> dict[str, Modality]:
+    """All registered modalities by name (built-ins first)."""
+    _load_builtins()
+    return dict(_REGISTRY)
+
+
+def get_modality(name: str, key: str = "modality") -> Modality:
+    """The modality called ``name``; ConfigError naming ``key`` (the config key or file
+    attribute it came from) with the closest known name when there is none."""
+    known = modalities()
+    if name not in known:
+        close = difflib.get_close_matches(str(name), list(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}: unknown modality {name!r}{hint} (known: {', '.join(known)})")
+    return known[name]
+
+
+def stage_schema(stage: str) -> dict:
+    """The JSON schema of ``stage`` (``simulate`` | ``reconstruct``) with every registered
+    modality's name in its modality enum and its config sections added."""
+    from xrayflow.config import load_schema
+
+    sch = load_schema(stage)
+    props = sch["properties"]
+    simulate = stage == "simulate"
+    names = props["modality"] if simulate else props["model"]["properties"]["type"]
+    attr = "simulate_sections" if simulate else "reconstruct_sections"
+    names["enum"] = []
+    for name, mod in modalities().items():
+        if (mod.simulate if simulate else mod.build_model) is not None:
+            names["enum"].append(name)
+        for sec, sub in getattr(mod, attr).items():
+            props.setdefault(sec, copy.deepcopy(dict(sub)))
+    return sch
