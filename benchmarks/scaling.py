@@ -72,7 +72,8 @@ def problem(args, n_angles: int):
 
 def worker(args) -> None:
     """One configuration under mpiexec; rank 0 writes its timings to ``args.worker``."""
-    from xrayflow.parallel import abort_on_error, sum_over_blocks, write_on_root
+    from xrayflow.io.atomic import atomic_write_text
+    from xrayflow.parallel import abort_on_error, on_root, sum_over_blocks
 
     with abort_on_error() as comm:
         model, delta, beta, probe, target, P = problem(args, args.n_angles)
@@ -104,7 +105,7 @@ def worker(args) -> None:
             "loss": tot["loss"],
             "sha256": digest,
         }
-        write_on_root(args.worker, lambda tmp: Path(tmp).write_text(json.dumps(rec)), comm)
+        on_root(lambda: atomic_write_text(args.worker, json.dumps(rec)), comm)
 
 
 def _max():

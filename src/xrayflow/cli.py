@@ -24,10 +24,11 @@ from collections.abc import Sequence
 
 from xrayflow import __version__
 from xrayflow.errors import XrayflowError
+from xrayflow.io.info import describe
 
 STAGES: dict[str, str] = {
-    "simulate": "simulate X-ray experiments (ptychography, multislice, tomography, "
-    "holography, Bragg CDI) from a config into a CXI file",
+    "simulate": "simulate an X-ray experiment of a registered modality from a config into a "
+    "CXI file",
     "reconstruct": "reconstruct a sample from diffraction data by automatic differentiation",
     "train": "train a neural network on simulated data",
     "evaluate": "compare a reconstruction with ground truth or two half-datasets",
@@ -55,7 +56,7 @@ def add_common_arguments(
     parser: argparse.ArgumentParser, config: bool = True, overrides: bool = True, out: bool = True
 ) -> None:
     """Add ``--config``, ``--set`` and ``--out`` unless the parser already has them."""
-    have = set(parser._option_string_actions)  # noqa: SLF001 - argparse has no public API
+    have = set(parser._option_string_actions)  # argparse has no public API
     if config and "--config" not in have:
         parser.add_argument("--config", "-c", metavar="FILE", help="YAML configuration file")
     if overrides and "--set" not in have:
@@ -84,8 +85,6 @@ def _add_info(sub) -> None:
 
 
 def _run_info(args) -> int:
-    from xrayflow.io.info import describe  # noqa: PLC0415
-
     print(describe(args.path, show_config=args.provenance))
     return 0
 
@@ -162,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code if isinstance(code, int) else (0 if code is None else EXIT_USER_ERROR)
     except BrokenPipeError:  # e.g. `xrayflow info F | head`
         try:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+            sys.stdout = open(os.devnull, "w")  # silence the flush at exit
         except OSError:
             pass
         return 0

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
 
 from xrayflow.errors import ConfigError
 
@@ -93,7 +95,7 @@ SafeLoader.add_implicit_resolver(
 
 def _yaml_load(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=SafeLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=SafeLoader)  # SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -295,8 +297,6 @@ def key_error(path: str, problem: str) -> ConfigError:
 
 
 def _format_error(err, schema_name: str | None, root_schema: Mapping) -> str:
-    from jsonschema.exceptions import ValidationError  # noqa: PLC0415
-
     assert isinstance(err, ValidationError)
     path = list(err.absolute_path)
     v = err.validator
@@ -329,8 +329,6 @@ def _format_error(err, schema_name: str | None, root_schema: Mapping) -> str:
 
 def validate(config: Mapping, schema: str | Mapping, name: str | None = None) -> None:
     """Validate ``config`` against ``schema``; raise ConfigError naming the first bad key."""
-    from jsonschema import Draft202012Validator  # noqa: PLC0415
-    from jsonschema.exceptions import best_match  # noqa: PLC0415
 
     sch = load_schema(schema)
     if name is None and isinstance(schema, str):

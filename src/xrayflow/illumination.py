@@ -16,8 +16,9 @@ import math
 
 import numpy as np
 
-from xrayflow.backend import fft2, fftfreq, fftshift, ifft2, ifftshift
+from xrayflow.backend import fft2, fftfreq, fftshift, get_backend, ifft2, ifftshift
 from xrayflow.errors import PhysicsError
+from xrayflow.optics.propagation import fresnel_transfer, propagate
 
 __all__ = [
     "coherent_modes",
@@ -96,8 +97,6 @@ def _normalise(field):
 
 def _fresnel(field, pixel_size, wavelength, distance):
     """Band-limited Fresnel transfer-function propagation (complex128), via optics."""
-    from xrayflow.backend import get_backend  # noqa: PLC0415
-    from xrayflow.optics.propagation import fresnel_transfer, propagate  # noqa: PLC0415
 
     if distance == 0:
         return field

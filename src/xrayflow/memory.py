@@ -67,7 +67,7 @@ def available_bytes() -> float:
 def gpu_free_bytes() -> float | None:
     """Free memory of the current CUDA device (CuPy's ``memGetInfo``), None without one."""
     try:
-        import cupy  # noqa: PLC0415 - optional GPU dependency
+        import cupy
 
         return float(cupy.cuda.runtime.memGetInfo()[0])
     except Exception:  # no CuPy, no device, no driver

@@ -27,6 +27,7 @@ import numpy as np
 
 from xrayflow.backend import fftfreq, fftn, ifftn
 from xrayflow.errors import PhysicsError
+from xrayflow.optics.materials import refractive_index
 
 __all__ = [
     "PHANTOMS",
@@ -119,7 +120,6 @@ class Phantom:
 
     def material_table(self, energy_ev) -> tuple[np.ndarray, np.ndarray]:
         """``(delta, beta)`` per material index, float64 arrays of length ``len(materials)``."""
-        from xrayflow.optics.materials import refractive_index  # noqa: PLC0415
 
         pairs = [refractive_index(m, float(energy_ev)) for m in self.materials]
         d = np.array([p[0] for p in pairs], dtype=np.float64)

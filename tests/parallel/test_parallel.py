@@ -3,7 +3,6 @@ abort on failure (multi-rank cases run under ``mpiexec -n 2`` in subprocesses)."
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -114,39 +113,6 @@ def test_block_sum_rejects_bad_spans():
 
     with pytest.raises(ValueError, match="do not cover"):
         Comm().block_sum(3, lambda k: np.ones(2), spans=[range(0, 2)])
-
-
-@pytest.mark.mpi
-def test_each_rank_reads_only_its_frames(tmp_path):
-    from xrayflow.io.cxi import DiffractionData, write_cxi
-
-    n = 10
-    frames = np.zeros((n, 8, 8), np.float32)
-    frames[:, 0, 0] = np.arange(n) * 3.0  # identify each frame
-    write_cxi(
-        tmp_path / "tiny.cxi",
-        DiffractionData(
-            data=frames,
-            energy_ev=8000.0,
-            distance=1.0,
-            pixel_size=(75e-6, 75e-6),
-            positions=np.zeros((n, 2)),
-            angles=np.linspace(0, np.pi, n, endpoint=False),
-        ),
-    )
-    r = run_mpi("read_part.py", 2, tmp_path / "tiny.cxi", tmp_path)
-    assert r.returncode == 0, r.stderr
-    recs = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
-    assert recs[0]["indices"] == list(range(5)) and recs[1]["indices"] == list(range(5, 10))
-    for rec in recs:
-        assert sorted(set(rec["touched"])) == rec["indices"]  # no other frame was read
-        assert rec["first"] == [3.0 * i for i in rec["indices"]]
-        assert sorted(set(rec["block_touched"])) == rec["block_indices"]
-        assert rec["global_last"] == 3.0 * rec["block_indices"][-1]
-        assert rec["foreign"] == "refused"
-    # 5 blocks of 2 frames: 3 blocks for rank 0, 2 for rank 1
-    assert recs[0]["block_indices"] == list(range(6))
-    assert recs[1]["block_indices"] == list(range(6, 10))
 
 
 @pytest.mark.mpi

@@ -4,6 +4,8 @@
 (write_h5, read_h5) are imported lazily so that ``import xrayflow.io`` stays cheap.
 """
 
+import importlib
+
 from xrayflow.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 _LAZY = {
@@ -23,7 +25,5 @@ __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", *_LAZY]
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib  # noqa: PLC0415
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'xrayflow.io' has no attribute {name!r}")

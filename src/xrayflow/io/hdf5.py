@@ -23,8 +23,10 @@ from typing import Any
 
 import h5py
 import numpy as np
+import yaml
 
 from xrayflow.backend import to_numpy
+from xrayflow.config import SafeLoader, dump_yaml
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
 
@@ -51,7 +53,6 @@ def _to_array(value: Any) -> np.ndarray | None:
 
 def write_node(group: h5py.Group, key: str, value: Any, compression: str | None = None) -> None:
     """Write one tree entry ``key: value`` into an open h5py group (rules in module doc)."""
-    from xrayflow.config import dump_yaml  # noqa: PLC0415 - avoid import cycle at load
 
     if value is None:
         return
@@ -140,7 +141,6 @@ def _decode(value: Any) -> Any:
 
 def read_node(node: h5py.Dataset | h5py.Group, path: str = "") -> Any:
     """Read a dataset or (recursively) a group into Python objects (see module doc)."""
-    from xrayflow.config import SafeLoader  # noqa: PLC0415
 
     try:
         if isinstance(node, h5py.Group):
@@ -154,9 +154,7 @@ def read_node(node: h5py.Dataset | h5py.Group, path: str = "") -> Any:
                 value = node[()]
                 value = value.decode("utf-8") if isinstance(value, bytes) else str(value)
                 if fmt == "yaml":
-                    import yaml  # noqa: PLC0415
-
-                    return yaml.load(value, Loader=SafeLoader)  # noqa: S506
+                    return yaml.load(value, Loader=SafeLoader)
                 return value
             return [_decode(v) for v in node.asstr()[()].tolist()]
         value = node[()]

@@ -21,25 +21,22 @@ from .comm import (
     get_comm,
     launched_by_mpi,
     local_indices,
+    on_root,
     partition,
     sum_over_blocks,
-    write_on_root,
 )
-from .data import LocalFrames, read_cxi_local
 from .transport import GPU_TRANSPORTS, gpu_transport_name
 
 __all__ = [
     "GPU_TRANSPORTS",
     "Comm",
-    "LocalFrames",
     "abort_on_error",
     "block_ranges",
     "get_comm",
     "gpu_transport_name",
     "launched_by_mpi",
     "local_indices",
+    "on_root",
     "partition",
-    "read_cxi_local",
     "sum_over_blocks",
-    "write_on_root",
 ]

@@ -109,11 +109,11 @@ class Comm:
 
     def select_gpu(self) -> int:
         """Make GPU ``node-local rank % device count`` current (call before allocating)."""
-        import cupy  # noqa: PLC0415
+        import cupy
 
         local = 0
         if self.mpi is not None:
-            from mpi4py import MPI  # noqa: PLC0415
+            from mpi4py import MPI
 
             node = self.mpi.Split_type(MPI.COMM_TYPE_SHARED)
             local = node.Get_rank()
@@ -246,7 +246,7 @@ def get_comm() -> Comm:
     global _COMM
     if _COMM is None:
         if launched_by_mpi():
-            from mpi4py import MPI  # noqa: PLC0415
+            from mpi4py import MPI
 
             _COMM = Comm(MPI.COMM_WORLD)
         else:
@@ -298,16 +298,14 @@ def abort_on_error(comm: Comm | None = None) -> Iterator[Comm]:
         comm.abort(2 if user else 1)
 
 
-def write_on_root(path, write: Callable, comm: Comm | None = None):
-    """Rank 0 calls ``write(tmp_path)`` inside :func:`xrayflow.io.atomic.atomic_path`
-    (the file appears complete or not at all), then every rank waits at a barrier. A failure
-    on rank 0 aborts all ranks (no rank is left waiting). Returns ``path``."""
-    from xrayflow.io.atomic import atomic_path  # noqa: PLC0415
-
+def on_root(fn: Callable, comm: Comm | None = None):
+    """Rank 0 calls ``fn()`` (e.g. writes a file), then every rank waits at a barrier. A
+    failure on rank 0 aborts all ranks (no rank is left waiting). Returns ``fn()``'s result
+    on rank 0, None on the others."""
     comm = comm or get_comm()
+    out = None
     with abort_on_error(comm):
         if comm.is_root:
-            with atomic_path(path) as tmp:
-                write(tmp)
+            out = fn()
         comm.barrier()
-    return path
+    return out

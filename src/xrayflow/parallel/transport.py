@@ -51,7 +51,7 @@ class MPITransport:
         self.comm = comm
 
     def allreduce(self, buf):
-        from mpi4py import MPI  # noqa: PLC0415
+        from mpi4py import MPI
 
         self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         return buf
@@ -124,7 +124,7 @@ class NCCLTransport:
     name = "nccl"
 
     def __init__(self, comm):
-        from cupy.cuda import nccl  # noqa: PLC0415
+        from cupy.cuda import nccl
 
         self.nccl = nccl
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
@@ -187,27 +187,27 @@ class NCCLTransport:
 
 
 def _stream() -> int:
-    import cupy  # noqa: PLC0415
+    import cupy
 
     return cupy.cuda.get_current_stream().ptr
 
 
 def _sync() -> None:
-    import cupy  # noqa: PLC0415
+    import cupy
 
     cupy.cuda.get_current_stream().synchronize()
 
 
 def _nccl_available() -> bool:
     try:
-        from cupy.cuda import nccl  # noqa: F401, PLC0415
+        from cupy.cuda import nccl  # noqa: F401
     except Exception:
         return False
     return True
 
 
 def _cuda_aware_mpi() -> bool:
-    from mpi4py import MPI  # noqa: PLC0415
+    from mpi4py import MPI
 
     query = getattr(MPI, "Query_cuda_support", None)
     if query is not None:

@@ -19,9 +19,10 @@ Output layout (``write_h5``, atomic; see :func:`result_tree`):
 ``provenance``              versions, git commit, time, command line, seed
 ==========================  =============================================================
 
-With ``model.type: ptychotomo`` ``object`` is absent and ``delta``, ``beta`` are the
-float32 (Z, Y, X) volume (z along the beam at angle 0, rotation about y), with ``angles``
-float64 (P,) rad per frame and ``voxel_size`` (= ``pixel_size``).
+The object datasets come from the model (``result_entries``): for a rotation-series model
+(ptycho-tomography) ``object`` is absent and ``delta``, ``beta`` are the float32 (Z, Y, X)
+volume (z along the beam at angle 0, rotation about y), with ``angles`` float64 (P,) rad per
+frame and ``voxel_size`` (= ``pixel_size``).
 
 Root attributes: ``model``, ``units``, ``n_slices``, ``slice_spacing``, ``wavelength``,
 ``energy_ev``, ``iterations``, ``n_ranks`` (MPI processes), ``transport`` (how gradients
@@ -38,11 +39,18 @@ from pathlib import Path
 
 import numpy as np
 
+from xrayflow.backend import uses_gpu
 from xrayflow.errors import ConfigError
+from xrayflow.io.atomic import atomic_write
+from xrayflow.io.cxi import read_cxi_meta
+from xrayflow.io.fingerprint import file_fingerprint, run_fingerprint
+from xrayflow.io.hdf5 import write_h5
+from xrayflow.memory import check_memory
 from xrayflow.modalities import get_modality
 from xrayflow.modalities.transmission import slice_spacing
 from xrayflow.optics.constants import xray_energy_problem
-from xrayflow.parallel import Comm, get_comm, write_on_root
+from xrayflow.parallel import Comm, get_comm, on_root
+from xrayflow.provenance import provenance
 from xrayflow.reconstruct.data import ReconData, load_data
 from xrayflow.solvers.gradient import Reconstructor, _config_core
 
@@ -105,8 +113,6 @@ def memory_parts(cfg: dict, data: ReconData) -> dict:
 def check_frames_fit(cfg: dict, data_path, comm: Comm) -> None:
     """Before reading a CXI file: the frames this rank will hold (from the file's header:
     its share of the frames, as float32 counts and fit target) must fit in memory."""
-    from xrayflow.io.cxi import read_cxi_meta  # noqa: PLC0415
-    from xrayflow.memory import check_memory  # noqa: PLC0415
 
     p = Path(data_path)
     if not p.is_file() or p.name.endswith((".npz", ".npz.bz2")) or cfg["data"]["format"] == "npz":
@@ -129,8 +135,6 @@ def check_frames_fit(cfg: dict, data_path, comm: Comm) -> None:
 def check_reconstruct_memory(cfg: dict, data: ReconData) -> float:
     """Refuse (ResourceError) a run whose estimated peak memory does not fit (on a GPU run
     also the device's free memory)."""
-    from xrayflow.backend import uses_gpu  # noqa: PLC0415
-    from xrayflow.memory import check_memory  # noqa: PLC0415
 
     return check_memory(
         memory_parts(cfg, data),
@@ -145,7 +149,6 @@ def input_fingerprint(cfg: dict, data_path) -> dict:
     """What determines the result: the config without ``run.*`` and
     ``optimizer.iterations``, and the data file's content (see
     :mod:`xrayflow.io.fingerprint`). ``fingerprint`` is their joint digest."""
-    from xrayflow.io.fingerprint import file_fingerprint, run_fingerprint  # noqa: PLC0415
 
     data_fp = file_fingerprint(data_path)  # the file is read once
     return {
@@ -155,8 +158,6 @@ def input_fingerprint(cfg: dict, data_path) -> dict:
 
 
 def result_tree(cfg, data, rec, res) -> dict:
-    from xrayflow.provenance import provenance  # noqa: PLC0415
-
     # inverse of scans.positions_to_pixels: corner = N//2 - n//2 + position / pixel
     offset = np.asarray(data.object_shape) // 2 - np.asarray(data.frame_shape) // 2
     pix = data.pixel_size
@@ -206,7 +207,6 @@ def reconstruct(
     Collective over ``comm`` (default :func:`xrayflow.parallel.get_comm`): call it on every
     rank. Returns the :class:`~xrayflow.solvers.gradient.Result`.
     """
-    from xrayflow.io.hdf5 import write_h5  # noqa: PLC0415
 
     comm = comm or get_comm()
     check_config(cfg)
@@ -228,7 +228,7 @@ def reconstruct(
     if res.stopped:
         return res
     tree, attrs = result_tree(cfg, data, rec, res)
-    write_on_root(out_path, lambda tmp: write_h5(tmp, tree, attrs=attrs), comm)
+    on_root(lambda: atomic_write(out_path, lambda tmp: write_h5(tmp, tree, attrs=attrs)), comm)
     if comm.is_root:  # a finished run's checkpoint could only be resumed into itself
         Path(ck).unlink(missing_ok=True)
     return res

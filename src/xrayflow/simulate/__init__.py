@@ -1,8 +1,8 @@
 """The simulate stage: config -> simulated experiment -> CXI file with ground truth.
 
     from xrayflow.simulate import run, simulate
-    run("config/simulate/ptycho2d.yaml", "data.cxi")        # validated + written
-    data = simulate(config_dict)                                   # DiffractionData in memory
+    run("sim.yaml", "data.cxi")                    # validated + written
+    data = simulate(config_dict)                   # DiffractionData in memory
 
 The config's ``modality`` names a registered modality (:mod:`xrayflow.modalities`), whose
 ``simulate`` hook makes the data. The same config and seed give bit-identical data on the

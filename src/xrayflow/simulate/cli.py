@@ -2,7 +2,7 @@
 YAML config into a CXI file.
 
 Example:
-    xrayflow simulate --config config/simulate/ptycho2d.yaml --out data/ptycho2d.cxi \\
+    xrayflow simulate --config sim.yaml --out data.cxi \\
         --set seed=3 --set noise.photons_per_probe=1e7
 """
 

@@ -40,15 +40,18 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from xrayflow import ad
 from xrayflow.backend import BackendError, fftfreq, fftshift, get_backend, to_numpy
 from xrayflow.errors import ConfigError, DataError, XrayflowError
+from xrayflow.io.atomic import atomic_write
 from xrayflow.modalities import get_modality
 from xrayflow.modalities.losses import loss_target
-from xrayflow.parallel import Comm, get_comm, partition, write_on_root
+from xrayflow.parallel import Comm, get_comm, on_root, partition
 from xrayflow.reconstruct import checkpoint as ckpt
 from xrayflow.reconstruct.data import ReconData
 from xrayflow.solvers.optimizers import GradientDescent, ParamSettings, make_optimizer
@@ -101,7 +104,6 @@ def initial_probe(cfg, data: ReconData, rng) -> np.ndarray:
         else:
             p = (r <= w / 2).astype(np.float64)
             # soften the edge a little
-            from scipy.ndimage import gaussian_filter  # noqa: PLC0415
 
             p = gaussian_filter(p, 1.0)
         base = p[None].astype(np.complex128)
@@ -255,13 +257,11 @@ class Reconstructor:
                 extra=self.fingerprint,
             )
 
-        write_on_root(path, write, self.comm)
+        on_root(lambda: atomic_write(path, write), self.comm)
 
     def restore(self, path) -> None:
         c = ckpt.load_checkpoint(path)
         if c["config"] != _config_core(self.cfg):
-            import json  # noqa: PLC0415
-
             a = json.dumps(c["config"], sort_keys=True, default=str)
             b = json.dumps(_config_core(self.cfg), sort_keys=True, default=str)
             if a != b:
@@ -288,7 +288,6 @@ class Reconstructor:
         """Why the checkpoint at ``path`` must not be resumed (other config or data), or
         None. Decided on rank 0 (which alone reads it here) and broadcast. Without a
         fingerprint (library use) nothing is stale: :meth:`restore` compares the config."""
-        from pathlib import Path  # noqa: PLC0415
 
         why = None
         if self.comm.is_root and self.fingerprint is not None and Path(path).exists():
@@ -502,8 +501,6 @@ class Reconstructor:
         r = cfg["run"]
         n_iter = cfg["optimizer"]["iterations"] if iterations is None else iterations
         if resume and self.checkpoint_path is not None:
-            from pathlib import Path  # noqa: PLC0415
-
             stale = self._stale_reason(self.checkpoint_path)
             if stale:
                 self.log(

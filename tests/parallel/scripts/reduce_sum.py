@@ -6,7 +6,8 @@ import sys
 
 import numpy as np
 
-from xrayflow.parallel import abort_on_error, get_comm, write_on_root
+from xrayflow.io.atomic import atomic_write
+from xrayflow.parallel import abort_on_error, get_comm, on_root
 
 out, n_blocks = sys.argv[1], int(sys.argv[2])
 skew = sys.argv[3:] == ["skew"]
@@ -44,4 +45,4 @@ with abort_on_error() as comm:
                 transport=comm.transport_name(),
             )
 
-    write_on_root(out, save)
+    on_root(lambda: atomic_write(out, save))

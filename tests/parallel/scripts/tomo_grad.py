@@ -5,8 +5,9 @@ import sys
 import numpy as np
 
 from xrayflow.backend import get_backend
+from xrayflow.io.atomic import atomic_write
 from xrayflow.modalities.ptychotomo.model import TomoModel
-from xrayflow.parallel import abort_on_error, sum_over_blocks, write_on_root
+from xrayflow.parallel import abort_on_error, on_root, sum_over_blocks
 
 with abort_on_error() as comm:
     rng = np.random.default_rng(5)
@@ -36,4 +37,4 @@ with abort_on_error() as comm:
         with open(tmp, "wb") as f:
             np.savez(f, loss=tot["loss"], delta=tot["delta"], beta=tot["beta"])
 
-    write_on_root(sys.argv[1], save, comm)
+    on_root(lambda: atomic_write(sys.argv[1], save), comm)

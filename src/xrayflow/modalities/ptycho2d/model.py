@@ -58,25 +58,9 @@ class PtychoModel(ObjectModel):
         self.transfer = transfer
 
     def shift_probe(self, probe, shifts):
-        """Probe modes (M, n, n) shifted by ``shifts`` (B, 2) px -> (B, M, n, n).
-
-        ``ifft2(fft2(P) * exp(-2 pi i fy sy) * exp(-2 pi i fx sx))``: the same operation as
-        :func:`xrayflow.ad.fourier_shift`, written with separable phase ramps so that the
-        forward pass needs one batch-sized FFT and the backward pass one (instead of three),
-        and only B * 2n complex exponentials.
-        """
-        probe = ad.as_tensor(probe)
-        shifts = ad.as_tensor(shifts)
-        xp = probe.xp
-        n0, n1 = probe.shape[-2:]
-        rdt = np.finfo(np.result_type(probe.dtype, np.complex64)).dtype
-        B = shifts.shape[0]
-        fy = xp.asarray((-2 * np.pi * fftfreq(n0)).astype(rdt)).reshape(1, 1, n0, 1)
-        fx = xp.asarray((-2 * np.pi * fftfreq(n1)).astype(rdt)).reshape(1, 1, 1, n1)
-        ry = ad.expi(ad.reshape(shifts[:, 0:1], B, 1, 1, 1) * fy)  # (B, 1, n0, 1)
-        rx = ad.expi(ad.reshape(shifts[:, 1:2], B, 1, 1, 1) * fx)  # (B, 1, 1, n1)
-        Pf = ad.fft2(probe, backend=self.backend)  # (M, n0, n1)
-        return ad.ifft2(Pf * (ry * rx), backend=self.backend)
+        """Probe modes (M, n, n) shifted by ``shifts`` (B, 2) px -> (B, M, n, n)
+        (:func:`shift_probe`)."""
+        return shift_probe(probe, shifts, self.backend)
 
     def exit_waves(self, obj_params: dict, probe, corners, shifts):
         """Exit waves (B, M, n, n) for integer ``corners`` (B, 2) and ``shifts`` (B, 2).
@@ -147,6 +131,28 @@ def split_positions(corners):
     c = np.asarray(corners, np.float64)
     ci = np.floor(c)
     return ci.astype(np.int64), c - ci
+
+
+def shift_probe(probe, shifts, backend=None):
+    """Probe modes (M, n, n) shifted by ``shifts`` (B, 2) px -> (B, M, n, n) (Tensors).
+
+    ``ifft2(fft2(P) * exp(-2 pi i fy sy) * exp(-2 pi i fx sx))``: the same operation as
+    :func:`xrayflow.ad.fourier_shift`, written with separable phase ramps so that the
+    forward pass needs one batch-sized FFT and the backward pass one (instead of three),
+    and only B * 2n complex exponentials.
+    """
+    probe = ad.as_tensor(probe)
+    shifts = ad.as_tensor(shifts)
+    xp = probe.xp
+    n0, n1 = probe.shape[-2:]
+    rdt = np.finfo(np.result_type(probe.dtype, np.complex64)).dtype
+    B = shifts.shape[0]
+    fy = xp.asarray((-2 * np.pi * fftfreq(n0)).astype(rdt)).reshape(1, 1, n0, 1)
+    fx = xp.asarray((-2 * np.pi * fftfreq(n1)).astype(rdt)).reshape(1, 1, 1, n1)
+    ry = ad.expi(ad.reshape(shifts[:, 0:1], B, 1, 1, 1) * fy)  # (B, 1, n0, 1)
+    rx = ad.expi(ad.reshape(shifts[:, 1:2], B, 1, 1, 1) * fx)  # (B, 1, 1, n1)
+    Pf = ad.fft2(probe, backend=backend)  # (M, n0, n1)
+    return ad.ifft2(Pf * (ry * rx), backend=backend)
 
 
 def build(cfg: dict, data, backend, single_slice: bool = False) -> PtychoModel:

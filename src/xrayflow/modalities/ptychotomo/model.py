@@ -1,12 +1,13 @@
 """Ptycho-tomography forward model: a 3D (δ, β) volume seen by multislice ptychography at
 a series of rotation angles.
 
-For frame ``f`` at angle ``θ_f`` and integer top-left corner ``c_f`` (y, x) in the (Y, X)
-plane::
+For frame ``f`` at angle ``θ_f`` and top-left corner ``c_f`` (y, x) in the (Y, X) plane
+(integer part ``⌊c_f⌋`` selects the window, the fractional part shifts the probe, as in
+far-field ptychography)::
 
     V_θ   = rotate (δ, β) about y by θ            # ad.rotate_volume, axes (z, x), bilinear
     t_s   = exp(-i k vz Σ_{z in slab s} (δ - iβ))  # S slabs along the beam z (as simulate)
-    ψ     = multislice(P, t, c_f, H)               # ad.multislice_object, H_s: slab spacing
+    ψ     = multislice(P shifted, t, ⌊c_f⌋, H)    # ad.multislice_object, H_s: slab spacing
     I_f   = Σ_m |F ψ_m|²                          # DC at (0, 0), ortho FFT
 
 Conventions match the ``ptychotomo`` simulation: volume (Z, Y, X), voxels ``vz`` cubes,
@@ -23,6 +24,7 @@ from xrayflow import ad
 from xrayflow.backend import get_backend
 from xrayflow.errors import DataError, PhysicsError
 from xrayflow.modalities.losses import intensity_loss
+from xrayflow.modalities.ptycho2d.model import shift_probe, split_positions
 from xrayflow.optics.propagation import transfer_function
 
 
@@ -34,7 +36,8 @@ class TomoModel:
         voxel_size: voxel edge, m.
         wavelength: m.
         frame_shape: (n, n) probe window / detector frame.
-        corners: (F, 2) integer top-left corners (y, x) of each frame's window, voxels.
+        corners: (F, 2) top-left corners (y, x) of each frame's window, voxels (fractional
+            parts shift the probe).
         angles: (F,) rotation angle of each frame, rad.
         n_slices: S slabs along z (multislice); 1 = projection approximation.
         propagator: ``"fresnel"`` or ``"angular_spectrum"`` between slabs.
@@ -67,12 +70,12 @@ class TomoModel:
         S = int(n_slices)
         if not 1 <= S <= Z:
             raise PhysicsError(f"n_slices must be between 1 and Z = {Z}, got {S}")
-        self.corners = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
+        self.corners = np.asarray(corners, dtype=np.float64).reshape(-1, 2)
         self.angles = np.asarray(angles, dtype=np.float64).ravel()
         if self.angles.shape[0] != self.corners.shape[0]:
             raise PhysicsError(f"{self.angles.size} angles for {self.corners.shape[0]} frames")
         n = self.frame_shape
-        hi = self.corners.max(axis=0) + np.asarray(n) if len(self.corners) else (0, 0)
+        hi = np.floor(self.corners).max(axis=0) + n if len(self.corners) else (0, 0)
         if len(self.corners) and (self.corners.min() < 0 or hi[0] > Y or hi[1] > X):
             raise PhysicsError(
                 f"scan windows {n} at the corners leave the (Y, X) = ({Y}, {X}) plane of the volume"
@@ -127,10 +130,13 @@ class TomoModel:
         """Far-field intensities (B, n, n) of ``frames`` (indices sharing one angle)."""
         frames = np.asarray(frames, dtype=np.int64)
         t = self.transmission(delta, beta, self._angle(frames))
+        ci, frac = split_positions(self.corners[frames])
+        if np.any(frac):
+            probe = shift_probe(probe, frac.astype(self.backend.real_dtype), self.backend)
         psi = ad.multislice_object(
             probe,
             t,
-            self.corners[frames],
+            ci,
             self.transfer,
             backend=self.backend,
             reversible=self.reversible,
@@ -218,20 +224,12 @@ def object_memory(cfg: dict, data, real_bytes: int, complex_bytes: int) -> tuple
 
 
 def build(cfg: dict, data, backend) -> TomoModel:
-    """The model of the reconstruct config ``cfg`` for ``data``: scan positions rounded to
-    whole voxels (refused when more than a quarter voxel off the grid)."""
+    """The model of the reconstruct config ``cfg`` for ``data``."""
     m = cfg["model"]
     if data.angles is None:
         raise DataError(f"model.type={m['type']} needs rotation angles in the data file")
     if data.wavelength is None:
         raise DataError(f"model.type={m['type']} needs the wavelength (photon energy)")
-    corners = np.round(data.corners).astype(np.int64)  # whole-voxel windows
-    off = np.abs(data.corners - corners).max()
-    if off > 0.25:
-        raise DataError(
-            f"model.type={m['type']} rounds scan positions to whole voxels; they are up to "
-            f"{off:.2f} voxels off the grid (choose a scan step of whole voxels)"
-        )
     mask = None
     if not data.mask.all():
         mask = backend.xp.asarray(data.mask.astype(backend.real_dtype))
@@ -240,7 +238,7 @@ def build(cfg: dict, data, backend) -> TomoModel:
         data.pixel_size,
         data.wavelength,
         data.frame_shape,
-        corners,
+        data.corners,
         data.angles,
         n_slices=m["n_slices"],
         propagator=m["propagator"],
