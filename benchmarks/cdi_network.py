@@ -1,23 +1,23 @@
 """3D Bragg CDI: network alone, AD from a random start, network + AD refinement.
 
 1. Generate a training set with the train stage (:func:`xrayflow.train.generate.generate`,
-   config ``config/train/bragg_cdi3d_bench.yaml``: random faceted crystals with a smooth
+   config ``config/train/bragg_cdi_bench.yaml``: random faceted crystals with a smooth
    strain phase, Poisson patterns, sqrt(counts) centred in, support and phase of the crystal
-   box out) and train :class:`~xrayflow.train.networks.CDI3DNet` briefly
+   box out) and train a 3D support/phase network (:mod:`xrayflow.networks`) briefly
    (:func:`xrayflow.train.loop.train`).
 2. Held-out crystals (same generator, another seed; counts = input²): for each,
 
-   * ``network``: the prediction ``support * exp(i phase)`` alone (:func:`cdi.network_predict`
+   * ``network``: the prediction ``support * exp(i phase)`` alone (:func:`network_predict`
      on the whole held-out set in one batch, as for a beamtime's crystals; its time is per
      crystal; the time one crystal at a time is printed and recorded too);
-   * ``random``: :func:`cdi.refine` from random phases (200 HIO iterations with shrink-wrap
+   * ``random``: :func:`refine` from random phases (200 HIO iterations with shrink-wrap
      every 20, then at most 300 Adam steps), restarted with a new random start until one
      reaches the noise floor (``starts``: at most ``--max-starts``), as phase retrieval from
      random starts is run in practice; its time is the sum over the starts (time to
      solution);
-   * ``net+refine``: :func:`cdi.refine_from_prediction` (at most ``--net-hio`` HIO iterations
+   * ``net+refine``: :func:`refine_from_prediction` (at most ``--net-hio`` HIO iterations
      with shrink-wrap, then at most 300 Adam steps, from the prediction and the dilated
-     network support, :func:`cdi.network_support`); if that misses the floor, random starts
+     network support, :func:`network_support`); if that misses the floor, random starts
      follow as above and their time is added.
 
    Refinements stop once the amplitude R-factor is within 5 % of the noise floor (the
@@ -49,15 +49,24 @@ import h5py
 import numpy as np
 import torch
 
-from xrayflow import cdi
 from xrayflow.backend import get_backend
 from xrayflow.config import load_config
 from xrayflow.evaluate.alignment import align
 from xrayflow.evaluate.metrics import ssim
 from xrayflow.io.atomic import atomic_path
+from xrayflow.modalities import stage_schema
+from xrayflow.modalities.bragg_cdi import settings
+from xrayflow.modalities.bragg_cdi.grid import crop
 from xrayflow.modalities.bragg_cdi.model import BraggCDIModel
+from xrayflow.modalities.bragg_cdi.network_start import (
+    NETWORK_HIO,
+    network_predict,
+    network_start,
+)
+from xrayflow.networks import load_model
+from xrayflow.solvers.phase_retrieval import refine, refine_from_prediction
 from xrayflow.train.generate import generate
-from xrayflow.train.loop import load_model, train
+from xrayflow.train.loop import train
 
 KINDS = ("network", "random", "net+refine")
 AT_FLOOR = 1.06  # a run counts as converged at R <= AT_FLOOR x the noise floor
@@ -66,7 +75,7 @@ AT_FLOOR = 1.06  # a run counts as converged at R <= AT_FLOOR x the noise floor
 def score(obj, truth, m: int) -> dict:
     """Amplitude SSIM, phase SSIM and rms phase error (rad) in the crystal box (m,)*3."""
     a, _ = align(obj, truth, twin_check=True)
-    a, t = cdi.crop(a, (m,) * 3), cdi.crop(truth, (m,) * 3)
+    a, t = crop(a, (m,) * 3), crop(truth, (m,) * 3)
     amp = np.abs(t)
     inside = amp > 0
     pa, pt = np.angle(a) * inside, np.angle(t) * inside
@@ -87,24 +96,22 @@ def test_set(cfg: dict, n: int, workdir: Path):
     with h5py.File(workdir / "test" / "shard-00000.h5", "r") as f:
         counts = np.asarray(f["inputs"][()], np.float64) ** 2
         sup, ph = f["targets_support"][()], f["targets_phase"][()]
-    truths = np.stack(
-        [cdi.network_start(s, p, counts.shape[1:]) for s, p in zip(sup, ph, strict=True)]
-    )
+    truths = np.stack([network_start(s, p, counts.shape[1:]) for s, p in zip(sup, ph, strict=True)])
     return counts, truths.astype(np.complex128)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="config/train/bragg_cdi3d_bench.yaml")
+    p.add_argument("--config", default="config/train/bragg_cdi_bench.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--n-test", type=int, default=8)
     p.add_argument("--max-starts", type=int, default=10, help="random starts per crystal, at most")
-    p.add_argument("--net-hio", type=int, default=cdi.NETWORK_HIO, help="HIO from the network")
+    p.add_argument("--net-hio", type=int, default=NETWORK_HIO, help="HIO from the network")
     p.add_argument("--workdir", default="/tmp/xrayflow_cdi_network")
     p.add_argument("--model", help="use this trained model (skip generation and training)")
     p.add_argument("--out", default="benchmarks/results/cdi_network.json")
     args = p.parse_args(argv)
-    cfg = load_config(args.config, "train", args.overrides)
+    cfg = load_config(args.config, stage_schema("train"), args.overrides, "train")
     work = Path(args.workdir)
     torch.set_num_threads(int(cfg["training"].get("threads") or os.cpu_count() or 1))
     info: dict = {}
@@ -125,13 +132,14 @@ def main(argv=None) -> int:
     m = int(meta["output_size"])
     counts, truths = test_set(mcfg, args.n_test, work)
     backend = get_backend("cpu")
-    cdi.refine(counts[0], None, None, {"iterations": 2, "hio": {"iterations": 2}})  # warm-up
-    cdi.network_predict(model, counts[:2])
+    warm_up = settings({"iterations": 2, "hio": {"iterations": 2}})
+    refine(BraggCDIModel(counts[0], backend=backend), None, None, warm_up)
+    network_predict(model, counts[:2])
     # the network on the whole held-out set in one batch, as for a beamtime's crystals
     # (`xrayflow train --infer`); one crystal at a time for comparison
-    sups, phases, t_batch = cdi.network_predict(model, counts)
+    sups, phases, t_batch = network_predict(model, counts)
     t_net = t_batch / len(counts)
-    t_single = float(np.median([cdi.network_predict(model, c)[2] for c in counts]))
+    t_single = float(np.median([network_predict(model, c)[2] for c in counts]))
     print(
         f"network: {t_net * 1e3:.1f} ms per crystal in a batch of {len(counts)}, "
         f"{t_single * 1e3:.1f} ms one at a time (median)"
@@ -146,21 +154,19 @@ def main(argv=None) -> int:
         t = truth * np.sqrt(c.sum() / np.sum(np.abs(truth) ** 2))
         floor = BraggCDIModel(c, backend=get_backend("cpu", "double")).r_factor(t)
         stop = {"stop_loss": (1.05 * floor) ** 2}
-        starts = {**stop, "starts": args.max_starts}
-        rnd = cdi.refine(c, None, None, starts, np.random.default_rng(1000 * i), backend=backend)
-        net = cdi.refine_from_prediction(
-            sups[i], phases[i], c, {**stop, "hio": {"iterations": args.net_hio}}, backend=backend
-        )
+        starts = settings({**stop, "starts": args.max_starts})
+        bragg = BraggCDIModel(c, backend=backend)
+        rnd = refine(bragg, None, None, starts, np.random.default_rng(1000 * i))
+        from_net = settings({**stop, "hio": {"iterations": args.net_hio}})
+        net = refine_from_prediction(bragg, sups[i], phases[i], from_net)
         net["time_s"] += t_net
         if net["r_factor"] > AT_FLOOR * floor:  # fall back to random starts, time counted
             rng = np.random.default_rng(1000 * i + 500)
-            more = cdi.refine(c, None, None, starts, rng, backend=backend)
+            more = refine(bragg, None, None, starts, rng)
             net.update({k: more[k] for k in ("object", "r_factor", "iterations")})
             net["time_s"] += more["time_s"]
             net["starts"] += more["starts"]
-        alone = BraggCDIModel(c, backend=backend).r_factor(
-            cdi._scale_init(BraggCDIModel(c, backend=backend), net["start"])
-        )
+        alone = bragg.r_factor(bragg.fit_scale(backend.xp.asarray(net["start"])))
         runs = {
             "network": (net["start"], t_net, alone, 0, 0, 0),
             **{

@@ -1,4 +1,5 @@
-"""3D Bragg CDI refinement (xrayflow.cdi.refine): random start vs a good start.
+"""3D Bragg CDI phase retrieval (xrayflow.solvers.phase_retrieval.refine): random start vs a
+good start.
 
 For each grid size N (detector N^3, crystal box (N/2)^3, 2x oversampled, Poisson counts,
 ~0.5 rad rms strain phase) and each seed:
@@ -32,13 +33,15 @@ import sys
 import numpy as np
 from scipy import ndimage
 
-from xrayflow import cdi
 from xrayflow.backend import get_backend
 from xrayflow.evaluate.alignment import align
 from xrayflow.evaluate.metrics import ssim
 from xrayflow.io.atomic import atomic_path
+from xrayflow.modalities.bragg_cdi import settings
+from xrayflow.modalities.bragg_cdi.grid import crop, embed
 from xrayflow.modalities.bragg_cdi.model import BraggCDIModel
 from xrayflow.simulate import simulate
+from xrayflow.solvers.phase_retrieval import refine
 
 
 def simulate_crystal(n: int, photons: float, seed: int):
@@ -60,14 +63,14 @@ def simulate_crystal(n: int, photons: float, seed: int):
     }
     d = simulate(cfg)
     data = d.data.astype(np.float64)
-    truth = cdi.embed(d.truth["object"], data.shape)
+    truth = embed(d.truth["object"], data.shape)
     return data, truth * np.sqrt(data.sum() / np.sum(np.abs(truth) ** 2))
 
 
 def score(obj, truth):
     a, _ = align(obj, truth, twin_check=True)
     m = truth.shape[0] // 2
-    a, t = cdi.crop(a, (m,) * 3), cdi.crop(truth, (m,) * 3)
+    a, t = crop(a, (m,) * 3), crop(truth, (m,) * 3)
     amp = np.abs(t)
     inside = amp > 0
     dphi = np.angle(a[inside] * np.conj(t[inside]))
@@ -76,7 +79,7 @@ def score(obj, truth):
 
 def good_start(truth, rng):
     m = truth.shape[0] // 2
-    t = cdi.crop(truth, (m,) * 3)
+    t = crop(truth, (m,) * 3)
     amp = ndimage.gaussian_filter((np.abs(t) > 0).astype(float), 1.0)
     err = ndimage.gaussian_filter(rng.standard_normal(t.shape), 2.0 * m / 16)
     return (amp / amp.max()) * np.exp(1j * (np.angle(t) + 0.5 * err / err.std()))
@@ -116,24 +119,18 @@ def main(argv=None) -> int:
     for n in args.sizes:
         data, truth = simulate_crystal(n, args.photons, seed=1)
         floor = BraggCDIModel(data, backend=get_backend("cpu", "double")).r_factor(truth)
-        cdi.refine(
-            data, None, None, {"iterations": 2, "hio": {"iterations": 2}}, backend=backend
-        )  # warm-up (FFT plans, GPU kernels)
+        model = BraggCDIModel(data, backend=backend)
+        warm_up = settings({"iterations": 2, "hio": {"iterations": 2}})
+        refine(model, None, None, warm_up)  # FFT plans, GPU kernels
         for seed in args.seeds:
             stop = {"stop_loss": (1.05 * floor) ** 2}
-            rng = np.random.default_rng(seed)
-            rnd = cdi.refine(data, None, None, stop, rng, backend=backend)
+            rnd = refine(model, None, None, settings(stop), np.random.default_rng(seed))
             init = good_start(truth, np.random.default_rng(100 + seed))
-            runs = [("random", rnd)]
-            runs.append(
-                (
-                    "good",
-                    cdi.refine(data, init, None, {**stop, "iterations": 1000}, backend=backend),
-                )
-            )
+            good = settings({**stop, "iterations": 1000})
+            runs = [("random", rnd), ("good", refine(model, init, None, good))]
             if args.pure_ad:
-                pure = {**stop, "iterations": 1000, "hio": {"iterations": 0}}
-                runs.append(("good_ad", cdi.refine(data, init, None, pure, backend=backend)))
+                pure = settings({**stop, "iterations": 1000, "hio": {"iterations": 0}})
+                runs.append(("good_ad", refine(model, init, None, pure)))
             for kind, res in runs:
                 r = row(kind, n, seed, res, truth)
                 r["noise_floor_r"] = floor

@@ -30,7 +30,7 @@ import scipy
 import scipy.fft
 
 from xrayflow.backend import default_workers, get_backend
-from xrayflow.optics.multislice import MultisliceModel
+from xrayflow.operators import MultisliceModel
 
 HERE = Path(__file__).resolve().parent
 

@@ -58,17 +58,20 @@ import numpy as np
 import torch
 
 from xrayflow import ad
-from xrayflow.cdi import crop
 from xrayflow.config import load_config
 from xrayflow.detector import poisson_counts
 from xrayflow.evaluate.alignment import align
 from xrayflow.evaluate.metrics import ssim
 from xrayflow.io.atomic import atomic_write_text
+from xrayflow.modalities import stage_schema
+from xrayflow.modalities.bragg_cdi.grid import crop
+from xrayflow.modalities.ptycho2d.training import ptycho_patterns, random_object
+from xrayflow.networks import load_model
+from xrayflow.operators import Patches
 from xrayflow.optics.constants import wavelength
 from xrayflow.optics.gaussian import rayleigh_range
-from xrayflow.optics.multislice import extract_patches, extract_patches_adjoint
-from xrayflow.train.generate import generate, ptycho_patterns, random_object
-from xrayflow.train.loop import load_model, train
+from xrayflow.train.generate import generate
+from xrayflow.train.loop import train
 from xrayflow.train.shards import list_shards, read_shard, shard_extras, shard_info, split_mask
 
 HERE = Path(__file__).resolve().parent
@@ -172,7 +175,8 @@ def _config(a) -> dict:
                 "threads": a.threads,
             },
         },
-        "train",
+        stage_schema("train"),
+        name="train",
     )
 
 
@@ -186,7 +190,7 @@ def scan_data(cfg: dict, probe: np.ndarray, scan: int, step: int, seed: int) -> 
     obj = random_object((osz, osz), p["object"], rng)
     g = np.arange(scan) * step
     corners = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
-    patches = extract_patches(obj, corners, n)[0]
+    patches = Patches(corners, n, obj.shape).fwd(obj)
     amp = np.sqrt(poisson_counts(ptycho_patterns(probe, patches), rng).astype(np.float64))
     return {
         "inputs": np.fft.fftshift(amp, axes=(-2, -1)).astype(np.float32),
@@ -266,8 +270,8 @@ def ad_reconstruct(data: dict, probe: np.ndarray, a, target: dict, mask: np.ndar
     meas = np.fft.ifftshift(data["inputs"], axes=(-2, -1))  # float32
     P = probe.astype(np.complex64)
     obj = np.ones(data["object"].shape, np.complex64)
-    illum = np.broadcast_to(np.abs(P[None, None]) ** 2, (1, len(corners), n, n))
-    den = extract_patches_adjoint(illum, corners, obj.shape)  # Σ_j |P_j|²
+    illum = np.broadcast_to(np.abs(P[None]) ** 2, (len(corners), n, n))
+    den = Patches(corners, n, obj.shape).adj(illum)  # Σ_j |P_j|²
     den = (2.0 * (den + 1e-3 * den.max())).astype(np.float32)
 
     def loss(o):
@@ -285,7 +289,7 @@ def ad_reconstruct(data: dict, probe: np.ndarray, a, target: dict, mask: np.ndar
         obj = obj + vel
         t_iter += time.perf_counter() - t
         if it <= 20 or it % a.ad_eval_every == 0 or it == a.ad_iters:
-            est = centre(extract_patches(obj, corners, n)[0], mask.shape[-1])
+            est = centre(Patches(corners, n, obj.shape).fwd(obj), mask.shape[-1])
             s = patch_ssim(est, data["patches"], mask, unmasked=False)
             history.append(
                 {"iter": it, "time_s": t_iter, **{k: s[k] for k in ("amplitude", "phase")}}
@@ -297,7 +301,7 @@ def ad_reconstruct(data: dict, probe: np.ndarray, a, target: dict, mask: np.ndar
             ):
                 reached = {"iter": it, "time_s": t_iter, "ssim": s}
     final = patch_ssim(
-        centre(extract_patches(obj, corners, n)[0], mask.shape[-1]), data["patches"], mask
+        centre(Patches(corners, n, obj.shape).fwd(obj), mask.shape[-1]), data["patches"], mask
     )
     return {
         "algorithm": (

@@ -7,7 +7,6 @@ import pytest
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
 from xrayflow.io.cxi import (
-    EV_TO_J,
     DiffractionData,
     read_cxi,
     read_cxi_geometry,
@@ -15,6 +14,7 @@ from xrayflow.io.cxi import (
     write_cxi,
 )
 from xrayflow.io.hdf5 import read_h5, write_h5
+from xrayflow.optics.constants import EV_TO_J
 
 
 def _data(p=6, n=8, seed=0):

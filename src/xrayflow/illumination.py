@@ -16,9 +16,10 @@ import math
 
 import numpy as np
 
-from xrayflow.backend import fft2, fftfreq, fftshift, get_backend, ifft2, ifftshift
+from xrayflow.backend import fft2, fftfreq, fftshift, ifft2, ifftshift
 from xrayflow.errors import PhysicsError
-from xrayflow.optics.propagation import fresnel_transfer, propagate
+from xrayflow.operators import Propagation
+from xrayflow.optics.propagation import fresnel_transfer
 
 __all__ = [
     "coherent_modes",
@@ -96,16 +97,14 @@ def _normalise(field):
 
 
 def _fresnel(field, pixel_size, wavelength, distance):
-    """Band-limited Fresnel transfer-function propagation (complex128), via optics."""
-
+    """Band-limited Fresnel transfer-function propagation (complex128)."""
     if distance == 0:
         return field
     H = fresnel_transfer(
         field.shape, pixel_size, wavelength, distance, dtype=np.complex128, check=False
     )
-    be = get_backend("cpu", precision="double")
     # the propagator works on fftfreq grids: move the axis to index 0 and back
-    out = propagate(ifftshift(field), H, be)
+    out = Propagation(H).fwd(ifftshift(field))
     return fftshift(out)
 
 

@@ -143,6 +143,33 @@ def test_evaluate_multislice_and_volume():
     assert m["nrmse"] < 1e-6
 
 
+def test_kind_from_the_registry(tmp_path):
+    """3D objects compare as 'volume' when a file's modality is evaluated as 'density' (any
+    registered name, plug-ins too), else as 'slices'; the config's kind overrides."""
+    from xrayflow.modalities import Modality, register, unregister
+
+    vol = np.ones((4, 8, 8), complex)
+
+    def kind(modality, requested="auto"):
+        res = report.ObjectData(vol, modality=modality)
+        return report._kind(res, report.ObjectData(vol), requested)
+
+    assert kind("bragg_cdi") == "volume"
+    assert kind("multislice_ptycho") == "slices"
+    assert kind(None) == kind("not_registered") == "slices"  # files from elsewhere: shapes
+    assert kind("bragg_cdi", "slices") == "slices"
+    register(Modality("plugin_density", evaluate="density"))
+    try:
+        assert kind("plugin_density") == "volume"
+    finally:
+        unregister("plugin_density")
+    # result files record the modality as the root attribute 'model'
+    with h5py.File(tmp_path / "r.h5", "w") as f:
+        f["object"] = vol
+        f.attrs["model"] = "bragg_cdi"
+    assert report.read_object(tmp_path / "r.h5").modality == "bragg_cdi"
+
+
 def test_cli_missing_file_exits_2(files, capsys):
     rc = _main(_argv(files / "nope.h5", files / "data.h5", files / "x.json"))
     assert rc == 2

@@ -5,8 +5,8 @@ import pytest
 import xraydb
 
 from xrayflow.errors import PhysicsError
+from xrayflow.operators import transmission
 from xrayflow.optics import constants, materials
-from xrayflow.optics.multislice import transmission
 
 
 def test_wavelength_energy_roundtrip():

@@ -5,6 +5,7 @@ import pytest
 
 from xrayflow.backend import get_backend
 from xrayflow.errors import PhysicsError
+from xrayflow.operators import FarField, Propagation
 from xrayflow.optics import propagation as pr
 from xrayflow.optics.gaussian import beam_radius, gaussian_beam, rayleigh_range
 
@@ -31,7 +32,7 @@ def test_gaussian_beam_matches_closed_form(kind, frac):
     assert z <= pr.critical_distance(N, DX, LAM)
     u0 = gaussian_beam((N, N), DX, LAM, W0, z=0.0)
     H = pr.transfer_function(kind, (N, N), DX, LAM, z, dtype=np.complex128)
-    u = pr.propagate(u0, H, B64)
+    u = Propagation(H).fwd(u0)
     ref = gaussian_beam((N, N), DX, LAM, W0, z=z)
     assert rel_l2(u, ref) < 1e-3
     # the closed form itself: wrong Gouy sign or curvature sign would be far off
@@ -66,12 +67,11 @@ def test_parseval_propagation_and_far_field(kind):
         kind, (64, 64), DX, LAM, 0.9 * pr.critical_distance(64, DX, LAM), dtype=np.complex128
     )
     e0 = np.sum(np.abs(psi) ** 2)
-    assert np.sum(np.abs(pr.propagate(psi, H, B64)) ** 2) == pytest.approx(e0, rel=1e-6)
-    assert np.sum(np.abs(pr.far_field(psi, B64)) ** 2) == pytest.approx(e0, rel=1e-6)
-    b32 = get_backend(precision="single", workers=1)
+    assert np.sum(np.abs(Propagation(H).fwd(psi)) ** 2) == pytest.approx(e0, rel=1e-6)
+    assert np.sum(np.abs(FarField().fwd(psi)) ** 2) == pytest.approx(e0, rel=1e-6)
     p32 = psi.astype(np.complex64)
     H32 = H.astype(np.complex64)
-    assert np.sum(np.abs(pr.propagate(p32, H32, b32)).astype(np.float64) ** 2) == pytest.approx(
+    assert np.sum(np.abs(Propagation(H32).fwd(p32)).astype(np.float64) ** 2) == pytest.approx(
         e0, rel=1e-5
     )
 
@@ -95,32 +95,33 @@ def test_propagate_adjoint_identity(kind, check):
     if not check:
         assert np.any(H == 0)
     x, y = crandn(rng, shape), crandn(rng, shape)
-    gap = _adjoint_gap(
-        lambda v: pr.propagate(v, H, B64), lambda v: pr.propagate_adjoint(v, H, B64), x, y
-    )
-    assert gap < 1e-10
+    op = Propagation(H, workers=1)
+    assert _adjoint_gap(op.fwd, op.adj, x, y) < 1e-10
 
 
 def test_far_field_adjoint_identity():
     rng = np.random.default_rng(3)
     x, y = crandn(rng, (3, 30, 34)), crandn(rng, (3, 30, 34))
-    gap = _adjoint_gap(lambda v: pr.far_field(v, B64), lambda v: pr.far_field_adjoint(v, B64), x, y)
-    assert gap < 1e-10
-    np.testing.assert_allclose(pr.far_field_adjoint(pr.far_field(x, B64), B64), x, atol=1e-12)
+    op = FarField(workers=1)
+    assert _adjoint_gap(op.fwd, op.adj, x, y) < 1e-10
+    np.testing.assert_allclose(op.adj(op.fwd(x)), x, atol=1e-12)
 
 
 def test_propagate_in_place_out():
     rng = np.random.default_rng(4)
     psi = crandn(rng, (2, 32, 32))
     H = pr.fresnel_transfer((32, 32), DX, LAM, 1e-5, dtype=np.complex128)
-    ref = pr.propagate(psi, H, B64)
+    op = Propagation(H, workers=1)
+    ref = op.fwd(psi)
     buf = psi.copy()
-    res = pr.propagate(buf, H, B64, out=buf)
+    res = op.fwd(buf, out=buf)
     assert res is buf
     np.testing.assert_allclose(buf, ref, atol=1e-13)
     out = np.empty_like(psi)
-    assert pr.propagate(psi, H, B64, out=out) is out
+    assert op.fwd(psi, out=out) is out
     np.testing.assert_allclose(out, ref, atol=1e-13)
+    assert op.adj(out, out=out) is out
+    np.testing.assert_allclose(out, psi, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -130,10 +131,10 @@ def test_propagation_composes(kind):
     H1 = pr.transfer_function(kind, psi.shape, DX, LAM, 3e-6, dtype=np.complex128)
     H2 = pr.transfer_function(kind, psi.shape, DX, LAM, 7e-6, dtype=np.complex128)
     H12 = pr.transfer_function(kind, psi.shape, DX, LAM, 1e-5, dtype=np.complex128)
-    two = pr.propagate(pr.propagate(psi, H1, B64), H2, B64)
-    assert rel_l2(two, pr.propagate(psi, H12, B64)) < 1e-10
+    two = Propagation(H2).fwd(Propagation(H1).fwd(psi))
+    assert rel_l2(two, Propagation(H12).fwd(psi)) < 1e-10
     back = pr.transfer_function(kind, psi.shape, DX, LAM, -1e-5, dtype=np.complex128)
-    assert rel_l2(pr.propagate(pr.propagate(psi, H12, B64), back, B64), psi) < 1e-10
+    assert rel_l2(Propagation(back).fwd(Propagation(H12).fwd(psi)), psi) < 1e-10
 
 
 def test_fresnel_and_angular_spectrum_paraxial_vs_not():
@@ -141,18 +142,16 @@ def test_fresnel_and_angular_spectrum_paraxial_vs_not():
     psi = crandn(rng, (64, 64))
     # hard X-rays, 10 nm pixels: max angle lambda/(2 dx) = 5 mrad -> paraxial
     z = 0.5 * pr.critical_distance(64, DX, LAM)
-    a = pr.propagate(psi, pr.fresnel_transfer(psi.shape, DX, LAM, z, dtype=np.complex128), B64)
-    b = pr.propagate(
-        psi, pr.angular_spectrum_transfer(psi.shape, DX, LAM, z, dtype=np.complex128), B64
-    )
+    a = Propagation(pr.fresnel_transfer(psi.shape, DX, LAM, z, dtype=np.complex128)).fwd(psi)
+    b = Propagation(pr.angular_spectrum_transfer(psi.shape, DX, LAM, z, dtype=np.complex128))
+    b = b.fwd(psi)
     assert rel_l2(a, b) < 1e-3
     # 1 nm wavelength, 1 nm pixels: angles up to 30 degrees -> not paraxial
     lam, dx = 1e-9, 1e-9
     z = 0.5 * pr.critical_distance(64, dx, lam)
-    a = pr.propagate(psi, pr.fresnel_transfer(psi.shape, dx, lam, z, dtype=np.complex128), B64)
-    b = pr.propagate(
-        psi, pr.angular_spectrum_transfer(psi.shape, dx, lam, z, dtype=np.complex128), B64
-    )
+    a = Propagation(pr.fresnel_transfer(psi.shape, dx, lam, z, dtype=np.complex128)).fwd(psi)
+    b = Propagation(pr.angular_spectrum_transfer(psi.shape, dx, lam, z, dtype=np.complex128))
+    b = b.fwd(psi)
     assert rel_l2(a, b) > 0.1
 
 
@@ -213,7 +212,7 @@ def test_far_field_sampling_grating_lands_on_predicted_pixel():
     period = 16 * dx  # grating of period 16 object pixels
     x = np.arange(n) * dx
     obj = np.ones((n, n)) * (1 + 0.5 * np.cos(2 * np.pi * x / period))[None, :]
-    inten = np.abs(pr.far_field(obj.astype(np.complex128), B64)) ** 2
+    inten = np.abs(FarField().fwd(obj.astype(np.complex128))) ** 2
     # first order diffracts to angle lambda / period -> detector offset z * lambda / period
     k_pred = z * lam / period / p
     assert k_pred == pytest.approx(8.0)

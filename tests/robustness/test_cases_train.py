@@ -133,7 +133,7 @@ CASES = [
     Case("train-lr-negative", with_set(TRAIN, "training.lr=-0.1"), r"training\.lr"),
     Case("train-lr-inf", with_set(TRAIN, "training.lr=.inf"), r"training\.lr.*finite"),
     Case("train-lr-nan", with_set(TRAIN, "training.lr=.nan"), r"training\.lr"),
-    Case("train-network-kind", with_set(TRAIN, "network.kind=cdi3d"), r"network\.kind"),
+    Case("train-network-kind", with_set(TRAIN, "network.kind=bragg_cdi"), r"network\.kind"),
     Case("train-batch-too-big", with_set(TRAIN, "training.global_batch=1000"), r"global batch"),
     # ---- train: data
     Case("train-data-missing", replace_arg(TRAIN, "--data", "nope"), r"nope"),

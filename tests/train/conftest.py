@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xrayflow.config import load_config
+from xrayflow.modalities import stage_schema
 
 
 def tiny_config(kind: str = "ptycho2d", **training) -> dict:
@@ -18,7 +19,7 @@ def tiny_config(kind: str = "ptycho2d", **training) -> dict:
             "photons": 1.0e6,
             "parallel": "serial",
             "ptycho2d": {"size": 16, "object_size": 48, "probe": {"waist_px": 3.0}},
-            "bragg_cdi3d": {"size": 8, "oversampling": 2},
+            "bragg_cdi": {"size": 8, "oversampling": 2},
         },
         "network": {"channels": [4, 8], "norm": "batch"},
         "training": {
@@ -34,7 +35,7 @@ def tiny_config(kind: str = "ptycho2d", **training) -> dict:
             **training,
         },
     }
-    return load_config(raw, "train")
+    return load_config(raw, stage_schema("train"), name="train")
 
 
 @pytest.fixture(name="tiny_config")
@@ -56,7 +57,7 @@ def shards3d(tmp_path_factory):
     from xrayflow.train.generate import generate
 
     out = tmp_path_factory.mktemp("shards3d")
-    cfg = tiny_config("bragg_cdi3d")
+    cfg = tiny_config("bragg_cdi")
     cfg["data"]["samples_per_shard"] = 12
     cfg["data"]["chunk_rows"] = 4
     generate(cfg, out, log=lambda *_: None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from xrayflow.modalities.bragg_cdi import training as B
+from xrayflow.modalities.ptycho2d import training as P
 from xrayflow.train import generate as G
 from xrayflow.train.shards import read_shard, shard_info
 
@@ -12,11 +14,11 @@ from xrayflow.train.shards import read_shard, shard_info
 def test_parseval_2d_expected_intensity():
     rng = np.random.default_rng(0)
     photons = 1e6
-    probe = G.make_probe(32, {"waist_px": 4.0, "defocus": 2e-6}, photons)
+    probe = P.make_probe(32, {"waist_px": 4.0, "defocus": 2e-6}, photons)
     assert np.isclose(np.sum(np.abs(probe) ** 2), photons, rtol=1e-5)
-    obj = G.random_object((64, 64), {"phase_max": 1.0, "amplitude_min": 0.7}, rng)
+    obj = P.random_object((64, 64), {"phase_max": 1.0, "amplitude_min": 0.7}, rng)
     patches = np.stack([obj[:32, :32], obj[10:42, 20:52]])
-    inten = G.ptycho_patterns(probe, patches)
+    inten = P.ptycho_patterns(probe, patches)
     power = np.sum(np.abs(probe[None] * patches) ** 2, axis=(-2, -1))
     transmission = power / photons
     assert np.all(transmission < 1) and np.all(transmission > 0.49)
@@ -25,16 +27,16 @@ def test_parseval_2d_expected_intensity():
 
 def test_parseval_3d_and_support():
     rng = np.random.default_rng(1)
-    sup = G.crystal_support(16, rng, {})
+    sup = B.crystal_support(16, rng, {})
     assert 0 < sup.mean() < 0.5 and sup[0].sum() == 0 and sup[:, :, -1].sum() == 0  # inside
     for seed in range(5):  # centred: |F| does not see translations
         com = np.array(
-            ndimage.center_of_mass(G.crystal_support(16, np.random.default_rng(seed), {}))
+            ndimage.center_of_mass(B.crystal_support(16, np.random.default_rng(seed), {}))
         )
         assert np.all(np.abs(com - 7.5) <= 0.5 + 1e-9), com
-    ph = G.strain_phase(sup, rng, {"phase_max": 1.0})
+    ph = B.strain_phase(sup, rng, {"phase_max": 1.0})
     assert np.all(ph[sup == 0] == 0) and np.abs(ph).max() <= 1.0 + 1e-6
-    inten = G.bragg_patterns(np.stack([sup, sup * np.exp(1j * ph)]), 2, 5e6)
+    inten = B.bragg_patterns(np.stack([sup, sup * np.exp(1j * ph)]), 2, 5e6)
     assert inten.shape == (2, 32, 32, 32)
     np.testing.assert_allclose(inten.sum(axis=(1, 2, 3)), 5e6, rtol=1e-6)
     # strain changes the pattern but not its centrosymmetric part for a real object

@@ -2,8 +2,8 @@
 
 import torch
 
+from xrayflow.networks import GlobalBatchNorm
 from xrayflow.train.loop import precise_bn
-from xrayflow.train.networks import GlobalBatchNorm
 
 
 def test_precise_bn_is_the_average_of_the_batch_statistics():

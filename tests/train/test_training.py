@@ -12,8 +12,11 @@ import torch
 from mpi_util import run_ranks
 
 from xrayflow.errors import ConfigError, DataError
-from xrayflow.train.loop import load_model, losses, train
-from xrayflow.train.networks import build_network
+from xrayflow.modalities.bragg_cdi import training as bragg
+from xrayflow.modalities.ptycho2d import training as ptycho
+from xrayflow.networks import load_model
+from xrayflow.train.hooks import training_hooks
+from xrayflow.train.loop import train
 
 
 def _weights(path) -> dict:
@@ -86,14 +89,14 @@ def test_unsupervised_loss_is_zero_for_the_true_object():
     amp, ph = torch.rand(2, n, n) * 0.5 + 0.5, torch.rand(2, n, n) - 0.5
     F = torch.fft.fftshift(torch.fft.fft2(probe * torch.polar(amp, ph), norm="ortho"), dim=(-2, -1))
     batch = {"input": F.abs(), "amplitude": amp, "phase": ph}
-    t = losses("ptycho2d", {"amplitude": amp, "phase": ph}, batch, {"mode": "both"}, probe)
+    t = ptycho.losses({"amplitude": amp, "phase": ph}, batch, {"mode": "both"}, {"probe": probe})
     assert float(t["total"].abs().max()) < 1e-8
     sup = (torch.rand(1, 8, 8, 8) > 0.5).float()
     ph3 = torch.rand(1, 8, 8, 8) * sup
     rho = torch.nn.functional.pad(torch.polar(sup, ph3), (4, 4) * 3)
     F3 = torch.fft.fftshift(torch.fft.fftn(rho, dim=(-3, -2, -1), norm="ortho"), dim=(-3, -2, -1))
     b3 = {"input": 7.0 * F3.abs(), "support": sup, "phase": ph3}
-    t3 = losses("bragg_cdi3d", {"support": sup, "phase": ph3}, b3, {"mode": "both"})
+    t3 = bragg.losses({"support": sup, "phase": ph3}, b3, {"mode": "both"}, {})
     assert float(t3["total"].abs().max()) < 1e-8
 
 
@@ -103,15 +106,15 @@ def test_3d_loss_is_twin_invariant_and_2d_targets_are_centre_cropped():
     ph = (torch.rand(2, 8, 8, 8) - 0.5) * sup
     batch = {"support": sup, "phase": ph}
     twin = {"support": sup.flip((1, 2, 3)), "phase": -ph.flip((1, 2, 3))}
-    assert float(losses("bragg_cdi3d", twin, batch, {})["total"].abs().max()) == 0.0
+    assert float(bragg.losses(twin, batch, {}, {})["total"].abs().max()) == 0.0
     other = {"support": sup.flip((1,)), "phase": ph.flip((1,))}  # a mirror is not a twin
-    assert float(losses("bragg_cdi3d", other, batch, {})["total"].min()) > 0.01
+    assert float(bragg.losses(other, batch, {}, {})["total"].min()) > 0.01
     amp, ph2 = torch.rand(3, 16, 16), torch.rand(3, 16, 16)
     out = {"amplitude": amp[:, 4:12, 4:12], "phase": ph2[:, 4:12, 4:12]}
-    t = losses("ptycho2d", out, {"amplitude": amp, "phase": ph2}, {})
+    t = ptycho.losses(out, {"amplitude": amp, "phase": ph2}, {}, {})
     assert float(t["total"].abs().max()) == 0.0
     out["phase"] = ph2[:, 3:11, 4:12]
-    assert float(losses("ptycho2d", out, {"amplitude": amp, "phase": ph2}, {})["total"].min()) > 0
+    assert float(ptycho.losses(out, {"amplitude": amp, "phase": ph2}, {}, {})["total"].min()) > 0
 
 
 def test_2d_output_size_smaller_than_patch(shards2d, tiny_config, tmp_path):
@@ -128,17 +131,18 @@ def test_2d_output_size_smaller_than_patch(shards2d, tiny_config, tmp_path):
 
 
 def test_network_sizes():
-    net = build_network({"kind": "ptycho2d", "channels": [32, 64, 128]}, 64)
+    net = ptycho.network({"kind": "ptycho2d", "channels": [32, 64, 128]}, 64)
     assert 1.0e6 < sum(p.numel() for p in net.parameters()) < 1.5e6  # PtychoNN: 1.25 M
-    net3 = build_network({"kind": "cdi3d", "channels": [4, 8, 16]}, 32, 16)
+    net3 = bragg.network({"kind": "bragg_cdi", "channels": [4, 8, 16]}, 32, 16)
     assert net3(torch.rand(1, 32, 32, 32))["phase"].shape == (1, 16, 16, 16)
 
 
 MPI_SCRIPT = """
 import json, sys
 from xrayflow.config import load_config
+from xrayflow.modalities import stage_schema
 from xrayflow.train.loop import train
-cfg = load_config(json.loads(sys.argv[1]), "train")
+cfg = load_config(json.loads(sys.argv[1]), stage_schema("train"), name="train")
 train(cfg, sys.argv[2], sys.argv[3], log=lambda *_: None)
 """
 
@@ -190,21 +194,22 @@ def test_generated_data_and_loss_share_conventions(tiny_config, tmp_path):
 
     for kind, names in (
         ("ptycho2d", ("amplitude", "phase")),
-        ("bragg_cdi3d", ("support", "phase")),
+        ("bragg_cdi", ("support", "phase")),
     ):
         cfg = tiny_config(kind)
         cfg["data"].update(noise="none", samples_per_shard=4)
-        cfg["data"]["bragg_cdi3d"]["size"] = 8
+        cfg["data"]["bragg_cdi"]["size"] = 8
         p = generate_shard(cfg, 0, tmp_path / kind)
         r = {k: torch.from_numpy(v) for k, v in read_shard(p).items()}
         probe = shard_extras(p, "probe")
-        probe = None if probe is None else torch.from_numpy(probe)
+        extras = {} if probe is None else {"probe": torch.from_numpy(probe)}
         batch = {"input": r["inputs"], **{k: r[k] for k in names}}
-        t = losses(kind, {k: r[k] for k in names}, batch, {"mode": "unsupervised"}, probe)
+        losses = training_hooks(kind, "kind")[1].losses
+        t = losses({k: r[k] for k in names}, batch, {"mode": "unsupervised"}, extras)
         true_loss = float(t["far_field"].max())
         assert true_loss < 1e-6, kind
         wrong = {k: r[k].flip(-1) for k in names}
-        t = losses(kind, wrong, batch, {"mode": "unsupervised"}, probe)
+        t = losses(wrong, batch, {"mode": "unsupervised"}, extras)
         assert float(t["far_field"].min()) > 1e-5 + 100 * true_loss, kind
 
 

@@ -11,13 +11,25 @@ ordinary Python function of :class:`Tensor` objects::
 
     value, (g_obj, g_probe) = ad.value_and_grad(loss, argnums=(0, 1))(obj, probe)
 
-See ``docs``-style docstrings of each primitive; the fused multislice primitive with a
-memory-light (reversible) backward is :func:`multislice`.
+See ``docs``-style docstrings of each primitive. Linear operators of
+:mod:`xrayflow.operators` become nodes with :func:`linear` (VJP = the adjoint); the
+physics nodes (patches, Fourier shift, far-field intensity, rotation, the fused multislice
+with a memory-light reversible backward) are in :mod:`xrayflow.ad.physics`.
 """
 
 from xrayflow.backend import set_fft_workers
 
-from .core import Tensor, as_tensor, backward, const, grad, param, unbroadcast, value_and_grad
+from .core import (
+    Tensor,
+    as_tensor,
+    backward,
+    const,
+    grad,
+    linear,
+    param,
+    unbroadcast,
+    value_and_grad,
+)
 from .ops import (
     abs,
     abs2,
@@ -32,12 +44,9 @@ from .ops import (
     div,
     exp,
     expi,
-    far_field_intensity,
     fft,
     fft2,
     fftn,
-    fourier_shift,
-    gather_patches,
     getitem,
     ifft,
     ifft2,
@@ -54,7 +63,6 @@ from .ops import (
     power,
     real,
     reshape,
-    scatter_add_patches,
     sin,
     sqrt,
     stack,
@@ -63,6 +71,16 @@ from .ops import (
     transpose,
     where,
 )
+from .physics import (
+    far_field_intensity,
+    fourier_shift,
+    gather_patches,
+    multislice,
+    multislice_object,
+    rotate_volume,
+    rotation_operator,
+    scatter_add_patches,
+)
 
 __all__ = [
     "Tensor",
@@ -70,6 +88,7 @@ __all__ = [
     "backward",
     "const",
     "grad",
+    "linear",
     "param",
     "unbroadcast",
     "value_and_grad",
@@ -102,12 +121,16 @@ __all__ = [
     "mean",
     "moveaxis",
     "mul",
+    "multislice",
+    "multislice_object",
     "neg",
     "pad",
     "polar",
     "power",
     "real",
     "reshape",
+    "rotate_volume",
+    "rotation_operator",
     "scatter_add_patches",
     "set_fft_workers",
     "sin",
@@ -118,10 +141,3 @@ __all__ = [
     "transpose",
     "where",
 ]
-
-from .multislice import multislice, multislice_object  # noqa: E402
-
-__all__ += ["multislice", "multislice_object"]
-from .rotate import rotate_volume, rotation_operator  # noqa: E402
-
-__all__ += ["rotate_volume", "rotation_operator"]

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from xrayflow.backend import array_module
+from xrayflow.backend import array_module, to_numpy
+from xrayflow.operators.base import LinearOperator, unbroadcast
 
 __all__ = [
     "Tensor",
@@ -32,6 +33,7 @@ __all__ = [
     "backward",
     "value_and_grad",
     "grad",
+    "linear",
     "unbroadcast",
 ]
 
@@ -95,8 +97,6 @@ class Tensor:
         return f"Tensor(shape={self.shape}, dtype={self.dtype}{rg}{op})"
 
     def numpy(self) -> np.ndarray:
-        from xrayflow.backend import to_numpy
-
         return to_numpy(self.data)
 
     def item(self):
@@ -143,22 +143,12 @@ def make_node(data, parents: Sequence[tuple[Any, Callable]], op: str) -> Tensor:
     return Tensor(data, requires_grad=bool(ps), _parents=ps, _op=op)
 
 
-def unbroadcast(g, shape: tuple):
-    """Sum-reduce ``g`` to ``shape`` (inverse of NumPy broadcasting)."""
-    shape = tuple(shape)
-    if tuple(g.shape) == shape:
-        return g
-    nlead = g.ndim - len(shape)
-    if nlead > 0:
-        g = g.sum(axis=tuple(range(nlead)))
-    axes = tuple(
-        i for i, (gs, s) in enumerate(zip(g.shape, shape, strict=True)) if s == 1 and gs != 1
-    )
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    if tuple(g.shape) != shape:  # e.g. zero-size corner cases
-        g = array_module(g).broadcast_to(g, shape)
-    return g
+def linear(op: LinearOperator, x, name: str | None = None) -> Tensor:
+    """Node ``op.fwd(x)`` of a linear operator (:mod:`xrayflow.operators`); its VJP is
+    ``op.adj``: for ``y = A x`` and a real loss, the gradient in PyTorch's convention is
+    ``Aᴴ g`` (``2 ∂L/∂conj(x) = Aᴴ · 2 ∂L/∂conj(y)``; a real ``x`` takes its real part)."""
+    X = x.data if isinstance(x, Tensor) else x
+    return make_node(op.fwd(X), ((x, op.adj),), name or type(op).__name__)
 
 
 def _fit(g, p: Tensor):

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from xrayflow import backend as fftlib
 from xrayflow.backend import array_module
+from xrayflow.operators.fourier import DFT
 
-from .core import Tensor, as_tensor, make_node
+from .core import Tensor, linear, make_node
 
 __all__ = [
     "add",
@@ -54,12 +54,8 @@ __all__ = [
     "ifftn",
     "fft",
     "ifft",
-    "gather_patches",
-    "scatter_add_patches",
-    "fourier_shift",
     "polar",
     "expi",
-    "far_field_intensity",
 ]
 
 
@@ -82,13 +78,6 @@ def _conj(v):
         return v.conjugate()
     xp = array_module(v)
     return v.conj() if xp.iscomplexobj(v) else v
-
-
-def _is_complex(x) -> bool:
-    d = _d(x)
-    if hasattr(d, "dtype"):
-        return d.dtype.kind == "c"
-    return isinstance(d, complex)
 
 
 # ---------------------------------------------------------------- elementwise arithmetic
@@ -363,7 +352,7 @@ def getitem(a, idx) -> Tensor:
         elif xp is np:
             np.add.at(out, idx, g)
         else:
-            import cupyx  # noqa: PLC0415
+            import cupyx  # optional GPU dependency
 
             cupyx.scatter_add(out, idx, g)
         return out
@@ -438,225 +427,40 @@ def concatenate(tensors: Sequence, axis: int = 0) -> Tensor:
 
 
 # ---------------------------------------------------------------- FFT
-_ADJ_NORM = {"backward": "forward", "forward": "backward", "ortho": "ortho", None: "forward"}
-
-
 def _workers(backend):
     """CPU FFT threads: the backend's, or (None) the module default of :mod:`xrayflow.backend`."""
     return None if backend is None else backend.workers
 
 
-def _fft_op(name, inv_name, a, norm, backend, **axes):
-    """Node ``backend.<name>(a)``; its VJP is ``backend.<inv_name>`` with the adjoint norm.
-
-    ``axes``: the ``axes=`` (2D/nD) or ``axis=`` (1D) keyword, passed to both transforms.
-    """
-    A = _d(a)
-    f = getattr(fftlib, name)
-    finv = getattr(fftlib, inv_name)
-    w = _workers(backend)
-    y = f(A, norm=norm, workers=w, **axes)
-    adj = _ADJ_NORM[norm]
-    return make_node(y, ((a, lambda g: finv(g, norm=adj, workers=w, **axes)),), name)
+def _dft(name, a, norm, backend, **axes) -> Tensor:
+    """Node ``backend.<name>(a)``: :class:`xrayflow.operators.DFT` (VJP: the inverse
+    transform with the adjoint norm). ``axes``: ``axes=`` (2D/nD) or ``axis=`` (1D)."""
+    return linear(DFT(name, norm, _workers(backend), **axes), a, name)
 
 
 def fft2(a, axes=(-2, -1), norm: str = "ortho", backend=None) -> Tensor:
     """2D FFT (default ``norm="ortho"``, the project convention)."""
-    return _fft_op("fft2", "ifft2", a, norm, backend, axes=axes)
+    return _dft("fft2", a, norm, backend, axes=axes)
 
 
 def ifft2(a, axes=(-2, -1), norm: str = "ortho", backend=None) -> Tensor:
-    return _fft_op("ifft2", "fft2", a, norm, backend, axes=axes)
+    return _dft("ifft2", a, norm, backend, axes=axes)
 
 
 def fftn(a, axes=None, norm: str = "ortho", backend=None) -> Tensor:
-    return _fft_op("fftn", "ifftn", a, norm, backend, axes=axes)
+    return _dft("fftn", a, norm, backend, axes=axes)
 
 
 def ifftn(a, axes=None, norm: str = "ortho", backend=None) -> Tensor:
-    return _fft_op("ifftn", "fftn", a, norm, backend, axes=axes)
+    return _dft("ifftn", a, norm, backend, axes=axes)
 
 
 def fft(a, axis: int = -1, norm: str = "ortho", backend=None) -> Tensor:
-    return _fft_op("fft", "ifft", a, norm, backend, axis=axis)
+    return _dft("fft", a, norm, backend, axis=axis)
 
 
 def ifft(a, axis: int = -1, norm: str = "ortho", backend=None) -> Tensor:
-    return _fft_op("ifft", "fft", a, norm, backend, axis=axis)
-
-
-def far_field_intensity(psi, mode_axis: int | None = -3, backend=None, recompute: bool = True):
-    """Fused ``sum_m |fft2(psi)|^2`` (ortho) over ``mode_axis`` (None: no mode sum).
-
-    ``psi`` (B, M, n, n) -> (B, n, n) by default. The VJP is
-    ``psi_bar = ifft2(2 * g * fft2(psi))``, computed in place in the far field. With
-    ``recompute`` (default) the far field is recomputed in backward from ``psi`` (one
-    extra FFT) instead of being kept, which saves one wavefield batch of memory between
-    the forward and the backward pass; ``recompute=False`` keeps it (one FFT less).
-    """
-    X = _d(psi)
-    xp = array_module(X)
-    w = _workers(backend)
-    F = fftlib.fft2(X, workers=w)
-    inten = xp.abs(F)
-    xp.multiply(inten, inten, out=inten)
-    if mode_axis is not None:
-        inten = inten.sum(axis=mode_axis)
-    saved = [] if recompute else [F]  # used once: a second VJP call recomputes
-    del F
-
-    def vjp(g):
-        Fx = saved.pop() if saved else fftlib.fft2(X, workers=w)
-        g2 = xp.multiply(g, 2.0)
-        xp.multiply(Fx, g2 if mode_axis is None else xp.expand_dims(g2, mode_axis), out=Fx)
-        del g2
-        return fftlib.ifft2(Fx, overwrite_x=True, workers=w)
-
-    return make_node(inten, ((psi, vjp),), "far_field_intensity")
-
-
-# ---------------------------------------------------------------- patches
-def _corner_arrays(corners, xp):
-    c = np.asarray(corners.get() if hasattr(corners, "get") else corners)
-    if c.ndim != 2 or c.shape[1] != 2:
-        raise ValueError(f"corners must have shape (B, 2), got {c.shape}")
-    ci = np.rint(c).astype(np.int64)
-    if not np.array_equal(ci, c):
-        raise ValueError(
-            "gather_patches: corners must be integers (use fourier_shift for sub-pixel)"
-        )
-    return ci
-
-
-def _check_bounds(ci, full, shape):
-    if ci.size and (
-        ci[:, 0].min() < 0
-        or ci[:, 1].min() < 0
-        or ci[:, 0].max() + shape[0] > full[0]
-        or ci[:, 1].max() + shape[1] > full[1]
-    ):
-        raise ValueError(
-            f"patch corners out of bounds for an object of shape {tuple(full)} "
-            f"and patches {tuple(shape)}"
-        )
-
-
-def _gather(A, ci, shape):
-    """A (..., Ny, Nx) -> (..., B, h, w) (copies)."""
-    xp = array_module(A)
-    h, w = shape
-    B = ci.shape[0]
-    out = xp.empty(A.shape[:-2] + (B, h, w), dtype=A.dtype)
-    if xp is np:
-        for b in range(B):
-            r, c = ci[b]
-            out[..., b, :, :] = A[..., r : r + h, c : c + w]
-    else:
-        cj = xp.asarray(ci)
-        rows = cj[:, 0, None, None] + xp.arange(h)[None, :, None]
-        cols = cj[:, 1, None, None] + xp.arange(w)[None, None, :]
-        out[...] = A[..., rows, cols]
-    return out
-
-
-def scatter_add_patches(out, patches, ci) -> None:
-    """In place: ``out[..., r:r+h, c:c+w] += patches[..., b, :, :]`` for every corner
-    (overlaps accumulate). ``ci`` integer (B, 2)."""
-    xp = array_module(out)
-    h, w = patches.shape[-2:]
-    B = ci.shape[0]
-    if xp is np:
-        for b in range(B):
-            r, c = ci[b]
-            view = out[..., r : r + h, c : c + w]
-            view += patches[..., b, :, :]
-    else:
-        import cupyx  # noqa: PLC0415
-
-        cj = xp.asarray(ci)
-        rows = cj[:, 0, None, None] + xp.arange(h)[None, :, None]
-        cols = cj[:, 1, None, None] + xp.arange(w)[None, None, :]
-        Ny, Nx = out.shape[-2:]
-        flat_idx = (rows * Nx + cols).ravel()
-        lead = int(np.prod(out.shape[:-2], dtype=np.int64))
-        o2 = out.reshape(lead, Ny * Nx)
-        p2 = patches.reshape(lead, B * h * w)
-        if xp.iscomplexobj(out):
-            ov = o2.view(out.real.dtype).reshape(lead, Ny * Nx, 2)
-            pv = p2.view(patches.real.dtype).reshape(lead, B * h * w, 2)
-            for k in range(2):
-                for i in range(lead):
-                    cupyx.scatter_add(ov[i, :, k], flat_idx, pv[i, :, k])
-        else:
-            for i in range(lead):
-                cupyx.scatter_add(o2[i], flat_idx, p2[i])
-
-
-def gather_patches(obj, corners, shape: Sequence[int]) -> Tensor:
-    """Patches of ``obj`` (..., Ny, Nx) at integer top-left ``corners`` (B, 2) ->
-    (..., B, h, w); ``shape`` is (h, w) or an int n for (n, n). The VJP scatter-adds
-    (overlapping patches accumulate)."""
-    A = _d(obj)
-    xp = array_module(A)
-    shape = (int(shape), int(shape)) if np.ndim(shape) == 0 else (int(shape[0]), int(shape[1]))
-    ci = _corner_arrays(corners, xp)
-    _check_bounds(ci, A.shape[-2:], shape)
-    y = _gather(A, ci, shape)
-
-    def vjp(g):
-        out = xp.zeros(A.shape, dtype=g.dtype)
-        scatter_add_patches(out, g, ci)
-        return out
-
-    return make_node(y, ((obj, vjp),), "gather_patches")
-
-
-# ---------------------------------------------------------------- Fourier shift
-def _freqs(h, w, xp, dtype):
-    fy = xp.asarray(fftlib.fftfreq(h).astype(dtype))[:, None]
-    fx = xp.asarray(fftlib.fftfreq(w).astype(dtype))[None, :]
-    return fy, fx
-
-
-def fourier_shift(x, shifts, backend=None) -> Tensor:
-    """Sub-pixel shift of the last two axes by ``shifts`` (..., 2) pixels (y, x):
-    ``y[r] = x[r - s]`` (circular; positive shifts move content to larger indices).
-
-    ``x`` (..., h, w) and ``shifts`` (..., 2) broadcast over the leading axes, e.g. a probe
-    (M, n, n) with shifts (B, 1, 2) gives (B, M, n, n). Differentiable in ``x`` and in
-    ``shifts`` (real; for position refinement).
-    """
-    X = _d(x)
-    S = _d(shifts)
-    xp = _xp(x, shifts)
-    S = xp.asarray(S)
-    h, w = X.shape[-2:]
-    cdt = np.result_type(X.dtype, np.complex64)
-    rdt = np.finfo(cdt).dtype
-    wk = _workers(backend)
-    fy, fx = _freqs(h, w, xp, np.float64)
-    sy = S[..., 0, None, None].astype(np.float64)
-    sx = S[..., 1, None, None].astype(np.float64)
-    ramp = xp.exp(-2j * np.pi * (fy * sy + fx * sx)).astype(cdt)  # (..., h, w)
-    Xf = fftlib.fft2(X, workers=wk)
-    Yf = Xf * ramp
-    y = fftlib.ifft2(Yf, workers=wk)
-
-    def vjp_x(g):
-        Gf = fftlib.fft2(g, workers=wk)
-        Gf *= ramp.conj()
-        return fftlib.ifft2(Gf, overwrite_x=True, workers=wk)
-
-    def vjp_s(g):
-        Gf = fftlib.fft2(g, workers=wk)
-        # dy/ds_y = F^-1(-2 pi i fy Yf); dL/ds = Re sum conj(Gf) * dYf/ds
-        c = Gf.conj() * Yf
-        c = c * (-2j * np.pi)
-        dy = (c * fy.astype(rdt)).real.sum(axis=(-2, -1))
-        dx = (c * fx.astype(rdt)).real.sum(axis=(-2, -1))
-        return xp.stack([dy, dx], axis=-1)
-
-    return make_node(y, ((x, vjp_x), (shifts, vjp_s)), "fourier_shift")
+    return _dft("ifft", a, norm, backend, axis=axis)
 
 
 # ---------------------------------------------------------------- Tensor methods
@@ -692,5 +496,3 @@ def _attach():
 
 
 _attach()
-# silence "unused" for helpers used only in some branches
-_ = (as_tensor, _is_complex)

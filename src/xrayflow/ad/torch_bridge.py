@@ -30,7 +30,7 @@ def to_xp(t):
         if t.is_conj():
             t = t.resolve_conj()
         return np.from_dlpack(t)
-    import cupy  # noqa: PLC0415
+    import cupy  # optional GPU dependency
 
     return cupy.from_dlpack(t.resolve_conj())
 
@@ -38,7 +38,7 @@ def to_xp(t):
 def from_xp(a):
     """NumPy/CuPy array -> torch tensor sharing its memory (copies only read-only or
     non-contiguous arrays, which DLPack cannot export)."""
-    import torch  # noqa: PLC0415
+    import torch  # optional dependency (the train extra)
 
     if isinstance(a, np.ndarray):
         if not a.flags.writeable or not a.flags.c_contiguous:
@@ -52,7 +52,7 @@ def as_torch_function(fn: Callable) -> Callable:
     function of torch tensors (a ``torch.autograd.Function``). Non-tensor arguments are
     passed through unchanged; gradients flow to every torch input with
     ``requires_grad``."""
-    import torch  # noqa: PLC0415
+    import torch  # optional dependency (the train extra)
 
     class _XrayflowFunction(torch.autograd.Function):
         @staticmethod

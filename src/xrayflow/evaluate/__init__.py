@@ -4,8 +4,7 @@ Modules: :mod:`~xrayflow.evaluate.alignment`, :mod:`~xrayflow.evaluate.metrics`,
 :mod:`~xrayflow.evaluate.frc`, :mod:`~xrayflow.evaluate.figures`,
 :mod:`~xrayflow.evaluate.report` (``evaluate``, ``evaluate_files``, ``read_object``),
 :mod:`~xrayflow.evaluate.cli`. ``xrayflow.evaluate.frc`` is the module (the
-function is ``xrayflow.evaluate.frc.frc``). Importing this package does not import
-matplotlib or h5py.
+function is ``xrayflow.evaluate.frc.frc``).
 """
 
 from xrayflow.evaluate.alignment import (

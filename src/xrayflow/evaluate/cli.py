@@ -19,7 +19,10 @@ import argparse
 import logging
 import os
 
+from xrayflow.config import load_config
 from xrayflow.errors import ConfigError
+from xrayflow.evaluate.frc import threshold_curve
+from xrayflow.evaluate.report import evaluate_files
 from xrayflow.io.outputs import check_outputs
 
 log = logging.getLogger("xrayflow.evaluate")
@@ -44,9 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation described by parsed ``args``; raises XrayflowError on bad input."""
-    from xrayflow.config import load_config  # noqa: PLC0415
-    from xrayflow.evaluate.report import evaluate_files  # noqa: PLC0415
-
     pair = getattr(args, "pair", None)
     result, truth = getattr(args, "result", None), getattr(args, "truth", None)
     if pair and (result or truth):
@@ -81,8 +81,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_thresholds(cfg: dict) -> None:
     """Unknown FRC threshold names are a config error naming the key (before any work)."""
-    from xrayflow.evaluate.frc import threshold_curve  # noqa: PLC0415
-
     fc = cfg["frc"]
     named = [(f"frc.thresholds[{i}]", t) for i, t in enumerate(fc["thresholds"])]
     if fc["primary"] != "auto":

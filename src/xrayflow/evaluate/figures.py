@@ -16,24 +16,22 @@ import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from xrayflow.evaluate import frc as frcmod
+from xrayflow.io.atomic import atomic_path
 
 __all__ = ["comparison_figure", "frc_figure", "loss_figure", "refractive_figure", "write_figures"]
 
 
 def _figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-    from matplotlib.figure import Figure  # noqa: PLC0415
-
     fig = Figure(figsize=(w, h))
     FigureCanvasAgg(fig)
     return fig
 
 
 def _save(fig, path: Path, dpi: int) -> Path:
-    from xrayflow.io.atomic import atomic_path  # noqa: PLC0415
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return path

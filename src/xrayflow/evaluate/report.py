@@ -9,19 +9,25 @@ Two comparisons:
 
 All thresholds are computed in both modes; ``frc.primary`` names the one to quote.
 
-Kinds of object (``kind``, chosen from the shapes and the data file's modality):
+Kinds of object (``kind``; ``auto``: from the datasets, the shapes and how the files'
+modality is evaluated, :attr:`xrayflow.modalities.Modality.evaluate`; files without a known
+modality, e.g. measured data from elsewhere, by the datasets and shapes alone):
 
 * ``image``: 2D ``(Ny, Nx)`` (a ``(1, Ny, Nx)`` stack is squeezed);
 * ``slices``: multislice ``(S, Ny, Nx)``; the primary comparison is on the projected
   transmission ``prod_s O_s`` (the quantity the data determine best), plus per-slice numbers
   when both have the same number of slices (the projection's shift applied to every slice,
   phase ramp and scale per slice);
-* ``volume``: 3D complex density (Bragg CDI): full 3D alignment including the conjugate twin,
-  3D Fourier shell correlation, SSIM on 3D volumes;
-* ``refractive``: 3D refractive-index decrements delta and beta (ptycho-tomography results and
-  truths, datasets ``delta``/``beta``): quantitative and on the truth's voxel grid, so nothing
-  is aligned; SSIM, PSNR, RMSE and NRMSE of delta and of beta on the 3D volumes (data range:
-  the reference's peak-to-peak), the Fourier shell correlation of delta.
+* ``volume``: 3D complex density (modalities evaluated as ``density``): full 3D alignment
+  including the conjugate twin, 3D Fourier shell correlation, SSIM on 3D volumes;
+* ``refractive``: 3D refractive-index decrements delta and beta (datasets ``delta``/``beta``,
+  modalities evaluated as ``refractive``): quantitative and on the truth's voxel grid, so
+  nothing is aligned; SSIM, PSNR, RMSE and NRMSE of delta and of beta on the 3D volumes (data
+  range: the reference's peak-to-peak), the Fourier shell correlation of delta.
+
+The pixel size (m) of a data file is the object pixel its geometry records
+(:func:`xrayflow.io.cxi.read_object_pixel`); of a result file, ``pixel_size`` or
+``voxel_size`` beside the object or above it.
 """
 
 from __future__ import annotations
@@ -36,13 +42,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from xrayflow.backend import to_numpy
-from xrayflow.errors import DataError
+from xrayflow.config import load_config
+from xrayflow.errors import ConfigError, DataError
 from xrayflow.evaluate import alignment as al
 from xrayflow.evaluate import frc as frcmod
 from xrayflow.evaluate import metrics as me
+from xrayflow.evaluate.figures import write_figures
+from xrayflow.geometry import pixel_pair
+from xrayflow.io.atomic import atomic_path, remove_stale_temporaries, temporary_prefix
+from xrayflow.io.cxi import read_object_pixel
+from xrayflow.modalities import get_modality
+from xrayflow.provenance import provenance
 
 __all__ = [
     "ObjectData",
@@ -71,13 +85,15 @@ TRUTH_PATHS = (
     "truth/object",
     "object",
 )
-PIXEL_KEYS = ("pixel_size", "object_pixel_size", "voxel_size")
-# delta volumes (ptycho-tomography), read when no complex object is found; beta is the
+# names of the pixel size (m) in result files (reconstruct stage: pixel_size; volumes: voxel_size)
+RESULT_PIXEL_NAMES = ("pixel_size", "voxel_size")
+# delta volumes (compared as 'refractive'), read when no complex object is found; beta is the
 # sibling dataset "beta" (zero when absent)
 DELTA_RESULT_PATHS = ("delta", "reconstruction/delta")
 DELTA_TRUTH_PATHS = ("entry_1/xrayflow_truth/delta", "xrayflow_truth/delta", "delta")
+# the modality: a dataset (data files), else a root attribute (result files: model)
 MODALITY_PATHS = ("entry_1/xrayflow_attrs/modality", "modality")
-VOLUME_MODALITIES = ("bragg_cdi", "cdi", "bcdi", "cdi3d")
+MODALITY_ATTRS = ("modality", "model")
 SSIM_WINDOW = 11  # pixels per axis the SSIM's Gaussian window needs (metrics.ssim)
 SSIM_NOTE = "array smaller than the 11-pixel SSIM window"
 
@@ -135,18 +151,13 @@ def _as_str(v: Any) -> str:
 
 
 def _pixel_from(value: Any) -> float | None:
-    try:
-        arr = np.asarray(value, dtype=np.float64).ravel()
-    except (TypeError, ValueError):
-        return None
-    if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        return None
-    return float(arr.mean())  # (y, x) pairs: their mean (equal in practice)
+    """A stored pixel size (m): one number, or the mean of a ``(y, x)`` pair (equal in
+    practice); None when absent or not positive."""
+    yx = pixel_pair(value)
+    return None if yx is None else (yx[0] + yx[1]) / 2
 
 
 def _complex_from_node(node, label: str) -> np.ndarray:
-    import h5py  # noqa: PLC0415
-
     if isinstance(node, h5py.Group):
         keys = set(node.keys())
         if {"real", "imag"} <= keys:
@@ -164,8 +175,6 @@ def _complex_from_node(node, label: str) -> np.ndarray:
 
 
 def _loss_history(f) -> dict[str, np.ndarray]:
-    import h5py  # noqa: PLC0415
-
     for key in ("loss_history", "loss", "history/loss"):
         if key not in f:
             continue
@@ -198,12 +207,12 @@ def read_object(path: str | os.PathLike, role: str = "result") -> ObjectData:
 
     ``role`` is ``"result"`` (a reconstruction: ``object`` first) or ``"truth"`` (simulated
     data: ``entry_1/xrayflow_truth/object`` first); see ``RESULT_PATHS`` / ``TRUTH_PATHS``.
-    The pixel size is the attribute or sibling dataset ``pixel_size`` (or
-    ``object_pixel_size``/``voxel_size``) of the object, its parent groups or the file.
+    The pixel size (m) is the object pixel a data file's geometry records, else (result
+    files) the attribute or sibling dataset ``pixel_size`` or ``voxel_size`` of the object,
+    its parent groups or the file; None in pixel units (root attribute ``units``). The
+    modality is the data file's ``modality`` or the result file's root attribute ``model``.
     Raises DataError with the tried paths when something is missing.
     """
-    import h5py  # noqa: PLC0415
-
     p = Path(path)
     label = f"{role} file {str(p)!r}"
     if not p.exists():
@@ -235,35 +244,10 @@ def read_object(path: str | os.PathLike, role: str = "result") -> ObjectData:
                     obj = _complex_from_node(f[name], f"{label}: {name}")
             except (OSError, KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{label}: {name} cannot be read ({exc})") from None
-            pixel = None
-            node = f[name]
-            for k in PIXEL_KEYS:
-                if k in node.attrs:
-                    pixel = _pixel_from(node.attrs[k])
-                    break
-            grp = node.parent
-            while pixel is None:
-                for k in PIXEL_KEYS:
-                    if k in grp.attrs:
-                        pixel = _pixel_from(grp.attrs[k])
-                    elif k in grp and isinstance(grp[k], h5py.Dataset):
-                        pixel = _pixel_from(grp[k][()])
-                    if pixel is not None:
-                        break
-                if grp.name == "/":
-                    break
-                grp = grp.parent
-            if pixel is None and "entry_1/xrayflow_attrs/object_pixel_size" in f:
-                pixel = _pixel_from(f["entry_1/xrayflow_attrs/object_pixel_size"][()])
+            pixel = _pixel_from(read_object_pixel(f, label)) or _result_pixel(f[name])
             if _as_str(f.attrs.get("units", "")) in ("pixels", "px"):
                 pixel = None  # a reconstruction in pixel units: no physical pixel size
-            modality = None
-            for mp in MODALITY_PATHS:
-                if mp in f and isinstance(f[mp], h5py.Dataset):
-                    modality = _as_str(f[mp][()])
-                    break
-            if modality is None and "modality" in f.attrs:
-                modality = _as_str(f.attrs["modality"])
+            modality = _modality(f)
             losses = _loss_history(f) if role == "result" else {}
             with_illum = role == "result" and not refractive
             illum = _read_illumination(f, obj.shape) if with_illum else None
@@ -280,6 +264,33 @@ def read_object(path: str | os.PathLike, role: str = "result") -> ObjectData:
     return ObjectData(obj, pixel, losses, modality, str(p), name, illum, refractive)
 
 
+def _result_pixel(node) -> float | None:
+    """The first :data:`RESULT_PIXEL_NAMES` attribute or dataset of ``node`` (attributes
+    only), its parent groups or the file root."""
+    pixel = next((_pixel_from(node.attrs[k]) for k in RESULT_PIXEL_NAMES if k in node.attrs), None)
+    grp = node.parent
+    while pixel is None:
+        for k in RESULT_PIXEL_NAMES:
+            if k in grp.attrs:
+                pixel = _pixel_from(grp.attrs[k])
+            elif k in grp and isinstance(grp[k], h5py.Dataset):
+                pixel = _pixel_from(grp[k][()])
+            if pixel is not None:
+                break
+        if grp.name == "/":
+            break
+        grp = grp.parent
+    return pixel
+
+
+def _modality(f) -> str | None:
+    """The modality a file records (:data:`MODALITY_PATHS`, :data:`MODALITY_ATTRS`)."""
+    for mp in MODALITY_PATHS:
+        if mp in f and isinstance(f[mp], h5py.Dataset):
+            return _as_str(f[mp][()])
+    return next((_as_str(f.attrs[a]) for a in MODALITY_ATTRS if a in f.attrs), None)
+
+
 def _refractive_from(f, name: str, label: str) -> np.ndarray:
     """``delta + i beta`` from the real dataset ``name`` and its sibling ``beta``."""
     delta = np.asarray(f[name][()])
@@ -294,6 +305,17 @@ def _refractive_from(f, name: str, label: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- evaluation
+def _evaluated_as(modality: str | None) -> str | None:
+    """:attr:`Modality.evaluate` of a registered modality; None without one (or for a name
+    the registry does not know: files from elsewhere)."""
+    if not modality:
+        return None
+    try:
+        return get_modality(modality).evaluate
+    except ConfigError:
+        return None
+
+
 def _kind(result: ObjectData, ref: ObjectData, requested: str) -> str:
     shapes = (result.object.shape, ref.object.shape)
     if result.refractive != ref.refractive:
@@ -307,13 +329,12 @@ def _kind(result: ObjectData, ref: ObjectData, requested: str) -> str:
             raise DataError(f"kind {requested!r}: delta/beta volumes compare as 'refractive'")
         return "refractive"
     if requested == "refractive":
-        raise DataError("kind 'refractive' needs delta/beta volumes (ptycho-tomography)")
+        raise DataError("kind 'refractive' needs delta/beta volumes (datasets delta and beta)")
     if requested != "auto":
         return requested
     if all(len(s) == 2 or s[0] == 1 for s in shapes):
         return "image"
-    mods = {m for m in (result.modality, ref.modality) if m}
-    if mods & set(VOLUME_MODALITIES):
+    if "density" in {_evaluated_as(result.modality), _evaluated_as(ref.modality)}:
         return "volume"
     return "slices"
 
@@ -521,7 +542,7 @@ def evaluate(
     r0 = np.asarray(ref.object, dtype=np.complex128)
     est = _prepare(e0, kind)
     tru = _prepare(r0, kind)
-    if kind == "volume":  # CDI: the truth crystal box sits inside the oversampled data grid
+    if kind == "volume":  # the truth's density box sits inside the oversampled data grid
         tru = _pad_to_common(tru, est.shape)
         est = _pad_to_common(est, tru.shape)
     if est.shape != tru.shape:
@@ -636,8 +657,6 @@ def evaluate(
 
 
 def _default_config() -> dict:
-    from xrayflow.config import load_config  # noqa: PLC0415
-
     return load_config({}, "evaluate")
 
 
@@ -656,8 +675,6 @@ def evaluate_files(
     ref = read_object(reference_path, "truth" if mode == "truth" else "result")
     metrics, arrays = evaluate(res, ref, cfg, mode=mode, return_arrays=True)
     try:
-        from xrayflow.provenance import provenance  # noqa: PLC0415
-
         metrics["provenance"] = _finite(provenance(cfg))
     except Exception:  # noqa: BLE001 - provenance is optional decoration
         metrics["provenance"] = None
@@ -680,19 +697,11 @@ def publish(
     when it does not exist yet) and the JSON renamed onto ``out``. A failure before or
     during that leaves neither (an earlier run's figures are put back).
     """
-    from xrayflow.io.atomic import (  # noqa: PLC0415
-        atomic_path,
-        remove_stale_temporaries,
-        temporary_prefix,
-    )
-
     fdir = None if figures is None else Path(figures)
     tmpdir: Path | None = None
     undo: list = []
     try:
         if fdir is not None:
-            from xrayflow.evaluate.figures import write_figures  # noqa: PLC0415
-
             remove_stale_temporaries(fdir)  # folders of killed runs
             tmpdir = Path(tempfile.mkdtemp(prefix=temporary_prefix(fdir), dir=fdir.parent))
             written = write_figures(tmpdir, metrics, arrays or {}, config)

@@ -18,6 +18,11 @@ Conventions (in memory, see docs/physics.md):
   Files with other basis vectors are converted by projecting on them.
 * ``mask`` (ny, nx) bool, True = good pixel (in the file: CXI convention, nonzero = bad).
 * energy in eV in memory, joules in the file.
+
+The geometry (:class:`xrayflow.geometry.Geometry`: energy, detector, object pixel, slice
+spacing, near-field distances) is written by :func:`write_geometry` and read by
+:func:`read_geometry`, also from plain CXI files that record only the energy, the distance
+and the pixel size.
 """
 
 from __future__ import annotations
@@ -34,12 +39,24 @@ import numpy as np
 
 from xrayflow.backend import ifftshift
 from xrayflow.errors import DataError
+from xrayflow.geometry import (
+    ATTR_NAMES,
+    LEGACY_ATTR_NAMES,
+    LEGACY_TRUTH_NAMES,
+    Geometry,
+    recorded_geometry,
+)
 from xrayflow.io.atomic import atomic_path
 from xrayflow.io.hdf5 import STR_DTYPE, open_h5, read_node, write_node
-from xrayflow.optics.constants import XRAY_ENERGY_RANGE_EV
+from xrayflow.optics.constants import (
+    EV_TO_J,
+    XRAY_ENERGY_RANGE_EV,
+    energy_ev_from_wavelength,
+    energy_ev_to_joule,
+    joule_to_energy_ev,
+    wavelength,
+)
 
-EV_TO_J = 1.602176634e-19  # scipy.constants.electron_volt (exact, SI 2019)
-HC_J_M = 6.62607015e-34 * 299792458.0  # h*c in J*m
 CXI_VERSION = 160
 
 DATA_PATHS = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
@@ -51,11 +68,14 @@ TRANSLATION_PATHS = (
 TRUTH_GROUP = "entry_1/xrayflow_truth"
 PROV_GROUP = "entry_1/xrayflow_provenance"
 ATTRS_GROUP = "entry_1/xrayflow_attrs"
+SOURCE = "entry_1/instrument_1/source_1"
+DETECTOR = "entry_1/instrument_1/detector_1"
 # plausible geometry when reading (outside: a unit slip such as keV for eV, or um for m)
 MAX_DISTANCE_M = 1e3
 MAX_PIXEL_M = 1e-2
 
 __all__ = [
+    "EV_TO_J",  # re-exported; its home is xrayflow.optics.constants
     "CXIStream",
     "DiffractionData",
     "StreamedFrames",
@@ -65,8 +85,11 @@ __all__ = [
     "read_cxi",
     "read_cxi_geometry",
     "read_cxi_meta",
+    "read_geometry",
+    "read_object_pixel",
     "read_truth",
     "write_cxi",
+    "write_geometry",
 ]
 
 
@@ -86,7 +109,8 @@ class DiffractionData:
         truth: ground-truth arrays and scalars (simulated data only), see data-format.md.
         config: the configuration that produced the data.
         provenance: versions, seed, git commit, time, command.
-        attrs: further metadata (``modality``, holography distances, ...).
+        attrs: further metadata (``modality``, the geometry entries of
+            :data:`xrayflow.geometry.ATTR_NAMES`, ...).
     """
 
     data: np.ndarray
@@ -113,7 +137,15 @@ class DiffractionData:
     @property
     def wavelength(self) -> float:
         """Wavelength in m (from ``energy_ev``)."""
-        return HC_J_M / (self.energy_ev * EV_TO_J)
+        return float(wavelength(self.energy_ev))
+
+    @property
+    def geometry(self) -> Geometry:
+        """The :class:`~xrayflow.geometry.Geometry` of the frames and the entries recorded in
+        ``attrs`` and ``truth``."""
+        return Geometry.from_frames(
+            self.energy_ev, self.distance, self.pixel_size, self.frame_shape, self.attrs, self.truth
+        )
 
     @property
     def modality(self) -> str | None:
@@ -244,22 +276,8 @@ def _write_cxi_file(f: h5py.File, d: DiffractionData, data, compression, compres
     start = d.provenance.get("start_time", d.provenance.get("time_utc"))
     if start:
         e.create_dataset("start_time", data=str(start), dtype=STR_DTYPE)
-    # detector
-    inst = e.require_group("instrument_1")
-    src = inst.create_group("source_1")
-    src.create_dataset("energy", data=float(d.energy_ev) * EV_TO_J)
-    src["energy"].attrs["units"] = "J"
-    src.create_dataset("wavelength", data=d.wavelength)
-    src["wavelength"].attrs["units"] = "m"
-    det = inst.require_group("detector_1")
-    det.create_dataset("distance", data=float(d.distance))
-    det["distance"].attrs["units"] = "m"
-    py, px = (float(s) for s in d.pixel_size)
-    det.create_dataset("x_pixel_size", data=px)
-    det.create_dataset("y_pixel_size", data=py)
-    det["x_pixel_size"].attrs["units"] = "m"
-    det["y_pixel_size"].attrs["units"] = "m"
-    det.create_dataset("basis_vectors", data=np.array([[0.0, -py, 0.0], [-px, 0.0, 0.0]]).T)
+    write_geometry(f, d.geometry)
+    det = f[DETECTOR]
     if isinstance(data, h5py.Dataset):  # streamed by CXIStream
         ds = data
     else:
@@ -291,20 +309,44 @@ def _write_cxi_file(f: h5py.File, d: DiffractionData, data, compression, compres
         g1.create_dataset("rotation_angle", data=np.asarray(d.angles, dtype=np.float64))
         g1["rotation_angle"].attrs["units"] = "rad"
         g1["rotation_angle"].attrs["axis"] = "y"
-    # xrayflow extras
-    attrs = dict(d.attrs)
-    ag = e.create_group("xrayflow_attrs")
-    for k, v in attrs.items():
-        write_node(ag, str(k), v)
+    # xrayflow extras (the geometry entries were written by write_geometry)
+    ag = e.require_group("xrayflow_attrs")
+    for k, v in d.attrs.items():
+        if k not in ATTR_NAMES + LEGACY_ATTR_NAMES:
+            write_node(ag, str(k), v)
     if d.truth:
         tg = e.create_group("xrayflow_truth")
         for k, v in d.truth.items():
-            write_node(tg, str(k), v)
+            if k not in LEGACY_TRUTH_NAMES:
+                write_node(tg, str(k), v)
     pg = e.create_group("xrayflow_provenance")
     prov = {k: v for k, v in d.provenance.items() if k != "config"}
     for k, v in prov.items():
         write_node(pg, str(k), v)
     write_node(pg, "config", dict(d.config))
+
+
+def write_geometry(f: h5py.File, geo: Geometry) -> None:
+    """Write ``geo`` into an open CXI file: ``source_1/energy`` (J) and ``wavelength`` (m);
+    ``detector_1/distance``, ``x_pixel_size``/``y_pixel_size`` (m, the stored frames' pitch)
+    and ``basis_vectors``; the entries of :meth:`Geometry.attrs` in ``xrayflow_attrs``."""
+    src = f.require_group(SOURCE)
+    src.create_dataset("energy", data=energy_ev_to_joule(geo.energy_ev))
+    src["energy"].attrs["units"] = "J"
+    src.create_dataset("wavelength", data=geo.wavelength)
+    src["wavelength"].attrs["units"] = "m"
+    det = f.require_group(DETECTOR)
+    det.create_dataset("distance", data=float(geo.distance))
+    det["distance"].attrs["units"] = "m"
+    py, px = geo.frame_pixel_size
+    det.create_dataset("x_pixel_size", data=px)
+    det.create_dataset("y_pixel_size", data=py)
+    det["x_pixel_size"].attrs["units"] = "m"
+    det["y_pixel_size"].attrs["units"] = "m"
+    det.create_dataset("basis_vectors", data=np.array([[0.0, -py, 0.0], [-px, 0.0, 0.0]]).T)
+    ag = f.require_group(ATTRS_GROUP)
+    for k, v in geo.attrs().items():
+        write_node(ag, k, v)
 
 
 class StreamedFrames:
@@ -479,37 +521,37 @@ def _basis_units(f: h5py.File) -> tuple[np.ndarray, np.ndarray, tuple[float, flo
     return np.array([0.0, -1.0, 0.0]), np.array([-1.0, 0.0, 0.0]), None
 
 
-def _geometry(f: h5py.File, source: str) -> tuple[float, float, tuple[float, float]]:
-    energy_j = _scalar(f, "entry_1/instrument_1/source_1/energy", source)
+def _detector(f: h5py.File, source: str) -> tuple[float, float, tuple[float, float]]:
+    """Photon energy (eV), sample–detector distance (m) and the stored frames' pixel pitch
+    ``(y, x)`` (m) from the CXI datasets, checked for plausibility (units)."""
+    epath = f"{SOURCE}/energy"
+    energy_j = _scalar(f, epath, source)
     if energy_j is None:
-        wl = _scalar(f, "entry_1/instrument_1/source_1/wavelength", source)
+        wl = _scalar(f, f"{SOURCE}/wavelength", source)
         if wl is None or wl <= 0:
-            raise DataError(
-                f"{source}: no photon energy (entry_1/instrument_1/source_1/energy, in J) "
-                "or wavelength in the file"
-            )
-        energy_j = HC_J_M / wl
-    if not (np.isfinite(energy_j) and energy_j > 0):
-        raise DataError(f"{source}: entry_1/instrument_1/source_1/energy must be > 0 J")
-    energy_ev = energy_j / EV_TO_J
+            raise DataError(f"{source}: no photon energy ({epath}, in J) or wavelength in the file")
+        energy_ev = float(energy_ev_from_wavelength(wl))
+        energy_j = energy_ev_to_joule(energy_ev)
+    else:
+        if not (np.isfinite(energy_j) and energy_j > 0):
+            raise DataError(f"{source}: {epath} must be > 0 J")
+        energy_ev = joule_to_energy_ev(energy_j)
     lo, hi = XRAY_ENERGY_RANGE_EV
     if 1.0 <= energy_ev < lo or hi < energy_ev <= 1e7:
         raise DataError(
-            f"{source}: entry_1/instrument_1/source_1/energy = {energy_j:g} J "
-            f"({energy_ev / 1e3:g} keV) is outside the X-ray range "
-            f"{lo / 1e3:g}-{hi / 1e3:g} keV"
+            f"{source}: {epath} = {energy_j:g} J ({energy_ev / 1e3:g} keV) is outside the X-ray "
+            f"range {lo / 1e3:g}-{hi / 1e3:g} keV"
         )
     if energy_ev < 1.0:  # some writers store eV or keV in the 'energy' field
         raise DataError(
-            f"{source}: entry_1/instrument_1/source_1/energy = {energy_j:g} J "
-            f"({energy_ev:g} eV) is not a plausible X-ray energy; CXI stores joules"
+            f"{source}: {epath} = {energy_j:g} J ({energy_ev:g} eV) is not a plausible X-ray "
+            "energy; CXI stores joules"
         )
     if energy_ev > 1e7:
         raise DataError(
-            f"{source}: entry_1/instrument_1/source_1/energy = {energy_j:g} is not in joules "
-            "(CXI stores the photon energy in J)"
+            f"{source}: {epath} = {energy_j:g} is not in joules (CXI stores the photon energy in J)"
         )
-    dpath = "entry_1/instrument_1/detector_1/"
+    dpath = f"{DETECTOR}/"
     distance = _scalar(f, dpath + "distance", source)
     if distance is None and dpath + "corner_position" in f:
         corner = np.asarray(f[dpath + "corner_position"][()], dtype=np.float64).ravel()
@@ -543,6 +585,52 @@ def _geometry(f: h5py.File, source: str) -> tuple[float, float, tuple[float, flo
             f"plausible detector pixel (> {MAX_PIXEL_M:g} m; CXI stores metres)"
         )
     return float(energy_ev), float(distance), (float(py), float(px))
+
+
+def _recorded_entries(f: h5py.File, source: str) -> tuple[dict, dict]:
+    """The geometry entries of ``xrayflow_attrs`` and ``xrayflow_truth`` (current and older
+    names, see :func:`xrayflow.geometry.recorded_geometry`), without the large truth arrays."""
+    out = []
+    for group, names in (
+        (ATTRS_GROUP, ATTR_NAMES + LEGACY_ATTR_NAMES),
+        (TRUTH_GROUP, LEGACY_TRUTH_NAMES),
+    ):
+        g = f.get(group)
+        entries = {}
+        if isinstance(g, h5py.Group):
+            for name in names:
+                if isinstance(g.get(name), h5py.Dataset):
+                    entries[name] = read_node(g[name], f"{source}: {group}/{name}")
+        out.append(entries)
+    return out[0], out[1]
+
+
+def read_geometry(
+    f: h5py.File, source: str, frame_shape=None, far_field: bool | None = None
+) -> Geometry:
+    """The :class:`~xrayflow.geometry.Geometry` of an open CXI file.
+
+    Energy from ``source_1/energy`` (J) or ``wavelength`` (m); distance from
+    ``detector_1/distance`` or ``corner_position``; pixel pitch from ``x_pixel_size`` /
+    ``y_pixel_size`` or ``basis_vectors`` (plain CXI files from other facilities have no
+    more); object pixel, slice spacing, binning and near-field distances from
+    ``xrayflow_attrs`` (older files: also ``xrayflow_truth``). ``far_field``: True derives
+    the object pixel ``λz/(N·p)`` of far-field frames whose file records none, from
+    ``frame_shape`` (y, x) (default: the frames dataset's); None: as
+    :meth:`Geometry.from_frames`. DataError for missing or implausible values.
+    """
+    if frame_shape is None:
+        frame_shape = _data_dataset(f, source).shape[-2:]
+    return Geometry.from_frames(
+        *_detector(f, source), frame_shape, *_recorded_entries(f, source), far_field=far_field
+    )
+
+
+def read_object_pixel(f: h5py.File, source: str) -> tuple[float, float] | None:
+    """The object-plane pixel ``(y, x)`` (m) an xrayflow data file records (current or older
+    names), None when it records none; needs no detector geometry (files holding only a
+    ground truth)."""
+    return recorded_geometry(*_recorded_entries(f, source))["object_pixel"]
 
 
 def check_real_counts(dtype, where: str) -> None:
@@ -738,7 +826,7 @@ def read_cxi(
     with f:
         ds = _data_dataset(f, source)
         centred = _is_centred(ds)
-        energy_ev, distance, pixel_size = _geometry(f, source)
+        energy_ev, distance, pixel_size = _detector(f, source)
         two_d = ds.ndim == 2
         n = 1 if two_d else ds.shape[0]
         check_real_counts(ds.dtype, f"{source}: {ds.name}")
@@ -808,14 +896,15 @@ def read_cxi_meta(path: str | os.PathLike) -> dict:
 
     Returns a dict with keys ``shape`` (P, ny, nx), ``n_frames``, ``frame_shape``,
     ``dtype``, ``energy_ev``, ``wavelength``, ``distance``, ``pixel_size`` (y, x),
-    ``centred``, ``modality``, ``has_positions``, ``has_angles``, ``has_mask``,
-    ``truth_fields`` (name -> shape or value), ``attrs``, ``provenance``, ``config``.
+    ``geometry`` (:func:`read_geometry`), ``centred``, ``modality``, ``has_positions``,
+    ``has_angles``, ``has_mask``, ``truth_fields`` (name -> shape or value), ``attrs``,
+    ``provenance``, ``config``.
     """
     f, source = _open(path)
     with f:
         ds = _data_dataset(f, source)
         shape = (1, *ds.shape) if ds.ndim == 2 else tuple(ds.shape)
-        energy_ev, distance, pixel_size = _geometry(f, source)
+        geo = read_geometry(f, source, shape[-2:])
         truth_fields: dict[str, Any] = {}
         if TRUTH_GROUP in f:
 
@@ -839,10 +928,11 @@ def read_cxi_meta(path: str | os.PathLike) -> dict:
             "frame_shape": tuple(int(s) for s in shape[-2:]),
             "dtype": str(ds.dtype),
             "chunks": ds.chunks,
-            "energy_ev": energy_ev,
-            "wavelength": HC_J_M / (energy_ev * EV_TO_J),
-            "distance": distance,
-            "pixel_size": pixel_size,
+            "energy_ev": geo.energy_ev,
+            "wavelength": geo.wavelength,
+            "distance": geo.distance,
+            "pixel_size": geo.frame_pixel_size,
+            "geometry": geo,
             "centred": _is_centred(ds),
             "modality": attrs.get("modality"),
             "has_positions": _find(f, TRANSLATION_PATHS) is not None,

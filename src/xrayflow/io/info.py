@@ -9,13 +9,16 @@ from typing import Any
 import h5py
 import numpy as np
 
+from xrayflow.config import dump_yaml
 from xrayflow.errors import DataError
+from xrayflow.geometry import ATTR_NAMES
+from xrayflow.io.cxi import read_cxi_meta
 from xrayflow.io.hdf5 import open_h5
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, tuple):
-        return "(" + ", ".join(str(x) for x in v) + ")"
+        return "(" + ", ".join(_fmt(x) for x in v) + ")"
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
@@ -26,10 +29,23 @@ def _is_cxi(path) -> bool:
         return any(p in f for p in ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data"))
 
 
-def describe_cxi(path: str | os.PathLike, show_config: bool = False) -> str:
-    from xrayflow.config import dump_yaml  # noqa: PLC0415
-    from xrayflow.io.cxi import read_cxi_meta  # noqa: PLC0415
+def _geometry_lines(geo) -> list[str]:
+    """The sample-plane part of the geometry (object pixel, slices, near-field distances)."""
+    lines = []
+    if geo.object_pixel is not None:
+        oy, ox = geo.object_pixel
+        lines.append(f"object pixel: {oy:.6g} x {ox:.6g} m (y, x), binning {geo.binning}")
+    if geo.slice_spacing is not None:
+        lines.append(f"slice spacing: {geo.slice_spacing:.6g} m")
+    if geo.distances is not None:
+        z1 = "plane wave" if geo.source_distance is None else f"{geo.source_distance:.6g} m"
+        lines.append(f"near field:  source distance {z1}")
+        for name in ("distances", "effective_distances", "magnifications"):
+            lines.append(f"  {name}: {_fmt(getattr(geo, name))}")
+    return lines
 
+
+def describe_cxi(path: str | os.PathLike, show_config: bool = False) -> str:
     m = read_cxi_meta(path)
     p, ny, nx = m["shape"]
     py, px = m["pixel_size"]
@@ -42,10 +58,12 @@ def describe_cxi(path: str | os.PathLike, show_config: bool = False) -> str:
         f"energy:      {m['energy_ev']:.6g} eV (wavelength {m['wavelength'] * 1e10:.6g} Å)",
         f"distance:    {m['distance']:.6g} m",
         f"pixel size:  {py:.6g} x {px:.6g} m (y, x)",
+        *_geometry_lines(m["geometry"]),
         f"positions:   {'yes' if m['has_positions'] else 'no'}; "
         f"angles: {'yes' if m['has_angles'] else 'no'}; mask: {'yes' if m['has_mask'] else 'no'}",
     ]
-    extra = {k: v for k, v in m["attrs"].items() if k != "modality" and not k.startswith("@")}
+    skip = ("modality", *ATTR_NAMES)
+    extra = {k: v for k, v in m["attrs"].items() if k not in skip and not k.startswith("@")}
     if extra:
         lines.append("attributes:")
         for k, v in extra.items():

@@ -152,12 +152,26 @@ def get_modality(name: str, key: str = "modality") -> Modality:
 
 
 def stage_schema(stage: str) -> dict:
-    """The JSON schema of ``stage`` (``simulate`` | ``reconstruct``) with every registered
-    modality's name in its modality enum and its config sections added."""
+    """The JSON schema of ``stage`` (``simulate`` | ``reconstruct`` | ``train``) with every
+    registered modality's name in its modality enum and its config sections added.
+
+    ``train``: the modalities with training hooks name ``data.kind`` (default: the first of
+    them) and ``network.kind`` (besides ``auto``); each adds its section ``data.<name>``
+    (the hooks' ``DATA_SECTION``; this imports the training modules, hence torch).
+    """
     from xrayflow.config import load_schema
 
     sch = load_schema(stage)
     props = sch["properties"]
+    if stage == "train":
+        data = props["data"]["properties"]
+        names = [name for name, mod in modalities().items() if mod.training is not None]
+        data["kind"].update(enum=names, default=names[0])
+        props["network"]["properties"]["kind"]["enum"] = ["auto", *names]
+        for name in names:
+            section = get_modality(name).training_hooks().DATA_SECTION
+            data.setdefault(name, copy.deepcopy(section))
+        return sch
     simulate = stage == "simulate"
     names = props["modality"] if simulate else props["model"]["properties"]["type"]
     attr = "simulate_sections" if simulate else "reconstruct_sections"

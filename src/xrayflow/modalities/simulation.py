@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import difflib
 import inspect
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from xrayflow import illumination as ill
+from xrayflow import scans
 from xrayflow.backend import fftshift
+from xrayflow.detector import Detector, make_mask
 from xrayflow.errors import ConfigError, PhysicsError
+from xrayflow.geometry import ATTR_NAMES, LEGACY_ATTR_NAMES, Geometry, recorded_geometry
 from xrayflow.io.cxi import DiffractionData, StreamedFrames
+from xrayflow.operators import transmission as tr
+from xrayflow.optics.constants import xray_energy_problem
+from xrayflow.optics.gaussian import gaussian_beam
+from xrayflow.optics.materials import get_material, material_names
+from xrayflow.optics.propagation import critical_distance
+from xrayflow.phantoms import PHANTOMS
+from xrayflow.phantoms import make_phantom as mk
 
 #: Share of probe power allowed in the outer eighth of the window on each side.
 PROBE_EDGE_POWER = 0.05
@@ -43,38 +54,19 @@ def rng_streams(rng: np.random.Generator, names: tuple[str, ...]) -> dict[str, n
 
 
 # --------------------------------------------------------------------------- geometry
-@dataclass
-class Geometry:
-    wavelength: float
-    shape: tuple[int, int]  # physical detector pixels = simulation window
-    pixel_size: tuple[float, float]  # physical detector pitch
-    distance: float
-    binning: int
-    object_pixel: tuple[float, float]  # object-plane pixel of the simulation grid
-
-    @property
-    def window(self) -> tuple[float, float]:
-        """Field of view of the simulation window in the object plane, m."""
-        return (self.shape[0] * self.object_pixel[0], self.shape[1] * self.object_pixel[1])
+def detector_geometry(cfg: dict, distances=None, source_distance=None) -> Geometry:
+    """:meth:`Geometry.from_config` (near field: with the sample–detector ``distances`` and
+    the cone beam's ``source_distance``), the binning checked against the detector shape."""
+    geo = Geometry.from_config(cfg, distances, source_distance)
+    b = geo.binning
+    if geo.shape[0] % b or geo.shape[1] % b:
+        raise kerr("geometry.binning", f"{b} does not divide the detector shape {geo.shape}")
+    return geo
 
 
 def far_field_geometry(cfg: dict) -> Geometry:
     """Detector geometry with the far-field object pixel ``λz/(N p)`` per axis."""
-    from xrayflow.optics.constants import wavelength  # noqa: PLC0415
-    from xrayflow.optics.propagation import far_field_pixel_size  # noqa: PLC0415
-
-    g = cfg["geometry"]
-    lam = float(wavelength(cfg["energy_ev"]))
-    shape = tuple(int(s) for s in pair(g["shape"]))
-    pix = tuple(float(p) for p in pair(g["pixel_size"]))
-    b = int(g["binning"])
-    if shape[0] % b or shape[1] % b:
-        raise kerr("geometry.binning", f"{b} does not divide the detector shape {shape}")
-    obj = tuple(
-        float(far_field_pixel_size(lam, g["distance"], n, p))
-        for n, p in zip(shape, pix, strict=True)
-    )
-    return Geometry(lam, shape, pix, float(g["distance"]), b, obj)
+    return detector_geometry(cfg)
 
 
 def check_voxel_size(cfg: dict, object_pixel: tuple[float, float], relation: str) -> float:
@@ -100,8 +92,6 @@ def check_voxel_size(cfg: dict, object_pixel: tuple[float, float], relation: str
 
 
 def detector_mask(cfg: dict, shape) -> np.ndarray | None:
-    from xrayflow.detector import make_mask  # noqa: PLC0415
-
     g = cfg["geometry"]
     gaps = [(gp["axis"], gp["start"], gp["width"]) for gp in g["gaps"]]
     for i, gp in enumerate(g["gaps"]):
@@ -114,8 +104,6 @@ def detector_mask(cfg: dict, shape) -> np.ndarray | None:
 
 
 def make_detector(cfg: dict, geo: Geometry, centred: bool = False, mask=True):
-    from xrayflow.detector import Detector  # noqa: PLC0415
-
     g = cfg["geometry"]
     m = detector_mask(cfg, geo.shape) if mask else None
     try:
@@ -155,8 +143,6 @@ def photon_scaling(cfg: dict):
 
 
 def scale_modes(cfg: dict, modes, pixel_size):
-    from xrayflow import illumination as ill  # noqa: PLC0415
-
     kind, value = photon_scaling(cfg)
     if kind == "fluence":
         return ill.scale_to_fluence(modes, value, pixel_size)
@@ -180,8 +166,6 @@ def probe_size_key(cfg: dict) -> str:
 def make_probe(cfg: dict, shape, pixel_size: float, wavelength: float, rng) -> np.ndarray:
     """Probe modes ``(M, n, n)`` complex128, scaled to the configured photons, checked to
     fit in the window (less than 5 % of the power in the outer eighth on each side)."""
-    from xrayflow import illumination as ill  # noqa: PLC0415
-    from xrayflow.optics.gaussian import gaussian_beam  # noqa: PLC0415
 
     p = cfg["probe"]
     kind = p["kind"]
@@ -256,8 +240,6 @@ def check_probe_fits(probe: np.ndarray, key: str, pixel_size: float) -> None:
 
 # --------------------------------------------------------------------------- scan
 def make_scan(cfg: dict, rng) -> np.ndarray:
-    from xrayflow import scans  # noqa: PLC0415
-
     s = cfg["scan"]
     try:
         if s["kind"] == "raster":
@@ -272,8 +254,6 @@ def make_scan(cfg: dict, rng) -> np.ndarray:
 
 
 def rotation_angles(cfg: dict) -> np.ndarray:
-    from xrayflow import scans  # noqa: PLC0415
-
     r = cfg["scan"]["rotation"]
     return np.asarray(
         scans.rotation_series(r["n_angles"], r["start_deg"], r["stop_deg"], r["endpoint"]),
@@ -283,8 +263,6 @@ def rotation_angles(cfg: dict) -> np.ndarray:
 
 # --------------------------------------------------------------------------- phantom
 def _check_material(name, key: str) -> None:
-    from xrayflow.optics.materials import get_material, material_names  # noqa: PLC0415
-
     names = [name] if isinstance(name, str) else list(name)
     for n in names:
         try:
@@ -301,7 +279,6 @@ _MATERIAL_PARAMS = ("material", "background", "binder", "carbon", "pore_material
 
 def check_phantom_config(cfg: dict) -> None:
     """Phantom type, generator parameters and material names (ConfigError naming the key)."""
-    from xrayflow.phantoms import PHANTOMS  # noqa: PLC0415
 
     ph = cfg["phantom"]
     t = ph["type"]
@@ -335,8 +312,6 @@ def check_phantom_config(cfg: dict) -> None:
 
 
 def make_phantom(cfg: dict, shape, voxel: float, rng):
-    from xrayflow.phantoms import make_phantom as mk  # noqa: PLC0415
-
     ph = cfg["phantom"]
     kw = dict(ph["params"])
     if ph["material"] is not None:
@@ -352,7 +327,6 @@ def make_phantom(cfg: dict, shape, voxel: float, rng):
 
 def lateral_shape(cfg: dict, positions, voxel: float, probe_shape) -> tuple[int, int]:
     """Object (Ny, Nx): configured, or the smallest that holds the scan (+4 px margin)."""
-    from xrayflow import scans  # noqa: PLC0415
 
     sh = cfg["phantom"]["shape"]
     auto = scans.object_shape_for_scan(positions, voxel, probe_shape, margin_px=4)
@@ -362,8 +336,6 @@ def lateral_shape(cfg: dict, positions, voxel: float, probe_shape) -> tuple[int,
 
 
 def check_scan_fits(positions, voxel, object_shape, probe_shape) -> np.ndarray:
-    from xrayflow import scans  # noqa: PLC0415
-
     corners = scans.positions_to_pixels(positions, voxel, object_shape, probe_shape)
     try:
         scans.check_positions_fit(corners, object_shape, probe_shape)
@@ -432,7 +404,6 @@ def check_slices(
     hint: str | None = None,
 ) -> None:
     """Slices must be thinner than the depth of field and the propagator's validity."""
-    from xrayflow.optics.propagation import critical_distance  # noqa: PLC0415
 
     t = float(np.max(thickness))
     zc = critical_distance(n_window, pixel, wavelength)
@@ -457,8 +428,6 @@ def check_slices(
 
 
 def transmission(delta, beta, thickness, wavelength, backend):
-    from xrayflow.optics.multislice import transmission as tr  # noqa: PLC0415
-
     th = np.asarray(thickness, dtype=np.float64).reshape(-1, 1, 1)
     return tr(
         backend.asarray(delta),
@@ -567,14 +536,25 @@ def package(
 ):
     """The simulated frames as :class:`DiffractionData` (binned pixel size, mask, truth if kept).
 
-    ``kw`` passes the modality's extra fields (``positions``, ``angles``).
+    The object pixel and slice spacing the modality recorded in ``attrs`` or ``truth`` (any
+    name :func:`~xrayflow.geometry.recorded_geometry` reads) replace ``geo``'s; the
+    geometry goes into the attributes under its own names (:meth:`Geometry.attrs`), also
+    when the truth is not kept. ``kw`` passes the modality's extra fields (``positions``,
+    ``angles``).
     """
-    b = geo.binning
+    rec = recorded_geometry(attrs, truth)
+    geo = dataclasses.replace(
+        geo,
+        object_pixel=rec["object_pixel"] or geo.object_pixel,
+        slice_spacing=rec["slice_spacing"] or geo.slice_spacing,
+    )
+    names = ATTR_NAMES + LEGACY_ATTR_NAMES
+    attrs = {**{k: v for k, v in attrs.items() if k not in names}, **geo.attrs()}
     return DiffractionData(
         data=data if isinstance(data, StreamedFrames) else np.asarray(data, dtype=np.float32),
-        energy_ev=float(cfg["energy_ev"]),
+        energy_ev=geo.energy_ev,
         distance=geo.distance,
-        pixel_size=(geo.pixel_size[0] * b, geo.pixel_size[1] * b),
+        pixel_size=geo.frame_pixel_size,
         centred=centred,
         mask=detector.good_pixels(centred=True) if detector.mask is not None else None,
         truth=truth if cfg["output"]["store_truth"] else {},
@@ -628,7 +608,6 @@ def check_physical_ranges(cfg: dict, far_field: bool) -> None:
     """Energy, distances and pixel sizes in physical ranges (with unit-slip hints), and, for
     a far-field detector, its geometry within the paraxial model (ConfigError naming the
     key)."""
-    from xrayflow.optics.constants import xray_energy_problem  # noqa: PLC0415
 
     problem = xray_energy_problem(cfg["energy_ev"])
     if problem:

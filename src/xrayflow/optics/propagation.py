@@ -1,4 +1,4 @@
-"""Free-space propagation: transfer functions, sampling limits and the far field.
+"""Free-space propagation physics: transfer functions, sampling limits, far-field sampling.
 
 Conventions (docs/physics.md): arrays ``(..., y, x)``; frequencies from ``fftfreq(N, Δx)``
 (cycles/m, zero frequency at index 0); the global phase ``exp(ikΔz)`` is dropped, so
@@ -23,6 +23,9 @@ beyond ``z_c`` the kernel is undersampled. By default the transfer functions cal
 beyond ``z_c``; with ``check=False`` they return the band-limited kernel (the band limit is
 applied separably in fx and fy, as in Matsushima & Shimobaba), which avoids aliasing at the
 price of resolution.
+
+The operators that apply them (:class:`~xrayflow.operators.Propagation`,
+:class:`~xrayflow.operators.FarField`, with their adjoints) are in :mod:`xrayflow.operators`.
 """
 
 from __future__ import annotations
@@ -45,14 +48,10 @@ __all__ = [
     "check_propagation_sampling",
     "critical_distance",
     "depth_of_field",
-    "far_field",
-    "far_field_adjoint",
     "far_field_pixel_size",
     "frequency_grid",
     "fresnel_number",
     "fresnel_transfer",
-    "propagate",
-    "propagate_adjoint",
     "transfer_function",
 ]
 
@@ -318,74 +317,6 @@ def clear_transfer_cache() -> None:
     """Empty the transfer-function cache (frees GPU memory held by cached kernels)."""
     with _CACHE_LOCK:
         _CACHE.clear()
-
-
-# ---------------------------------------------------------------------------------------
-def _namespace(a):
-    from xrayflow.backend import array_module  # noqa: PLC0415 - avoid import cycles
-
-    return array_module(a)
-
-
-def _apply(psi, H, backend, out, conj: bool):
-    xp = _namespace(psi)
-    if out is None:
-        buf = backend.fft2(psi)
-    else:
-        if out is not psi:
-            out[...] = psi
-        buf = backend.fft2(out, overwrite_x=True)
-    if conj:
-        xp.multiply(buf, xp.conj(H), out=buf)
-    else:
-        xp.multiply(buf, H, out=buf)
-    res = backend.ifft2(buf, overwrite_x=True)
-    if out is not None and res is not out:
-        out[...] = res
-        return out
-    return res
-
-
-def propagate(psi, H, backend, out=None):
-    """Free-space propagation ``F⁻¹{H · F{ψ}}`` over the last two axes (unitary FFTs).
-
-    ``H`` broadcasts against ``psi`` (e.g. ``(n, n)`` for a batch ``(B, M, n, n)``).
-    With ``out`` (may be ``psi`` itself) the result is written there and ``out`` returned.
-    """
-    return _apply(psi, H, backend, out, conj=False)
-
-
-def propagate_adjoint(psi, H, backend, out=None):
-    """Adjoint of :func:`propagate`: ``F⁻¹{H* · F{ψ}}`` (back-propagation for |H| = 1)."""
-    return _apply(psi, H, backend, out, conj=True)
-
-
-def far_field(psi, backend, out=None):
-    """Far-field (Fraunhofer) wave ``Ψ = F{ψ}``, unitary, zero frequency at index (0, 0).
-
-    Overall phase factors of the Fraunhofer integral (``exp(ikz)``, the quadratic detector
-    phase) do not affect intensities and are dropped.
-    """
-    if out is None:
-        return backend.fft2(psi)
-    if out is not psi:
-        out[...] = psi
-    res = backend.fft2(out, overwrite_x=True)
-    if res is not out:
-        out[...] = res
-    return out
-
-
-def far_field_adjoint(Psi, backend, out=None):
-    """Adjoint (= inverse) of :func:`far_field`: ``F⁻¹{Ψ}``."""
-    if out is None:
-        return backend.ifft2(Psi)
-    if out is not Psi:
-        out[...] = Psi
-    res = backend.ifft2(out, overwrite_x=True)
-    if res is not out:
-        out[...] = res
-    return out
 
 
 def far_field_pixel_size(wavelength, distance, n_pixels, detector_pixel_size):

@@ -30,8 +30,16 @@ import numpy as np
 
 from xrayflow.backend import ifftshift
 from xrayflow.errors import ConfigError, DataError
-from xrayflow.io.cxi import check_counts, check_real_counts
+from xrayflow.geometry import Geometry
+from xrayflow.io.cxi import (
+    check_counts,
+    check_real_counts,
+    read_cxi,
+    read_cxi_geometry,
+    read_cxi_meta,
+)
 from xrayflow.modalities import get_modality
+from xrayflow.optics.constants import wavelength
 from xrayflow.parallel import Comm, get_comm
 
 
@@ -195,7 +203,10 @@ def _read_npz(p: Path, cfg: dict, comm: Comm) -> ReconData:
     if centred:
         data = ifftshift(data, axes=(-2, -1))
     pix = 1.0 if g["units"] == "pixels" else float(g["object_pixel_size"])
-    lam = g["wavelength_px"] if g["units"] == "pixels" else _wavelength(g["energy_ev"])
+    if g["units"] == "pixels":
+        lam = g["wavelength_px"]
+    else:
+        lam = None if g["energy_ev"] is None else float(wavelength(g["energy_ev"]))
     rd = ReconData(
         intensities=data,
         mask=np.ones(data.shape[-2:], bool),
@@ -217,19 +228,7 @@ def _read_npz(p: Path, cfg: dict, comm: Comm) -> ReconData:
     return rd
 
 
-def _wavelength(energy_ev):
-    if energy_ev is None:
-        return None
-    from xrayflow.optics.constants import wavelength  # noqa: PLC0415
-
-    return float(wavelength(energy_ev))
-
-
 def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
-    try:
-        from xrayflow.io.cxi import read_cxi, read_cxi_geometry, read_cxi_meta  # noqa: PLC0415
-    except ImportError as exc:  # pragma: no cover - C's module missing
-        raise DataError(f"cannot read CXI files: {exc}") from exc
     try:
         n_file = read_cxi_meta(p)["n_frames"]
         pos_all, ang_all = read_cxi_geometry(p)
@@ -247,37 +246,19 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
         centred = bool(getattr(dd, "centred", True))
     if centred:
         data = ifftshift(data, axes=(-2, -1))
-    energy = g["energy_ev"] if g["energy_ev"] is not None else getattr(dd, "energy_ev", None)
-    distance = g["distance"] if g["distance"] is not None else getattr(dd, "distance", None)
-    attrs = dict(getattr(dd, "attrs", {}) or {})
-    truth = dict(getattr(dd, "truth", {}) or {})
-    real_space = _modality(cfg).real_space_frames
+    truth = dict(dd.truth)
+    geo = _geometry(dd, data.shape[-2:], cfg, p)
     if g["units"] == "pixels":
         pix = 1.0
         lam = g["wavelength_px"]
     else:
-        if energy is None or not np.isfinite(energy) or energy <= 0:
-            raise DataError(f"{p}: photon energy is missing; set geometry.energy_ev")
-        lam = _wavelength(energy)
+        lam = geo.wavelength
         pix = g["object_pixel_size"]
         if pix is None:  # real-space frames are stored on their own (binned) sample-plane grid
-            own = attrs.get("frame_pixel_size") if real_space else None
-            pix = own or attrs.get("object_pixel_size") or truth.get("pixel_size")
-            if pix is not None:
-                pix = float(np.asarray(pix).ravel()[0])
-        if pix is None and not real_space:
-            dps = g["detector_pixel_size"]
-            if dps is None and getattr(dd, "pixel_size", None) is not None:
-                dps = float(np.asarray(dd.pixel_size).ravel()[-1])
-            if distance is None or dps is None:
-                raise DataError(
-                    f"{p}: detector distance or pixel size missing; set "
-                    "geometry.distance / geometry.detector_pixel_size or "
-                    "geometry.object_pixel_size"
-                )
-            pix = lam * float(distance) / (data.shape[-1] * float(dps))
-        if pix is None:
-            raise DataError(f"{p}: object pixel size unknown; set geometry.object_pixel_size")
+            own = geo.binned_object_pixel if _modality(cfg).real_space_frames else geo.object_pixel
+            if own is None:
+                raise DataError(f"{p}: object pixel size unknown; set geometry.object_pixel_size")
+            pix = own[1]
     mask = getattr(dd, "mask", None)
     mask = np.ones(data.shape[-2:], bool) if mask is None else np.asarray(mask, bool)
     if mask.shape != data.shape[-2:]:
@@ -293,10 +274,11 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
         object_shape=None,
         pixel_size=float(pix),
         wavelength=lam,
-        distance=distance,
-        energy_ev=energy,
+        distance=geo.distance,
+        energy_ev=geo.energy_ev,
         indices=idx,
         probe=None if probe is None else np.asarray(probe),
+        slice_spacing=geo.slice_spacing,
         truth=truth,
         units=g["units"],
         positions_m=pos,
@@ -304,15 +286,10 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
         local=local,
         chunk_starts=starts,
     )
-    ss = attrs.get("slice_spacing", truth.get("slice_spacing", truth.get("slice_thickness")))
-    if ss is not None:
-        rd.slice_spacing = float(np.asarray(ss).ravel()[0])
     # near field: the propagation distance in the sample plane; for a point source that is
     # the effective distance z1 z2 / (z1 + z2) of the magnification-corrected frames
-    # (Fresnel scaling theorem), which the simulate stage stores as effective_distances
-    ds = g["distances"]
-    if ds is None:
-        ds = attrs.get("effective_distances", attrs.get("distances"))
+    # (Fresnel scaling theorem)
+    ds = g["distances"] if g["distances"] is not None else geo.effective_distances
     if ds is not None:
         ds = np.asarray(ds, np.float64).ravel()
         if ds.size == 1:
@@ -320,7 +297,7 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
         elif ds.size != n_file:
             raise DataError(f"{p}: {ds.size} propagation distances for {n_file} frames")
         rd.distances = ds
-    osh = attrs.get("object_shape")
+    osh = dd.attrs.get("object_shape")
     if osh is None and "object" in truth:
         osh = np.asarray(truth["object"]).shape[-2:]
     if _modality(cfg).rotation_series and "delta" in truth:
@@ -329,6 +306,25 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
     if osh is not None:
         rd.object_shape = tuple(int(v) for v in np.asarray(osh).ravel()[-2:])
     return rd
+
+
+def _geometry(dd, frame_shape, cfg: dict, p: Path) -> Geometry:
+    """The data file's geometry with the config's ``geometry.energy_ev``, ``distance`` and
+    ``detector_pixel_size`` (the stored frames' pitch) in place of the file's."""
+    g = cfg["geometry"]
+    energy = g["energy_ev"] if g["energy_ev"] is not None else dd.energy_ev
+    if not (np.isfinite(energy) and energy > 0):
+        raise DataError(f"{p}: photon energy is missing; set geometry.energy_ev")
+    dps = g["detector_pixel_size"]
+    return Geometry.from_frames(
+        energy,
+        g["distance"] if g["distance"] is not None else dd.distance,
+        dd.pixel_size if dps is None else (dps, dps),
+        frame_shape,
+        dd.attrs,
+        dd.truth,
+        far_field=not _modality(cfg).real_space_frames,
+    )
 
 
 def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:

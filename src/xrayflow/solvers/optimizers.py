@@ -116,10 +116,10 @@ class Adam(Optimizer):
             st["m"] += (1 - self.beta1) * g
             st["v"] *= self.beta2
             st["v"] += (1 - self.beta2) * (g.real**2 + g.imag**2 if xp.iscomplexobj(g) else g * g)
-            mhat = st["m"] / (1 - self.beta1**t)
-            vhat = st["v"] / (1 - self.beta2**t)
-            upd = mhat / (xp.sqrt(vhat) + self.eps)
-            params[name] -= (self.lr(name) * upd).astype(params[name].dtype, copy=False)
+            # bias corrections: the first one folded into the step size (one scalar division)
+            c1, c2 = 1 - self.beta1**t, 1 - self.beta2**t
+            upd = (self.lr(name) / c1) * st["m"] / (xp.sqrt(st["v"] / c2) + self.eps)
+            params[name] -= upd.astype(params[name].dtype, copy=False)
         return None
 
 

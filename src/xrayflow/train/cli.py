@@ -1,6 +1,7 @@
-"""Train neural networks on simulated diffraction data (PtychoNN-style 2D, 3D Bragg CDI).
+"""Train neural networks on simulated diffraction data of a modality with training hooks.
 
-Three modes, one config (``schemas/train.schema.json``):
+Three modes, one config (``schemas/train.schema.json`` plus the modalities' ``data.<kind>``
+sections, :func:`xrayflow.modalities.stage_schema`):
 
   xrayflow train --generate --config T.yaml --out SHARDS_DIR      # make training shards
   xrayflow train --config T.yaml --data SHARDS_DIR --out MODEL.pt [--resume]
@@ -15,6 +16,9 @@ Before any computation each mode checks its outputs against its inputs
 device, in a missing or unwritable directory, or empty is refused with exit status 2).
 ``--resume`` without a checkpoint, or with one written
 for another config or other shards, starts fresh with a one-line notice.
+
+This module imports without torch (the CLI lists it); the train stage's modules, which
+need torch, are imported when a mode runs.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from xrayflow.config import load_config
 from xrayflow.errors import ConfigError
+from xrayflow.io.outputs import check_outputs
+from xrayflow.modalities import stage_schema
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +68,7 @@ def _log(msg: str) -> None:
 
 def _data_inputs(data) -> dict[str, Path]:
     """The files a training run reads from --data, labelled for messages."""
-    from xrayflow.train.loop import data_files  # noqa: PLC0415
+    from xrayflow.train.loop import data_files  # torch
 
     files = data_files(data)
     if len(files) == 1:
@@ -70,23 +77,17 @@ def _data_inputs(data) -> dict[str, Path]:
 
 
 def run(args) -> int:
-    from xrayflow.config import load_config  # noqa: PLC0415
-    from xrayflow.io.outputs import check_outputs  # noqa: PLC0415
-
+    """Run the mode that ``args`` selects; 0 on success (errors raise)."""
     overrides = list(getattr(args, "overrides", None) or getattr(args, "set", None) or [])
     if args.infer:
         if not (args.model and args.data and args.out is not None):
             raise ConfigError("train --infer needs --model, --data and --out")
-        cfg = (
-            load_config(args.config, "train", overrides)
-            if args.config
-            else load_config({}, "train", overrides)
-        )
+        cfg = load_config(args.config or {}, stage_schema("train"), overrides, "train")
         check_outputs(
             {"--out": args.out},
             {"--model": args.model, "--data": args.data, "--config": args.config},
         )
-        from xrayflow.train.infer import infer  # noqa: PLC0415
+        from xrayflow.train.infer import infer  # torch
 
         s = infer(
             args.model,
@@ -101,11 +102,11 @@ def run(args) -> int:
         return 0
     if args.out is None:
         raise ConfigError("train: --out is required")
-    cfg = load_config(args.config, "train", overrides)
+    cfg = load_config(args.config, stage_schema("train"), overrides, "train")
     if args.generate:
         check_outputs({"--out": args.out}, {"--config": args.config}, dirs=("--out",))
-        from xrayflow.train.distributed import env_rank_size  # noqa: PLC0415
-        from xrayflow.train.generate import generate  # noqa: PLC0415
+        from xrayflow.train.distributed import env_rank_size  # torch
+        from xrayflow.train.generate import generate
 
         man = generate(cfg, args.out, parallel=args.parallel, workers=args.workers, log=_log)
         if env_rank_size()[0] == 0:
@@ -122,8 +123,8 @@ def run(args) -> int:
         },
         {"--config": args.config, **_data_inputs(args.data)},
     )
-    from xrayflow.train.distributed import env_rank_size  # noqa: PLC0415
-    from xrayflow.train.loop import train  # noqa: PLC0415
+    from xrayflow.train.distributed import env_rank_size  # torch
+    from xrayflow.train.loop import train
 
     s = train(cfg, args.data, args.out, resume=args.resume, log=None)
     if env_rank_size()[0] != 0:

@@ -9,7 +9,7 @@ broadcasts it (with its host name, or 127.0.0.1 when every rank is on the same h
 Gradients are averaged by :func:`allreduce_gradients` (one flat SUM all-reduce), not by DDP,
 so that the training loop can normalise the loss by the *global* batch size: per-rank batch =
 global batch / world size, and the summed gradient equals the one-rank gradient up to
-rounding. Batch norm statistics are made global by ``networks.GlobalBatchNorm``.
+rounding. Batch norm statistics are made global by :class:`xrayflow.networks.GlobalBatchNorm`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import traceback
 from dataclasses import dataclass
 
 import torch
@@ -78,7 +79,7 @@ def _rendezvous(rank: int, size: int) -> tuple[str, str]:
         return addr, port
     comm = None
     try:
-        from mpi4py import MPI  # noqa: PLC0415
+        from mpi4py import MPI
 
         if MPI.COMM_WORLD.Get_size() == size:
             comm = MPI.COMM_WORLD
@@ -171,12 +172,10 @@ def barrier(info: DistInfo) -> None:
 
 def abort_all(exc: BaseException, rank: int) -> None:
     """Report ``exc`` and abort every MPI rank (so that peers blocked in collectives exit)."""
-    import traceback  # noqa: PLC0415
-
     msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     print(f"[rank {rank}] {msg}; aborting all ranks", file=sys.stderr, flush=True)
     try:
-        from mpi4py import MPI  # noqa: PLC0415
+        from mpi4py import MPI
 
         if MPI.COMM_WORLD.Get_size() > 1:
             MPI.COMM_WORLD.Abort(2 if isinstance(exc, XrayflowError) else 1)

@@ -1,17 +1,10 @@
-"""Training sets from the simulate-stage physics, one HDF5 shard per task.
+"""Training sets from a modality's physics, one HDF5 shard per task.
 
-Two kinds (``data.kind``):
-
-* ``ptycho2d`` (PtychoNN style): a random thin object ``O = exp(-i·k·t·(δ - iβ))`` from a
-  random projected thickness map (soft-edged blobs on a smooth background), patches of it
-  under a Gaussian probe (``optics.gaussian.gaussian_beam``, ``Σ|P|² = photons``), far field
-  ``Ψ = F{P·O}`` (``optics.propagation.far_field``, ortho, so ``Σ I = photons × Σ|P O|²/Σ|P|²``).
-  Input: sqrt(counts), centred. Targets: patch amplitude and phase.
-* ``bragg_cdi3d`` (3D-CDI-NN / AutoPhaseNN style): a random faceted crystal
-  (``phantoms.faceted_crystals``) with a smooth strain phase inside, zero-
-  padded by ``oversampling`` (2 → 32³ crystal box, 64³ pattern), ``I = |F{ρ}|²`` scaled to
-  ``photons`` in total. Input: diffraction amplitude sqrt(counts), centred. Targets: support
-  (shape) and phase (0 outside the support).
+The modality (``data.kind``) is looked up in the registry; its training hooks
+(:mod:`xrayflow.train.hooks`) give the shard layout (pattern and target shapes, extra
+datasets such as a probe) and simulate the expected intensities and the targets, block by
+block (``chunk_rows``). This module adds what all modalities share: the noise, the network
+input sqrt(counts) with the zero frequency centred, the shard files and their manifest.
 
 Noise (``data.noise``, recorded in the shard attrs ``noise_model``):
 ``poisson_intensity`` (default; photon statistics: counts ~ Poisson(I), then optional Gaussian
@@ -25,99 +18,38 @@ shards r, r+W, …; launched with mpiexec), ``dask`` (if installed), ``multiproc
 multiprocessing when ``workers`` > 1, else serial. Existing complete shards with the same
 config are kept (restartable). A ``manifest.json`` lists the shards.
 
-Memory guard: the peak memory of one task (the random object or crystal box, one chunk of
-patterns and its FFT intermediates) times the tasks running at once on this node is
-estimated from the config and checked (:func:`xrayflow.memory.check_memory`, limit
-``data.max_memory_gb``) before anything is generated.
+Memory guard: the peak memory of one task (the modality's estimate for one block of rows,
+:meth:`~xrayflow.train.hooks.TrainingHooks.task_memory`) times the tasks running at once on
+this node is checked (:func:`xrayflow.memory.check_memory`, limit ``data.max_memory_gb``)
+before anything is generated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
-import math
+import multiprocessing as mp
 import os
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from xrayflow.backend import fftshift, get_backend
+from xrayflow.detector import poisson_counts
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.io.atomic import atomic_write_text
 from xrayflow.memory import check_memory
+from xrayflow.provenance import provenance
+from xrayflow.train.distributed import env_rank_size
+from xrayflow.train.hooks import training_hooks
 from xrayflow.train.shards import ShardWriter, shard_info
 
-__all__ = [
-    "bragg_patterns",
-    "crystal_support",
-    "generate",
-    "generate_shard",
-    "make_probe",
-    "ptycho_patterns",
-    "random_object",
-    "strain_phase",
-]
-
-
-# ----------------------------------------------------------------------------- physics
-def make_probe(n: int, pcfg: dict, photons: float) -> np.ndarray:
-    """Gaussian probe (n, n) complex64 with Σ|P|² = photons (A's ``gaussian_beam``)."""
-    from xrayflow.optics.constants import wavelength  # noqa: PLC0415
-    from xrayflow.optics.gaussian import gaussian_beam  # noqa: PLC0415
-
-    lam = wavelength(float(pcfg.get("energy_ev", 8000.0)))
-    px = float(pcfg.get("pixel_size", 10e-9))
-    p = gaussian_beam(
-        (n, n), px, lam, float(pcfg.get("waist_px", n / 8)) * px, z=float(pcfg.get("defocus", 0.0))
-    )
-    p = np.asarray(p, dtype=np.complex128)
-    p *= math.sqrt(photons / float(np.sum(np.abs(p) ** 2)))
-    return p.astype(np.complex64)
-
-
-def random_object(
-    shape, ocfg: dict, rng: np.random.Generator, delta_beta: tuple[float, float] | None = None
-) -> np.ndarray:
-    """Random thin-object transmission (complex64): one material, random projected thickness.
-
-    Thickness map f ∈ [0, 1]: soft-edged blobs (thresholded smooth noise, feature size
-    ``feature_px``) plus a weak smooth background. Phase = -phase_max·f (δ > 0 gives a negative
-    phase, docs/physics.md); amplitude = exp(-(β/δ)·phase_max·f) with β/δ from the material,
-    or = amplitude_min**f when no material is given.
-    """
-    feat = float(ocfg.get("feature_px", 6.0))
-    g = ndimage.gaussian_filter(rng.standard_normal(shape), feat, mode="wrap")
-    g /= g.std() + 1e-12
-    edge = float(ocfg.get("edge_width", 0.3))
-    thr = rng.uniform(-0.5, 0.8)
-    f = 1.0 / (1.0 + np.exp(-(g - thr) / edge))
-    bg = ndimage.gaussian_filter(rng.standard_normal(shape), 4 * feat, mode="wrap")
-    bg = (bg - bg.min()) / (np.ptp(bg) + 1e-12)
-    f = np.clip(0.8 * f + 0.2 * bg, 0.0, 1.0)
-    phase_max = float(ocfg.get("phase_max", 1.0)) * rng.uniform(0.5, 1.0)
-    phase = -phase_max * f
-    if delta_beta is not None:
-        delta, beta = delta_beta
-        log_amp = -(beta / delta) * phase_max * f
-    else:
-        log_amp = math.log(float(ocfg.get("amplitude_min", 0.8))) * f
-    return (np.exp(log_amp) * np.exp(1j * phase)).astype(np.complex64)
-
-
-def ptycho_patterns(probe: np.ndarray, patches: np.ndarray, backend=None) -> np.ndarray:
-    """Expected far-field intensities (B, n, n) of ``probe × patches``, DC at the corner."""
-    from xrayflow.optics.propagation import far_field  # noqa: PLC0415
-
-    backend = backend or get_backend("cpu", workers=1)
-    F = far_field(probe[None] * patches, backend)
-    return (F.real**2 + F.imag**2).astype(np.float64)
+__all__ = ["generate", "generate_shard", "shard_path", "task_memory"]
 
 
 def _noisy_amplitude(expected: np.ndarray, dcfg: dict, rng) -> np.ndarray:
     """Network input (sqrt of counts) from expected counts, by the configured noise model."""
-    from xrayflow.detector import poisson_counts  # noqa: PLC0415
-
     noise = dcfg.get("noise", "poisson_intensity")
     read = float(dcfg.get("read_noise", 0.0))
     if noise == "poisson_intensity":
@@ -132,65 +64,9 @@ def _noisy_amplitude(expected: np.ndarray, dcfg: dict, rng) -> np.ndarray:
     raise ConfigError(f"train.data.noise: unknown {noise!r}")
 
 
-def crystal_support(m: int, rng: np.random.Generator, ccfg: dict) -> np.ndarray:
-    """Binary support (m, m, m) float32 of one random faceted crystal inside the box.
-
-    Uses ``phantoms.faceted_crystals`` (truncated octahedron: {111} and {100} facets, random
-    rotation, jittered facet distances, ``extra_facets`` random planes) with the {111} facet
-    distance drawn from ``radius`` × m voxels, then rolled so that its centre of mass lies
-    within half a voxel of the box centre ``(m - 1) / 2``: a diffraction intensity does not
-    see translations, so a network can only learn crystals at a fixed place (and the twin
-    ``rho(-r)`` about that centre, see :func:`xrayflow.train.loop.losses`).
-    """
-    from xrayflow.phantoms import faceted_crystals  # noqa: PLC0415
-
-    lo, hi = ccfg.get("radius", [0.2, 0.45])
-    ph = faceted_crystals(
-        (m, m, m),
-        1.0,
-        1,
-        rng,
-        radius_range=(float(lo) * m, float(hi) * m),
-        facet_jitter=float(ccfg.get("jitter", 0.1)),
-        extra_facets=int(ccfg.get("extra_facets", 2)),
-    )
-    sup = (ph.labels > 0).astype(np.float32)
-    com = ndimage.center_of_mass(sup)
-    shift = [int(round((m - 1) / 2 - c)) for c in com]
-    return np.roll(sup, shift, axis=(0, 1, 2))
-
-
-def strain_phase(support: np.ndarray, rng: np.random.Generator, ccfg: dict) -> np.ndarray:
-    """Smooth strain phase inside the support, mean 0, max |φ| = U(0.3, 1)·phase_max."""
-    m = support.shape[0]
-    sig = float(ccfg.get("strain_scale", 0.25)) * m
-    g = ndimage.gaussian_filter(rng.standard_normal(support.shape), sig, mode="wrap")
-    inside = support > 0
-    if not inside.any():
-        return np.zeros_like(support)
-    g = g - g[inside].mean()
-    g /= np.abs(g[inside]).max() + 1e-12
-    amp = float(ccfg.get("phase_max", 1.0)) * rng.uniform(0.3, 1.0)
-    return (amp * g * inside).astype(np.float32)
-
-
-def bragg_patterns(rho: np.ndarray, oversampling: int, photons: float, backend=None):
-    """Expected intensities (..., N, N, N), N = m·oversampling, of crystals ρ (..., m, m, m)
-    zero-padded, DC at the corner, each scaled to ``photons`` in total (ortho FFT)."""
-    backend = backend or get_backend("cpu", workers=1)
-    m = rho.shape[-1]
-    n = m * int(oversampling)
-    lo = (n - m) // 2
-    box = np.zeros((*rho.shape[:-3], n, n, n), np.complex128)
-    box[..., lo : lo + m, lo : lo + m, lo : lo + m] = rho
-    F = backend.fftn(box, axes=(-3, -2, -1), overwrite_x=True)
-    inten = F.real**2 + F.imag**2
-    total = inten.sum(axis=(-3, -2, -1), keepdims=True)
-    return inten * (photons / np.maximum(total, 1e-300))
-
-
 # ----------------------------------------------------------------------------- shards
 def _shard_attrs(config: dict, index: int, n_shards: int) -> dict:
+    """The attributes every shard has (the modality adds its layout's)."""
     d = config["data"]
     return {
         "kind": d["kind"],
@@ -211,8 +87,7 @@ def _shard_attrs(config: dict, index: int, n_shards: int) -> dict:
 
 
 def _config_hash(config: dict) -> str:
-    import hashlib  # noqa: PLC0415
-
+    """Hash of what determines the shards' content: seed and ``data`` (not how it runs)."""
     keep = {
         "seed": config.get("seed", 0),
         "data": {
@@ -225,135 +100,57 @@ def _config_hash(config: dict) -> str:
 
 
 def shard_path(out_dir, index: int) -> Path:
+    """Path of shard ``index`` in ``out_dir``."""
     return Path(out_dir) / f"shard-{index:05d}.h5"
 
 
-def _provenance(config, seed):
-    try:
-        from xrayflow.provenance import provenance  # noqa: PLC0415
-
-        return provenance(config, seed)
-    except Exception:  # pragma: no cover
-        return {"seed": seed}
-
-
 def generate_shard(config: dict, index: int, out_dir) -> Path:
-    """Generate shard ``index`` (deterministic from ``seed`` and ``index``); returns its path."""
+    """Generate shard ``index`` (deterministic from ``seed`` and ``index``); returns its path.
+
+    A complete shard already there with the same config hash is kept.
+    """
     d = config["data"]
-    n_shards = int(d["n_shards"])
     path = shard_path(out_dir, index)
-    chash = _config_hash(config)
     if path.is_file():
         try:
-            if shard_info(path)["attrs"].get("config_hash") == chash:
+            if shard_info(path)["attrs"].get("config_hash") == _config_hash(config):
                 return path
         except DataError:
             pass
+    _, hooks = training_hooks(d["kind"], "train.data.kind")
     seed = int(config.get("seed", 0))
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    attrs = _shard_attrs(config, index, int(d["n_shards"]))
+    attrs["provenance"] = json.dumps(provenance(config, seed), default=str)
+    input_shape, target_shapes, layout_attrs, extras = hooks.shard_layout(d)
+    attrs.update(layout_attrs)
+    backend = get_backend("cpu", workers=1)
     n = int(d["samples_per_shard"])
     chunk = int(d.get("chunk_rows", 32))
-    attrs = _shard_attrs(config, index, n_shards)
-    attrs["provenance"] = json.dumps(_provenance(config, seed), default=str)
-    backend = get_backend("cpu", workers=1)
-    kind = d["kind"]
-    if kind == "ptycho2d":
-        p = d.get("ptycho2d", {})
-        size = int(p.get("size", 64))
-        probe = make_probe(size, p.get("probe", {}), float(d["photons"]))
-        ocfg = p.get("object", {})
-        dbeta = None
-        if ocfg.get("material"):
-            from xrayflow.optics.materials import refractive_index  # noqa: PLC0415
-
-            dbeta = refractive_index(
-                ocfg["material"], float(p.get("probe", {}).get("energy_ev", 8000.0))
-            )
-        osz = int(p.get("object_size", 4 * size))
-        per_obj = int(p.get("patches_per_object", 16))
-        if osz < size:
-            raise ConfigError("train.data.ptycho2d.object_size must be >= size")
-        attrs["pattern_size"] = size
-        with ShardWriter(
-            path,
-            n,
-            (size, size),
-            {"amplitude": (size, size), "phase": (size, size)},
-            chunk,
-            attrs,
-            d.get("compression"),
-            extras={"probe": probe},
-        ) as w:
-            _fill_ptycho2d(w, probe, ocfg, dbeta, osz, per_obj, d, rng, backend)
-    elif kind == "bragg_cdi3d":
-        c = d.get("bragg_cdi3d", {})
-        m = int(c.get("size", 32))
-        ov = int(c.get("oversampling", 2))
-        N = m * ov
-        attrs["oversampling"] = ov
-        with ShardWriter(
-            path,
-            n,
-            (N, N, N),
-            {"support": (m, m, m), "phase": (m, m, m)},
-            chunk,
-            attrs,
-            d.get("compression"),
-        ) as w:
-            _fill_bragg(w, m, ov, c, d, rng, backend)
-    else:
-        raise ConfigError(f"train.data.kind: unknown {kind!r} (ptycho2d | bragg_cdi3d)")
+    compression = d.get("compression")
+    with ShardWriter(path, n, input_shape, target_shapes, chunk, attrs, compression, extras) as w:
+        starts = range(0, w.n, w.chunk_rows)
+        sizes = [min(w.chunk_rows, w.n - s) for s in starts]
+        blocks = hooks.simulate(d, extras, sizes, rng, backend)
+        for start, (expected, targets) in zip(starts, blocks, strict=True):
+            amp = _noisy_amplitude(expected, d, rng)
+            w.write(start, fftshift(amp, axes=tuple(range(1, amp.ndim))), targets)
     return path
 
 
-def _fill_ptycho2d(w: ShardWriter, probe, ocfg, dbeta, osz, per_obj, d, rng, backend) -> None:
-    """Rows of a 2D shard: one random object per ``per_obj`` rows, random patches of it."""
-    from xrayflow.optics.multislice import extract_patches  # noqa: PLC0415
-
-    size = probe.shape[-1]
-    obj, obj_id = None, -1
-    for s in range(0, w.n, w.chunk_rows):
-        e = min(w.n, s + w.chunk_rows)
-        ids = np.arange(s, e) // per_obj
-        patches = np.empty((e - s, size, size), np.complex64)
-        for oid in np.unique(ids):
-            if oid != obj_id:
-                obj, obj_id = random_object((osz, osz), ocfg, rng, dbeta), oid
-            rows = np.flatnonzero(ids == oid)
-            corners = rng.integers(0, osz - size + 1, (len(rows), 2))
-            patches[rows] = extract_patches(obj, corners, size)[0]
-        amp = _noisy_amplitude(ptycho_patterns(probe, patches, backend), d, rng)
-        w.write(
-            s,
-            fftshift(amp, axes=(-2, -1)),
-            {"amplitude": np.abs(patches), "phase": np.angle(patches)},
-        )
-
-
-def _fill_bragg(w: ShardWriter, m, ov, c, d, rng, backend) -> None:
-    """Rows of a 3D shard: random crystals with strain, patterns batched per chunk."""
-    for s in range(0, w.n, w.chunk_rows):
-        e = min(w.n, s + w.chunk_rows)
-        sup = np.stack([crystal_support(m, rng, c) for _ in range(e - s)])
-        ph = np.stack([strain_phase(x, rng, c) for x in sup])
-        expected = bragg_patterns(sup * np.exp(1j * ph), ov, float(d["photons"]), backend)
-        amp = _noisy_amplitude(expected, d, rng)
-        w.write(s, fftshift(amp, axes=(-3, -2, -1)), {"support": sup, "phase": ph})
-
-
 def _work(args):
+    """Generate one shard (a parallel task); its path as a string."""
     config, index, out_dir = args
     return str(generate_shard(config, index, out_dir))
 
 
 def _mpi_comm():
-    from xrayflow.train.distributed import env_rank_size  # noqa: PLC0415
-
+    """MPI.COMM_WORLD under an MPI launch with more than one rank, else None."""
     _, size, _ = env_rank_size()
     if size <= 1:
         return None
     try:
-        from mpi4py import MPI  # noqa: PLC0415
+        from mpi4py import MPI
     except ImportError:  # pragma: no cover
         return None
     return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
@@ -363,22 +160,7 @@ def task_memory(config: dict) -> dict[str, float]:
     """Estimated peak bytes of one generation task (one shard being written), by part."""
     d = config["data"]
     rows = max(1, min(int(d.get("chunk_rows", 32)), int(d.get("samples_per_shard", 1))))
-    if d.get("kind", "ptycho2d") == "bragg_cdi3d":
-        c = d.get("bragg_cdi3d", {})
-        m = float(c.get("size", 32))
-        n = m * int(c.get("oversampling", 2))
-        return {
-            f"{rows} padded crystals and their FFT ({int(n)}^3 complex128)": 16.0 * 3 * rows * n**3,
-            f"{rows} patterns, counts and amplitudes ({int(n)}^3 float64)": 8.0 * 4 * rows * n**3,
-            f"{rows} supports and phases ({int(m)}^3)": 8.0 * 6 * rows * m**3,
-        }
-    p = d.get("ptycho2d", {})
-    size = float(p.get("size", 64))
-    osz = float(p.get("object_size", 4 * size))
-    return {
-        f"random object ({int(osz)}^2, float64 intermediates)": 8.0 * 10 * osz**2,
-        f"{rows} patches and patterns ({int(size)}^2)": 8.0 * 10 * rows * size**2,
-    }
+    return training_hooks(d["kind"], "train.data.kind")[1].task_memory(d, rows)
 
 
 def generate(
@@ -425,14 +207,12 @@ def generate(
         comm.Barrier()
     elif mode == "dask":
         try:
-            import dask  # noqa: PLC0415
+            import dask
         except ImportError:
             raise ConfigError("train.data.parallel: dask is not installed") from None
         tasks = [dask.delayed(_work)(j) for j in jobs]
         dask.compute(*tasks, scheduler="processes", num_workers=nw)
     elif mode == "multiprocessing":
-        import multiprocessing as mp  # noqa: PLC0415
-
         with mp.get_context("spawn").Pool(min(nw, n_shards)) as pool:
             for p in pool.imap_unordered(_work, jobs):
                 log(f"wrote {p}")

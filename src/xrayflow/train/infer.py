@@ -3,12 +3,14 @@
 Inputs accepted:
 
 * a training shard (dataset ``inputs``: sqrt(counts), centred);
-* a CXI file (``xrayflow.io.cxi``): counts are read in blocks of ``batch`` frames with
-  ``read_cxi(indices=...)``, converted to sqrt(counts) and centred if stored uncentred.
-  The pattern size must equal the model's input size (crop/bin beforehand).
+* a CXI file (``xrayflow.io.cxi``): a pattern spans the network's last ``ndim`` axes of
+  the data (2D networks: every frame is one pattern, read in blocks of ``batch`` frames
+  with ``read_cxi(indices=...)``; 3D networks: the frame stack is one pattern), converted
+  to sqrt(counts) and centred if stored uncentred. The pattern size must equal the model's
+  input size (crop/bin beforehand).
 
-Output (written atomically): ``amplitude`` and ``phase`` (2D models) or ``support`` and
-``phase`` (3D models), float32, chunked by batch; root attrs ``model`` (path),
+Output (written atomically): one dataset per network head (e.g. ``amplitude`` and
+``phase``, or ``support`` and ``phase``), float32, chunked by batch; root attrs ``model`` (path),
 ``n_patterns``, ``time_per_pattern_s`` (network forward incl. host↔device copies, excluding
 file I/O), ``total_time_s``, ``device``, ``config`` and ``provenance`` (JSON strings).
 
@@ -32,9 +34,10 @@ import torch
 from xrayflow.backend import fftshift
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
+from xrayflow.io.cxi import DATA_PATHS, read_cxi, read_cxi_meta
 from xrayflow.memory import check_memory
-from xrayflow.train.loop import _provenance, load_model
-from xrayflow.train.networks import activation_bytes, count_parameters
+from xrayflow.networks import EncoderDecoder, count_parameters, load_model
+from xrayflow.provenance import provenance
 from xrayflow.train.shards import check_block
 
 __all__ = ["infer"]
@@ -42,8 +45,6 @@ __all__ = ["infer"]
 
 def _input_kind(path: Path) -> tuple[str, str, tuple]:
     """("shard" | "cxi", dataset name, shape) of an inference input; DataError otherwise."""
-    from xrayflow.io.cxi import DATA_PATHS  # noqa: PLC0415
-
     src = repr(str(path))
     try:
         with h5py.File(path, "r") as f:
@@ -71,8 +72,9 @@ def _input_kind(path: Path) -> tuple[str, str, tuple]:
         ) from None
 
 
-def _blocks(path: Path, batch: int, kind: str, name: str):
-    """Yield (n_total, block of sqrt-count patterns, centred) blocks from a shard or CXI file.
+def _blocks(path: Path, batch: int, kind: str, name: str, ndim: int):
+    """Yield (n_patterns, block of sqrt-count patterns, centred) from a shard or CXI file,
+    ``batch`` patterns of ``ndim`` axes a block.
 
     Every block is checked (finite, non-negative) before it is used.
     """
@@ -95,27 +97,25 @@ def _blocks(path: Path, batch: int, kind: str, name: str):
         except OSError as exc:
             raise DataError(f"{src}: unreadable (truncated or corrupt?): {exc}") from None
         return
-    from xrayflow.io.cxi import read_cxi, read_cxi_meta  # noqa: PLC0415
-
-    meta = read_cxi_meta(path)
-    n = int(meta["n_frames"])
-    for s in range(0, n, batch):
-        d = read_cxi(path, indices=slice(s, min(n, s + batch)), truth=False, check=False)
+    n = int(read_cxi_meta(path)["n_frames"])
+    per = 1 if ndim == 2 else n  # frames per pattern: a 3D pattern is the frame stack
+    for s in range(0, n, batch * per):
+        d = read_cxi(path, indices=slice(s, min(n, s + batch * per)), truth=False, check=False)
         counts = np.asarray(d.data, dtype=np.float32)
         check_block(counts, src, name, s, nonnegative=True, unit="frame")
-        a = np.sqrt(counts)
+        a = np.sqrt(counts).reshape(-1, *counts.shape[-ndim:])
         if not d.centred:
-            a = fftshift(a, axes=(-2, -1))
-        yield n, a
+            a = fftshift(a, axes=tuple(range(1, a.ndim)))
+        yield n // per, a
 
 
-def infer_memory(model, net_cfg: dict, meta: dict, shape: tuple, batch: int) -> dict:
-    """Estimated peak bytes of inference, by part (memory guard)."""
-    in_size, ndim = int(meta["input_size"]), len(shape) - 1
+def infer_memory(model: EncoderDecoder, shape: tuple, batch: int) -> dict:
+    """Estimated peak bytes of inference of ``batch`` patterns of a stack ``shape``
+    (patterns, *pattern), by part (memory guard)."""
     pattern = 4.0 * float(np.prod(shape[1:], dtype=np.float64))
     b = max(1, min(int(batch), int(shape[0])))
-    out = 4.0 * float(meta.get("output_size") or in_size) ** ndim * len(model.heads)
-    act = activation_bytes(net_cfg, ndim, in_size, meta.get("output_size"), training=False)
+    out = 4.0 * float(model.output_size) ** model.ndim * len(model.heads)
+    act = model.activation_bytes(training=False)
     n_par = count_parameters(model)
     return {
         f"model ({n_par:,} parameters)": 4.0 * n_par,
@@ -146,11 +146,11 @@ def infer(
         raise DataError(f"{str(data_path)!r}: input file does not exist")
     model, config, prov, meta = load_model(model_path, dev)
     kind, name, shape = _input_kind(data_path)
-    if kind == "cxi" and len(shape) == 2:  # a single frame
-        shape = (1, *shape)
-    if len(shape) < 3 or shape[0] == 0:
+    ndim = model.ndim
+    if len(shape) < ndim or 0 in shape:
         raise DataError(f"{str(data_path)!r}: dataset {name!r} {shape} is not a stack of patterns")
-    parts = infer_memory(model, config.get("network", {}), meta, shape, batch)
+    shape = (int(np.prod(shape[:-ndim])), *shape[-ndim:])  # (patterns, *pattern)
+    parts = infer_memory(model, shape, batch)
     check_memory(parts, "train --infer", max_memory_gb, "infer.max_memory_gb")
     heads = list(model.heads)
     in_size = int(meta["input_size"])
@@ -159,8 +159,8 @@ def infer(
     n_done = 0
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as fo:
         dsets = None
-        for n, block in _blocks(data_path, batch, kind, name):
-            if block.shape[-1] != in_size or block.shape[-2] != in_size:
+        for n, block in _blocks(data_path, batch, kind, name, ndim):
+            if block.shape[1:] != (in_size,) * ndim:
                 raise DataError(
                     f"{str(data_path)!r}: patterns {block.shape[1:]} do not match the model "
                     f"input size {in_size}"
@@ -193,7 +193,7 @@ def infer(
         for k, v in summary.items():
             fo.attrs[k] = v
         fo.attrs["config"] = json.dumps(config)
-        fo.attrs["provenance"] = json.dumps(_provenance({"infer": summary}, None), default=str)
+        fo.attrs["provenance"] = json.dumps(provenance({"infer": summary}, None), default=str)
         fo.attrs["model_provenance"] = json.dumps(prov, default=str)
     log(
         f"inferred {n_done} patterns: {summary['time_per_pattern_s'] * 1e3:.3f} ms/pattern "

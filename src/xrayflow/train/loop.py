@@ -5,6 +5,8 @@
   kernels have no deterministic variant) for the duration of :func:`train` only (the caller's
   settings are restored on return). The data order is a function of (seed, epoch)
   (see :mod:`xrayflow.train.shards`), never of the rank count.
+* Modality: the shards' ``kind`` names it (:func:`xrayflow.train.hooks.shard_hooks`); its
+  training hooks build the network and compute the per-sample losses.
 * Loss: per-sample losses are summed and divided by the **global** batch size; gradients are
   SUM-all-reduced over ranks, so W ranks with ``global_batch / W`` samples each compute the
   same step as 1 rank.
@@ -24,35 +26,37 @@
 * A non-finite training loss stops the run with an error (the data are checked finite as
   they are read, so it names the learning rate as the likely cause).
 * Metrics: one JSON line per epoch in ``<out>.metrics.jsonl``; progress lines on stderr.
-* Model file (``out``): ``{"format", "state_dict", "config_json", "provenance_json", ...}``,
-  loadable with ``torch.load(weights_only=True)`` (:func:`load_model`).
+* Model file (``out``): :func:`xrayflow.networks.save_model` (loads with
+  :func:`xrayflow.networks.load_model`).
+
+A run (:func:`_train`) is :func:`_set_up` (data, network, optimizer, scheduler),
+:func:`_restore` (checkpoint or fresh start), then per epoch :func:`_run_epoch`
+(:func:`_train_steps` of :func:`_step` each, then :func:`_end_epoch`: validation, early
+stopping, metrics, checkpoint) and :func:`_finish` (the model file).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import random
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from xrayflow.errors import ConfigError, DataError
-from xrayflow.io.atomic import atomic_path
 from xrayflow.io.fingerprint import run_fingerprint
 from xrayflow.memory import check_memory
+from xrayflow.networks import atomic_torch_save, count_parameters, jsonable, save_model
+from xrayflow.provenance import provenance
 from xrayflow.train import distributed as D
-from xrayflow.train.networks import (
-    activation_bytes,
-    build_network,
-    count_parameters,
-    estimate_parameters,
-)
+from xrayflow.train.hooks import TrainingHooks, shard_hooks, training_hooks
 from xrayflow.train.shards import (
     ShardDataset,
     check_block,
@@ -61,9 +65,7 @@ from xrayflow.train.shards import (
     shard_info,
 )
 
-MODEL_FORMAT = "xrayflow-model"
-
-__all__ = ["MODEL_FORMAT", "load_model", "losses", "save_model", "set_determinism", "train"]
+__all__ = ["data_files", "precise_bn", "set_determinism", "train", "training_memory"]
 
 
 # ----------------------------------------------------------------------------- utilities
@@ -78,190 +80,6 @@ def set_determinism(seed: int, deterministic: bool = True, cuda: bool = False) -
         torch.use_deterministic_algorithms(True, warn_only=cuda)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-
-
-def _provenance(config: dict, seed) -> dict:
-    try:
-        from xrayflow.provenance import provenance  # noqa: PLC0415
-
-        return provenance(config, seed)
-    except Exception:  # pragma: no cover - helper C's module not available
-        import platform  # noqa: PLC0415
-
-        import xrayflow  # noqa: PLC0415
-
-        return {
-            "xrayflow": xrayflow.__version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "seed": seed,
-            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": " ".join(sys.argv),
-        }
-
-
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def _atomic_torch_save(obj, path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
-
-
-# ----------------------------------------------------------------------------- model files
-def save_model(
-    path, model: torch.nn.Module, config: dict, provenance: dict, meta: dict | None = None
-) -> Path:
-    """Write weights + config + provenance (JSON strings), loadable with weights_only=True."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    obj = {
-        "format": MODEL_FORMAT,
-        "format_version": 1,
-        "state_dict": state,
-        "config_json": json.dumps(_jsonable(config)),
-        "provenance_json": json.dumps(_jsonable(provenance)),
-        "meta_json": json.dumps(_jsonable(meta or {})),
-    }
-    _atomic_torch_save(obj, path)
-    return Path(path)
-
-
-def load_model(path, device="cpu") -> tuple[torch.nn.Module, dict, dict, dict]:
-    """Load a model file with ``weights_only=True``.
-
-    Returns (model in eval mode, config, provenance, meta).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{str(p)!r}: model file does not exist")
-    try:
-        obj = torch.load(p, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{str(p)!r}: not a loadable xrayflow model file: {exc}") from None
-    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
-        raise DataError(f"{str(p)!r}: not an xrayflow model file")
-    for key in ("state_dict", "config_json", "meta_json"):
-        if key not in obj:
-            raise DataError(f"{str(p)!r}: not a complete xrayflow model file (no {key!r})")
-    try:
-        config = json.loads(obj["config_json"])
-        meta = json.loads(obj["meta_json"])
-        prov = json.loads(obj.get("provenance_json") or "{}")
-        model = build_network(config["network"], meta["input_size"], meta.get("output_size"))
-        model.load_state_dict(obj["state_dict"])
-    except (ValueError, KeyError, TypeError, RuntimeError, ConfigError) as exc:
-        what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
-        raise DataError(f"{str(p)!r}: inconsistent xrayflow model file ({what})") from None
-    model.to(device).eval()
-    return model, config, prov, meta
-
-
-# ----------------------------------------------------------------------------- losses
-def _err(a, b, kind):
-    d = a - b
-    return d * d if kind == "mse" else d.abs()
-
-
-def _far_field_2d(amp, phase, probe):
-    obj = torch.polar(amp, phase)
-    psi = probe * obj
-    return torch.fft.fftshift(torch.fft.fft2(psi, norm="ortho"), dim=(-2, -1)).abs()
-
-
-def _far_field_3d(support, phase, n_in):
-    rho = torch.polar(support, phase)
-    m = rho.shape[-1]
-    pad = n_in - m
-    if pad:
-        lo = pad // 2
-        rho = torch.nn.functional.pad(rho, (lo, pad - lo) * 3)
-    return torch.fft.fftshift(
-        torch.fft.fftn(rho, dim=(-3, -2, -1), norm="ortho"), dim=(-3, -2, -1)
-    ).abs()
-
-
-def centre_crop(t: torch.Tensor, m: int) -> torch.Tensor:
-    """The centred ``m`` box of every spatial axis of ``t`` (B, n, ...) (start ``(n - m) // 2``)."""
-    n = t.shape[-1]
-    if n == m:
-        return t
-    lo = (n - m) // 2
-    return t[(slice(None),) + (slice(lo, lo + m),) * (t.dim() - 1)]
-
-
-def _twin(t: torch.Tensor) -> torch.Tensor:
-    """``t(-r)`` about the box centre: every spatial axis of (B, m, ...) reversed."""
-    return torch.flip(t, dims=tuple(range(1, t.dim())))
-
-
-def _cdi_terms(out: dict, s: torch.Tensor, ph: torch.Tensor, metric: str, dims) -> dict:
-    return {
-        "support": _err(out["support"], s, metric).mean(dims),
-        "phase": (_err(out["phase"], ph, metric) * s).sum(dims) / s.sum(dims).clamp_min(1.0),
-    }
-
-
-def losses(kind: str, out: dict, batch: dict, loss_cfg: dict, probe=None) -> dict:
-    """Per-sample loss terms (each a (B,) tensor) and their weighted ``total``.
-
-    Supervised terms compare with the targets, centre-cropped to the output size (phase of 3D
-    crystals only inside the true support). 3D terms are twin-invariant: a crystal ``rho(r)``
-    and its twin ``conj(rho(-r))`` have the same diffraction intensity, so each sample is
-    scored against whichever of the two its prediction is closer to (support and phase terms
-    together). The unsupervised ``far_field`` term compares the predicted object's far field
-    (torch.fft, norm="ortho", centred; 2D: probe × object, absolute photon scale; 3D: object
-    zero-padded to the pattern size, least-squares scale fitted per sample) with the measured
-    amplitude sqrt(counts) = ``batch["input"]``.
-    """
-    mode = loss_cfg.get("mode", "supervised")
-    metric = loss_cfg.get("kind", "mse")
-    w = {
-        "amplitude": 1.0,
-        "phase": 1.0,
-        "support": 1.0,
-        "far_field": 1.0,
-        **loss_cfg.get("weights", {}),
-    }
-    terms: dict[str, torch.Tensor] = {}
-    dims = tuple(range(1, out["phase"].dim()))
-    if mode in ("supervised", "both"):
-        m = out["phase"].shape[-1]
-        if kind == "ptycho2d":
-            for h in ("amplitude", "phase"):
-                terms[h] = _err(out[h], centre_crop(batch[h], m), metric).mean(dims)
-        else:
-            s, ph = centre_crop(batch["support"], m), centre_crop(batch["phase"], m)
-            a = _cdi_terms(out, s, ph, metric, dims)
-            b = _cdi_terms(out, _twin(s), -_twin(ph), metric, dims)
-            first = w["support"] * a["support"] + w["phase"] * a["phase"] <= (
-                w["support"] * b["support"] + w["phase"] * b["phase"]
-            )
-            for h in ("support", "phase"):
-                terms[h] = torch.where(first, a[h], b[h])
-    if mode in ("unsupervised", "both"):
-        meas = batch["input"]
-        if kind == "ptycho2d":
-            if probe is None:
-                raise DataError("unsupervised 2D loss needs the probe (dataset 'probe' in shards)")
-            pred = _far_field_2d(out["amplitude"], out["phase"], probe)
-            norm = meas.pow(2).mean(dims).clamp_min(1e-12)
-            terms["far_field"] = (pred - meas).pow(2).mean(dims) / norm
-        else:
-            pred = _far_field_3d(out["support"], out["phase"], meas.shape[-1])
-            sdims = tuple(range(1, pred.dim()))
-            scale = (pred * meas).sum(sdims) / pred.pow(2).sum(sdims).clamp_min(1e-12)
-            shape = (-1,) + (1,) * len(sdims)
-            norm = meas.pow(2).mean(sdims).clamp_min(1e-12)
-            terms["far_field"] = (scale.view(shape) * pred - meas).pow(2).mean(sdims) / norm
-    if not terms:
-        raise ConfigError(f"train.training.loss.mode: unknown {mode!r}")
-    terms["total"] = sum(w[k] * v for k, v in terms.items())
-    return terms
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -321,14 +139,7 @@ def _set_np_rng_state(s: str) -> None:
     np.random.set_state(state)  # noqa: NPY002
 
 
-# ----------------------------------------------------------------------------- training
-def _data_kind(info: dict) -> str:
-    k = info["attrs"].get("kind", "")
-    if k in ("ptycho2d", "bragg_cdi3d"):
-        return k
-    return "ptycho2d" if len(info["input_shape"]) == 2 else "bragg_cdi3d"
-
-
+# ----------------------------------------------------------------------------- set-up
 def _global_torch_settings() -> tuple:
     """Process-wide torch settings that :func:`_train` changes (restored afterwards)."""
     return (
@@ -393,10 +204,13 @@ def training_memory(
     world_size: int = 1,
     n_samples: int | None = None,
 ) -> dict[str, float]:
-    """Estimated peak bytes of training, by part (memory guard; from config and headers)."""
-    n_par = estimate_parameters(net_cfg, in_size, out_size)
+    """Estimated peak bytes of training, by part (memory guard; from config and headers,
+    the network built on torch's meta device, which allocates nothing)."""
+    _, hooks = training_hooks(net_cfg["kind"], "train.network.kind")
+    with torch.device("meta"):
+        net = hooks.network(net_cfg, in_size, out_size)
+    n_par = count_parameters(net)
     states = {"adam": 2, "adamw": 2, "sgd": 1}.get(tcfg.get("optimizer", "adam"), 2)
-    ndim = len(sinfo["input_shape"])
     lb = max(1, int(tcfg.get("global_batch", 32)) // max(1, world_size))
     sb = _sample_bytes(sinfo)
     window = int(tcfg.get("shuffle_buffer", 1024)) + int(sinfo["chunk_rows"])
@@ -407,8 +221,7 @@ def training_memory(
         * n_par
         * (2 + states + 2),
         f"shuffle window ({window} samples / {world_size} rank(s))": sb * window / world_size,
-        f"activations of a batch of {lb}": float(lb)
-        * (activation_bytes(net_cfg, ndim, in_size, out_size) + 2 * sb),
+        f"activations of a batch of {lb}": float(lb) * (net.activation_bytes() + 2 * sb),
     }
 
 
@@ -437,7 +250,7 @@ def _load_checkpoint(path: Path, device) -> dict:
     """The training checkpoint at ``path``; DataError naming it when it cannot be used."""
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/zip/IO failure
+    except Exception as exc:  # any unpickling, zip or IO failure
         reason = " ".join(str(exc).split()) or type(exc).__name__
         if reason.startswith("Weights only load failed"):
             reason = "not a torch file that loads with weights_only=True"
@@ -455,6 +268,284 @@ def _load_checkpoint(path: Path, device) -> dict:
     return ck
 
 
+@dataclass
+class _Data:
+    """The training data of a run: the shards, their modality, the split and its batches."""
+
+    shards: list[Path]
+    sinfo: dict  # header of the first shard
+    fingerprint: str  # content hash of the shards and manifest
+    kind: str  # the modality
+    hooks: TrainingHooks
+    in_size: int  # pattern side
+    out_size: int  # predicted side
+    train: ShardDataset
+    val: ShardDataset
+    steps_per_epoch: int
+
+
+@dataclass
+class _Run:
+    """One training run: its settings, data and outputs, what it trains, and how far it is
+    (``state``: epoch, batch in epoch, step, epoch loss sums, early-stopping state)."""
+
+    config: dict  # the train config, network.kind resolved
+    seed: int
+    info: D.DistInfo
+    log: Callable[[str], None]
+    out: Path
+    data: _Data
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    extras: dict[str, torch.Tensor]  # the loss's extra datasets
+    fingerprint: str  # of the settings that change the result
+    state: dict
+    best_state: dict | None = None
+    rate: float = 0.0  # samples/s of the current epoch
+
+    @property
+    def tcfg(self) -> dict:
+        return self.config["training"]
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out.with_name(self.out.name + ".ckpt")
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out.with_name(self.out.name + ".metrics.jsonl")
+
+    @property
+    def epochs(self) -> int:
+        return int(self.tcfg.get("epochs", 10))
+
+    def to_device(self, batch: dict) -> dict:
+        """A loader batch's tensors on this rank's device (without the sample ids)."""
+        return {
+            k: v.to(self.info.device, non_blocking=True) for k, v in batch.items() if k != "sid"
+        }
+
+
+def _open_data(config: dict, data, info: D.DistInfo) -> tuple[dict, _Data]:
+    """The shards of ``data``, their modality, the config with ``network.kind`` resolved for
+    it, and this rank's train and held-out datasets. ConfigError for a network, output size
+    or global batch that does not fit the shards or the ranks; ResourceError when the memory
+    estimate exceeds the limit; DataError for fewer samples than one global batch."""
+    tcfg = config["training"]
+    shards = list_shards(data)
+    sinfo = shard_info(shards[0])
+    data_fp = run_fingerprint({}, data_files(data, shards))
+    kind, hooks = shard_hooks(sinfo)
+    net_cfg = dict(config["network"])
+    if net_cfg.get("kind", "auto") != "auto":
+        if training_hooks(net_cfg["kind"], "train.network.kind")[0] != kind:
+            raise ConfigError(f"train.network.kind: {net_cfg['kind']!r} does not fit {kind} shards")
+    net_cfg["kind"] = kind
+    config = {**config, "network": net_cfg}
+    in_size = sinfo["input_shape"][-1]
+    tgt_size = next(iter(sinfo["target_shapes"].values()))[-1]
+    out_size = int(net_cfg.get("output_size") or tgt_size)
+    if out_size > tgt_size or (tgt_size - out_size) % 2:
+        raise ConfigError(
+            f"train.network.output_size: {out_size} must be <= the targets' size {tgt_size} "
+            "and differ from it by an even number (the centre of the targets is predicted)"
+        )
+    hooks.check(config, tgt_size, out_size)
+    G = int(tcfg.get("global_batch", 32))
+    if G % info.world_size:
+        raise ConfigError(
+            f"train.training.global_batch: {G} is not divisible by the {info.world_size} ranks"
+        )
+    common = dict(
+        val_fraction=float(tcfg.get("val_fraction", 0.1)),
+        split_seed=int(tcfg.get("split_seed", 0)),
+        seed=int(config.get("seed", 0)),
+        shuffle_buffer=int(tcfg.get("shuffle_buffer", 1024)),
+        global_batch=G,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    train_ds = ShardDataset(shards, split="train", shuffle=True, **common)
+    val_ds = ShardDataset(shards, split="val", shuffle=False, **common)
+    n_all = sum(int(i["n_samples"]) for i in train_ds.infos)
+    parts = training_memory(net_cfg, sinfo, tcfg, in_size, out_size, info.world_size, n_all)
+    _check_training_memory(parts, tcfg, info.device)
+    steps = train_ds.n_global_batches()
+    if steps == 0:
+        raise DataError(
+            f"{data}: {train_ds.n_split} training samples, fewer than one global batch of {G}"
+        )
+    return config, _Data(
+        shards, sinfo, data_fp, kind, hooks, in_size, out_size, train_ds, val_ds, steps
+    )
+
+
+def _loss_extras(d: _Data, loss_cfg: dict, device) -> dict[str, torch.Tensor]:
+    """The modality's ``LOSS_EXTRAS`` datasets of the first shard as tensors on ``device``
+    (complex64 or float32), checked finite; none for the supervised loss, which needs none."""
+    mode = loss_cfg.get("mode", "supervised")
+    if mode == "supervised":
+        return {}
+    extras = {}
+    for name in d.hooks.LOSS_EXTRAS:
+        a = shard_extras(d.shards[0], name)
+        if a is None:
+            raise DataError(f"{d.shards[0]}: the {mode} loss needs dataset {name!r}")
+        a = np.asarray(a, dtype=np.complex64 if np.iscomplexobj(a) else np.float32)
+        check_block(np.abs(a)[None], repr(str(d.shards[0])), name, 0, False)
+        extras[name] = torch.as_tensor(a, device=device)
+    return extras
+
+
+def _set_up(config: dict, data, out, log) -> _Run:
+    """Everything before the first step: ranks and device, threads and determinism, the data
+    (:func:`_open_data`), the network (seeded), optimizer, scheduler, the loss's extra
+    datasets and the fingerprint of the settings that change the result."""
+    tcfg = config["training"]
+    seed = int(config.get("seed", 0))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = D.init_distributed(tcfg.get("device", "auto"))
+    if log is None:
+
+        def log(msg):
+            if info.is_main:
+                print(msg, file=sys.stderr, flush=True)
+
+    threads = int(tcfg.get("threads", 0))
+    if threads > 0:
+        torch.set_num_threads(threads)
+    set_determinism(seed, bool(tcfg.get("deterministic", True)), info.device.type == "cuda")
+    config, d = _open_data(config, data, info)
+    net_cfg = config["network"]
+    torch.manual_seed(seed)
+    model = d.hooks.network(net_cfg, d.in_size, d.out_size).to(info.device)
+    D.broadcast_parameters(model, info)
+    opt = _make_optimizer(model.parameters(), tcfg)
+    epochs = int(tcfg.get("epochs", 10))
+    sched = _make_scheduler(
+        opt, tcfg.get("schedule", {}), epochs * d.steps_per_epoch, d.steps_per_epoch
+    )
+    extras = _loss_extras(d, tcfg.get("loss", {}), info.device)
+    training = {k: v for k, v in tcfg.items() if k not in _NOT_RESULT_KEYS}
+    fingerprint = json.dumps(
+        jsonable({"network": net_cfg, "seed": seed, "training": training}), sort_keys=True
+    )
+    state = {
+        "epoch": 0,
+        "batch": 0,
+        "step": 0,
+        "loss_sum": 0.0,
+        "seen": 0,
+        "best_val": math.inf,
+        "bad_epochs": 0,
+        "stopped_early": False,
+    }
+    return _Run(config, seed, info, log, out, d, model, opt, sched, extras, fingerprint, state)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _restore(run: _Run, resume: bool) -> None:
+    """Continue from ``<out>.ckpt`` when ``resume`` and it was written for the same config
+    and data (:func:`_resume`); otherwise start fresh, with a notice when resuming was asked
+    for, and remove an old metrics file."""
+    ck = _checkpoint_to_resume(run) if resume else None
+    if ck is not None:
+        _resume(run, ck)
+    elif run.info.is_main and run.metrics_path.exists():
+        run.metrics_path.unlink()
+
+
+def _checkpoint_to_resume(run: _Run) -> dict | None:
+    """The checkpoint, when there is one written for this config and data; else None, with
+    a notice saying why training starts fresh."""
+    path = run.ckpt_path
+    if not (path.exists() or path.is_symlink()):
+        run.log(f"--resume: no checkpoint {path}; starting fresh")
+        return None
+    ck = _load_checkpoint(path, run.info.device)
+    changed = [
+        what
+        for what, key, mine in (
+            ("config", "fingerprint", run.fingerprint),
+            ("training data", "data_fingerprint", run.data.fingerprint),
+        )
+        if ck.get(key) != mine
+    ]
+    if changed:
+        run.log(
+            f"--resume: the checkpoint {path} was written for other inputs "
+            f"({' and '.join(changed)} changed); starting fresh"
+        )
+        return None
+    return ck
+
+
+def _resume(run: _Run, ck: dict) -> None:
+    """Weights, optimizer, scheduler, progress, best weights and RNG states from the
+    checkpoint ``ck``; metrics lines of the epochs it had not finished dropped."""
+    path, info = run.ckpt_path, run.info
+    try:
+        run.model.load_state_dict(ck["model"])
+        run.opt.load_state_dict(ck["optimizer"])
+        run.sched.load_state_dict(ck["scheduler"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise DataError(
+            f"--resume: the checkpoint {str(path)!r} does not fit this network "
+            f"({str(exc).splitlines()[0]}); delete it or run without --resume"
+        ) from None
+    run.state.update(json.loads(ck["state_json"]))
+    run.best_state = ck.get("best_model")
+    torch.set_rng_state(ck["torch_rng"].cpu())
+    _set_np_rng_state(ck["numpy_rng"])
+    pv, pkeys, pg = json.loads(ck["python_rng"])
+    random.setstate((pv, tuple(pkeys), pg))
+    if info.device.type == "cuda" and "cuda_rng" in ck:
+        torch.cuda.set_rng_state(ck["cuda_rng"].cpu())
+    if info.is_main and run.metrics_path.exists():
+        keep = [
+            ln
+            for ln in run.metrics_path.read_text().splitlines()
+            if _metrics_epoch(ln) < run.state["epoch"]
+        ]
+        run.metrics_path.write_text("".join(ln + "\n" for ln in keep))
+    s = run.state
+    run.log(f"resumed from {path} at epoch {s['epoch']} batch {s['batch']} (step {s['step']})")
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """Write ``<out>.ckpt`` atomically (rank 0): weights, optimizer, scheduler, progress,
+    best weights, RNG states and the fingerprints of the config and data."""
+    if not run.info.is_main:
+        return
+    py = random.getstate()
+    obj = {
+        "model": {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()},
+        "optimizer": run.opt.state_dict(),
+        "scheduler": run.sched.state_dict(),
+        "state_json": json.dumps(run.state),
+        "best_model": run.best_state,
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": _np_rng_state(),
+        "python_rng": json.dumps([py[0], list(py[1]), py[2]]),
+        "fingerprint": run.fingerprint,
+        "data_fingerprint": run.data.fingerprint,
+    }
+    if run.info.device.type == "cuda":
+        obj["cuda_rng"] = torch.cuda.get_rng_state()
+    atomic_torch_save(obj, run.ckpt_path)
+
+
+def _metrics_epoch(line: str) -> float:
+    """Epoch of a metrics line (inf for a blank or unreadable line, which is dropped)."""
+    try:
+        return float(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+# ----------------------------------------------------------------------------- training
 def train(config: dict, data, out, resume: bool = False, log=None) -> dict:
     """Train (see :func:`_train`); under several MPI ranks an error on one rank aborts all.
 
@@ -487,342 +578,196 @@ def _train(config: dict, data, out, resume: bool = False, log=None) -> dict:
         summary dict (finished, epochs, steps, best_val_loss, stopped_early, samples_per_s,
         time_s, ranks, parameters) plus "model": the trained module (best weights restored).
     """
-    tcfg = config["training"]
-    seed = int(config.get("seed", 0))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out.with_name(out.name + ".ckpt")
-    metrics_path = out.with_name(out.name + ".metrics.jsonl")
-
-    info = D.init_distributed(tcfg.get("device", "auto"))
-    if log is None:
-
-        def log(msg):
-            if info.is_main:
-                print(msg, file=sys.stderr, flush=True)
-
-    threads = int(tcfg.get("threads", 0))
-    if threads > 0:
-        torch.set_num_threads(threads)
-    set_determinism(seed, bool(tcfg.get("deterministic", True)), info.device.type == "cuda")
-
-    shards = list_shards(data)
-    sinfo = shard_info(shards[0])
-    data_fp = run_fingerprint({}, data_files(data, shards))
-    kind = _data_kind(sinfo)
-    net_cfg = dict(config["network"])
-    want = {"ptycho2d": "ptycho2d", "bragg_cdi3d": "cdi3d"}[kind]
-    if net_cfg.get("kind", "auto") == "auto":
-        net_cfg["kind"] = want
-    if net_cfg["kind"] != want:
-        raise ConfigError(f"train.network.kind: {net_cfg['kind']!r} does not fit {kind} shards")
-    config = {**config, "network": net_cfg}
-    in_size = sinfo["input_shape"][-1]
-    tgt_size = next(iter(sinfo["target_shapes"].values()))[-1]
-    out_size = int(net_cfg.get("output_size") or tgt_size)
-    if out_size > tgt_size or (tgt_size - out_size) % 2:
-        raise ConfigError(
-            f"train.network.output_size: {out_size} must be <= the targets' size {tgt_size} "
-            "and differ from it by an even number (the centre of the targets is predicted)"
-        )
-    if (
-        kind == "ptycho2d"
-        and out_size != tgt_size
-        and tcfg.get("loss", {}).get("mode", "supervised") != "supervised"
-    ):
-        raise ConfigError(
-            "train.network.output_size: the 2D far-field loss (training.loss.mode "
-            f"{tcfg['loss']['mode']!r}) needs the whole patch ({tgt_size}), got {out_size}"
-        )
-
-    G = int(tcfg.get("global_batch", 32))
-    if G % info.world_size:
-        raise ConfigError(
-            f"train.training.global_batch: {G} is not divisible by the {info.world_size} ranks"
-        )
-    common = dict(
-        val_fraction=float(tcfg.get("val_fraction", 0.1)),
-        split_seed=int(tcfg.get("split_seed", 0)),
-        seed=seed,
-        shuffle_buffer=int(tcfg.get("shuffle_buffer", 1024)),
-        global_batch=G,
-        rank=info.rank,
-        world_size=info.world_size,
+    run = _set_up(config, data, out, log)
+    _restore(run, resume)
+    d = run.data
+    run.log(
+        f"training {d.kind} ({count_parameters(run.model):,} parameters) on "
+        f"{d.train.n_split} samples ({d.val.n_split} held out), {run.info.world_size} rank(s), "
+        f"global batch {d.train.global_batch}, {d.steps_per_epoch} steps/epoch, "
+        f"device {run.info.device}"
     )
-    train_ds = ShardDataset(shards, split="train", shuffle=True, **common)
-    val_ds = ShardDataset(shards, split="val", shuffle=False, **common)
-    n_all = sum(int(i["n_samples"]) for i in train_ds.infos)
-    parts = training_memory(net_cfg, sinfo, tcfg, in_size, out_size, info.world_size, n_all)
-    _check_training_memory(parts, tcfg, info.device)
-    steps_per_epoch = train_ds.n_global_batches()
-    if steps_per_epoch == 0:
-        raise DataError(
-            f"{data}: {train_ds.n_split} training samples, fewer than one global batch of {G}"
-        )
-    epochs = int(tcfg.get("epochs", 10))
-    total_steps = epochs * steps_per_epoch
+    t_start = time.perf_counter()
+    finished = True
+    while run.state["epoch"] < run.epochs and not run.state["stopped_early"]:
+        if not _run_epoch(run):
+            finished = False
+            break
+    return _finish(run, finished, t_start)
 
-    torch.manual_seed(seed)
-    model = build_network(net_cfg, in_size, out_size).to(info.device)
-    D.broadcast_parameters(model, info)
-    opt = _make_optimizer(model.parameters(), tcfg)
-    sched = _make_scheduler(opt, tcfg.get("schedule", {}), total_steps, steps_per_epoch)
-    loss_cfg = tcfg.get("loss", {})
-    probe = None
-    if loss_cfg.get("mode", "supervised") != "supervised" and kind == "ptycho2d":
-        p = shard_extras(shards[0], "probe")
-        if p is None:
-            raise DataError(f"{shards[0]}: unsupervised loss needs dataset 'probe'")
-        check_block(np.abs(np.asarray(p))[None], repr(str(shards[0])), "probe", 0, False)
-        probe = torch.as_tensor(np.asarray(p, dtype=np.complex64), device=info.device)
 
-    es = tcfg.get("early_stopping", {})
-    patience = int(es.get("patience", 0))
-    min_delta = float(es.get("min_delta", 0.0))
-    state = {
-        "epoch": 0,
-        "batch": 0,
-        "step": 0,
-        "loss_sum": 0.0,
-        "seen": 0,
-        "best_val": math.inf,
-        "bad_epochs": 0,
-        "stopped_early": False,
-    }
-    best_state = None
-    fingerprint = json.dumps(
-        _jsonable(
-            {
-                "network": net_cfg,
-                "seed": seed,
-                "training": {k: v for k, v in tcfg.items() if k not in _NOT_RESULT_KEYS},
-            }
-        ),
-        sort_keys=True,
-    )
+def _run_epoch(run: _Run) -> bool:
+    """One epoch: its steps, then validation and its record. False when ``max_steps`` ends
+    the run before the last epoch (mid-epoch: checkpointed by :func:`_train_steps`)."""
+    t0 = time.perf_counter()
+    if not _train_steps(run, t0):
+        return False
+    _end_epoch(run, t0)
+    max_steps = int(run.tcfg.get("max_steps", 0))
+    return not (max_steps and run.state["step"] >= max_steps and run.state["epoch"] < run.epochs)
 
-    ck = None
-    if resume and not (ckpt_path.exists() or ckpt_path.is_symlink()):
-        log(f"--resume: no checkpoint {ckpt_path}; starting fresh")
-    elif resume:
-        ck = _load_checkpoint(ckpt_path, info.device)
-        changed = [
-            what
-            for what, key, mine in (
-                ("config", "fingerprint", fingerprint),
-                ("training data", "data_fingerprint", data_fp),
-            )
-            if ck.get(key) != mine
-        ]
-        if changed:
-            log(
-                f"--resume: the checkpoint {ckpt_path} was written for other inputs "
-                f"({' and '.join(changed)} changed); starting fresh"
-            )
-            ck = None
-    if ck is not None:
-        try:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise DataError(
-                f"--resume: the checkpoint {str(ckpt_path)!r} does not fit this network "
-                f"({str(exc).splitlines()[0]}); delete it or run without --resume"
-            ) from None
-        state.update(json.loads(ck["state_json"]))
-        best_state = ck.get("best_model")
-        torch.set_rng_state(ck["torch_rng"].cpu())
-        _set_np_rng_state(ck["numpy_rng"])
-        pv, pkeys, pg = json.loads(ck["python_rng"])
-        random.setstate((pv, tuple(pkeys), pg))
-        if info.device.type == "cuda" and "cuda_rng" in ck:
-            torch.cuda.set_rng_state(ck["cuda_rng"].cpu())
-        if info.is_main and metrics_path.exists():
-            keep = [
-                ln
-                for ln in metrics_path.read_text().splitlines()
-                if _metrics_epoch(ln) < state["epoch"]
-            ]
-            metrics_path.write_text("".join(ln + "\n" for ln in keep))
-        log(
-            f"resumed from {ckpt_path} at epoch {state['epoch']} batch {state['batch']} "
-            f"(step {state['step']})"
-        )
-    elif info.is_main and metrics_path.exists():
-        metrics_path.unlink()
 
-    def save_ckpt():
-        if not info.is_main:
-            return
-        py = random.getstate()
-        obj = {
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "state_json": json.dumps(state),
-            "best_model": best_state,
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": _np_rng_state(),
-            "python_rng": json.dumps([py[0], list(py[1]), py[2]]),
-            "fingerprint": fingerprint,
-            "data_fingerprint": data_fp,
-        }
-        if info.device.type == "cuda":
-            obj["cuda_rng"] = torch.cuda.get_rng_state()
-        _atomic_torch_save(obj, ckpt_path)
-
-    log(
-        f"training {net_cfg['kind']} ({count_parameters(model):,} parameters) on "
-        f"{train_ds.n_split} samples ({val_ds.n_split} held out), {info.world_size} rank(s), "
-        f"global batch {G}, {steps_per_epoch} steps/epoch, device {info.device}"
-    )
+def _train_steps(run: _Run, t0: float) -> bool:
+    """The epoch's optimizer steps from batch ``state["batch"]`` on, with progress lines and
+    checkpoints every ``checkpoint_every`` steps. False when ``max_steps`` stopped it before
+    the epoch's last batch (then checkpointed); ``t0``: the epoch's start (perf_counter)."""
+    s, tcfg, ds = run.state, run.tcfg, run.data.train
+    ep = s["epoch"]
+    ds.set_epoch(ep)
+    ds.set_start_batch(s["batch"])
+    workers = int(tcfg.get("num_workers", 0))
+    loader = torch.utils.data.DataLoader(ds, batch_size=ds.local_batch, num_workers=workers)
     ck_every = int(tcfg.get("checkpoint_every", 0))
     max_steps = int(tcfg.get("max_steps", 0))
     log_every = int(tcfg.get("log_every", 50))
-    nw = int(tcfg.get("num_workers", 0))
-    finished = True
-    t_start = time.perf_counter()
-    rate = 0.0
-
-    def to_dev(batch):
-        return {k: v.to(info.device, non_blocking=True) for k, v in batch.items() if k != "sid"}
-
-    while state["epoch"] < epochs and not state["stopped_early"]:
-        ep = state["epoch"]
-        train_ds.set_epoch(ep)
-        train_ds.set_start_batch(state["batch"])
-        loader = torch.utils.data.DataLoader(
-            train_ds, batch_size=train_ds.local_batch, num_workers=nw
-        )
-        model.train()
-        t0 = time.perf_counter()
-        n0 = state["seen"]
-        interrupted = False
-        for batch in _batches(loader):
-            b = to_dev(batch)
-            outp = model(b["input"])
-            terms = losses(kind, outp, b, loss_cfg, probe)
-            loss = terms["total"].sum() / G
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            D.allreduce_gradients(model, info)
-            clip = float(tcfg.get("grad_clip", 0.0))
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            sched.step()
-            gl = D.allreduce_sum([float(terms["total"].detach().sum())], info)[0]
-            if not math.isfinite(gl):
-                raise ConfigError(
-                    f"train: the training loss is {gl} at epoch {ep} step {state['step'] + 1} "
-                    "although the shards hold finite values; the likely cause is a learning "
-                    f"rate too high for this network (training.lr={tcfg.get('lr')}): lower "
-                    "training.lr or set training.grad_clip"
-                )
-            state["loss_sum"] += gl
-            state["seen"] += G
-            state["batch"] += 1
-            state["step"] += 1
-            dt = time.perf_counter() - t0
-            rate = (state["seen"] - n0) / max(dt, 1e-9)
-            if log_every and state["step"] % log_every == 0:
-                log(
-                    f"epoch {ep} step {state['step']} loss {gl / G:.5g} "
-                    f"lr {opt.param_groups[0]['lr']:.3g} {rate:.1f} samples/s"
-                )
-            if ck_every and state["step"] % ck_every == 0:
-                save_ckpt()
-            if max_steps and state["step"] >= max_steps:
-                interrupted = True
-                break
-        if interrupted and state["batch"] < steps_per_epoch:
-            save_ckpt()
-            finished = False
-            log(
-                f"stopped at max_steps={max_steps} (epoch {ep}, batch {state['batch']}); "
-                f"continue with --resume"
+    run.model.train()
+    n0 = s["seen"]
+    interrupted = False
+    for batch in _batches(loader):
+        gl = _step(run, run.to_device(batch))
+        s["loss_sum"] += gl
+        s["seen"] += ds.global_batch
+        s["batch"] += 1
+        s["step"] += 1
+        run.rate = (s["seen"] - n0) / max(time.perf_counter() - t0, 1e-9)
+        if log_every and s["step"] % log_every == 0:
+            run.log(
+                f"epoch {ep} step {s['step']} loss {gl / ds.global_batch:.5g} "
+                f"lr {run.opt.param_groups[0]['lr']:.3g} {run.rate:.1f} samples/s"
             )
+        if ck_every and s["step"] % ck_every == 0:
+            _save_checkpoint(run)
+        if max_steps and s["step"] >= max_steps:
+            interrupted = True
             break
-        # ---- end of epoch: validation, early stopping, metrics
-        if int(tcfg.get("precise_bn", 0)):
-            train_ds.set_start_batch(0)
-            loader = torch.utils.data.DataLoader(train_ds, batch_size=train_ds.local_batch)
-            precise_bn(model, loader, int(tcfg["precise_bn"]), to_dev)
-        val = _validate(model, val_ds, kind, loss_cfg, probe, info, to_dev)
-        train_loss = state["loss_sum"] / max(state["seen"], 1)
-        improved = val is not None and val < state["best_val"] - min_delta
-        if val is not None:
-            if improved:
-                state["best_val"] = val
-                state["bad_epochs"] = 0
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            else:
-                state["bad_epochs"] += 1
-                if patience and state["bad_epochs"] >= patience:
-                    state["stopped_early"] = True
-        rec = {
-            "epoch": ep,
-            "step": state["step"],
-            "train_loss": train_loss,
-            "val_loss": val,
-            "best_val_loss": None if math.isinf(state["best_val"]) else state["best_val"],
-            "lr": opt.param_groups[0]["lr"],
-            "samples_per_s": rate,
-            "epoch_time_s": time.perf_counter() - t0,
-            "ranks": info.world_size,
-        }
-        if info.is_main:
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-        log(
-            f"epoch {ep} done: train {train_loss:.5g} val {val if val is None else f'{val:.5g}'}"
-            f" {rate:.1f} samples/s" + (" (early stop)" if state["stopped_early"] else "")
+    if interrupted and s["batch"] < run.data.steps_per_epoch:
+        _save_checkpoint(run)
+        run.log(
+            f"stopped at max_steps={max_steps} (epoch {ep}, batch {s['batch']}); "
+            "continue with --resume"
         )
-        state.update(epoch=ep + 1, batch=0, loss_sum=0.0, seen=0)
-        save_ckpt()
-        if max_steps and state["step"] >= max_steps and state["epoch"] < epochs:
-            finished = False
-            break
+        return False
+    return True
 
+
+def _step(run: _Run, batch: dict) -> float:
+    """One optimizer step on this rank's part of a global batch: the modality's losses
+    summed over the batch / global batch size, gradients summed over ranks, optional
+    gradient clipping, scheduler step. Returns the global batch's summed loss; ConfigError
+    when it is not finite."""
+    tcfg = run.tcfg
+    terms = run.data.hooks.losses(
+        run.model(batch["input"]), batch, tcfg.get("loss", {}), run.extras
+    )
+    loss = terms["total"].sum() / run.data.train.global_batch
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    D.allreduce_gradients(run.model, run.info)
+    clip = float(tcfg.get("grad_clip", 0.0))
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    run.opt.step()
+    run.sched.step()
+    gl = D.allreduce_sum([float(terms["total"].detach().sum())], run.info)[0]
+    if not math.isfinite(gl):
+        raise ConfigError(
+            f"train: the training loss is {gl} at epoch {run.state['epoch']} step "
+            f"{run.state['step'] + 1} although the shards hold finite values; the likely "
+            f"cause is a learning rate too high for this network (training.lr="
+            f"{tcfg.get('lr')}): lower training.lr or set training.grad_clip"
+        )
+    return gl
+
+
+def _end_epoch(run: _Run, t0: float) -> None:
+    """After an epoch's steps: batch-norm statistics (``precise_bn``), validation, early
+    stopping, the metrics line and progress line, then the next epoch's state, checkpointed.
+    ``t0``: the epoch's start (perf_counter)."""
+    s, tcfg = run.state, run.tcfg
+    ep = s["epoch"]
+    if int(tcfg.get("precise_bn", 0)):
+        ds = run.data.train
+        ds.set_start_batch(0)
+        loader = torch.utils.data.DataLoader(ds, batch_size=ds.local_batch)
+        precise_bn(run.model, loader, int(tcfg["precise_bn"]), run.to_device)
+    val = _validate(run)
+    train_loss = s["loss_sum"] / max(s["seen"], 1)
+    _early_stopping(run, val)
+    rec = {
+        "epoch": ep,
+        "step": s["step"],
+        "train_loss": train_loss,
+        "val_loss": val,
+        "best_val_loss": None if math.isinf(s["best_val"]) else s["best_val"],
+        "lr": run.opt.param_groups[0]["lr"],
+        "samples_per_s": run.rate,
+        "epoch_time_s": time.perf_counter() - t0,
+        "ranks": run.info.world_size,
+    }
+    if run.info.is_main:
+        with open(run.metrics_path, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+    run.log(
+        f"epoch {ep} done: train {train_loss:.5g} val {val if val is None else f'{val:.5g}'}"
+        f" {run.rate:.1f} samples/s" + (" (early stop)" if s["stopped_early"] else "")
+    )
+    s.update(epoch=ep + 1, batch=0, loss_sum=0.0, seen=0)
+    _save_checkpoint(run)
+
+
+def _early_stopping(run: _Run, val: float | None) -> None:
+    """Keep the best held-out loss and its weights; stop after ``patience`` epochs without
+    an improvement by more than ``min_delta`` (``training.early_stopping``)."""
+    if val is None:
+        return
+    s = run.state
+    es = run.tcfg.get("early_stopping", {})
+    if val < s["best_val"] - float(es.get("min_delta", 0.0)):
+        s["best_val"] = val
+        s["bad_epochs"] = 0
+        run.best_state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+    else:
+        s["bad_epochs"] += 1
+        patience = int(es.get("patience", 0))
+        if patience and s["bad_epochs"] >= patience:
+            s["stopped_early"] = True
+
+
+def _finish(run: _Run, finished: bool, t_start: float) -> dict:
+    """The run's summary; when finished, the best weights restored (``restore_best``), the
+    model file written and the checkpoint removed (rank 0). Ends the process group."""
+    s, info = run.state, run.info
     summary = {
         "finished": finished,
-        "epochs": state["epoch"],
-        "steps": state["step"],
-        "best_val_loss": None if math.isinf(state["best_val"]) else state["best_val"],
-        "stopped_early": state["stopped_early"],
-        "samples_per_s": rate,
+        "epochs": s["epoch"],
+        "steps": s["step"],
+        "best_val_loss": None if math.isinf(s["best_val"]) else s["best_val"],
+        "stopped_early": s["stopped_early"],
+        "samples_per_s": run.rate,
         "time_s": time.perf_counter() - t_start,
         "ranks": info.world_size,
-        "parameters": count_parameters(model),
+        "parameters": count_parameters(run.model),
     }
     if finished:
-        if tcfg.get("restore_best", True) and best_state is not None:
-            model.load_state_dict(best_state)
+        if run.tcfg.get("restore_best", True) and run.best_state is not None:
+            run.model.load_state_dict(run.best_state)
+        d = run.data
         meta = {
-            "input_size": in_size,
-            "output_size": out_size,
-            "data_kind": kind,
+            "input_size": d.in_size,
+            "output_size": d.out_size,
+            "data_kind": d.kind,
             "data_attrs": {
-                k: v for k, v in sinfo["attrs"].items() if k not in ("config", "provenance")
+                k: v for k, v in d.sinfo["attrs"].items() if k not in ("config", "provenance")
             },
             "summary": summary,
         }
         if info.is_main:
-            save_model(out, model, config, _provenance(config, seed), meta)
-            ckpt_path.unlink(missing_ok=True)  # a finished run leaves no checkpoint behind
+            save_model(run.out, run.model, run.config, provenance(run.config, run.seed), meta)
+            run.ckpt_path.unlink(missing_ok=True)  # a finished run leaves no checkpoint behind
     D.barrier(info)
-    summary["model"] = model
+    summary["model"] = run.model
     D.shutdown(info)
     return summary
-
-
-def _metrics_epoch(line: str) -> float:
-    """Epoch of a metrics line (inf for a blank or unreadable line, which is dropped)."""
-    try:
-        return float(json.loads(line)["epoch"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf
 
 
 def _batches(loader):
@@ -867,17 +812,21 @@ def precise_bn(model, loader, n_batches: int, to_dev) -> int:
 
 
 @torch.no_grad()
-def _validate(model, ds: ShardDataset, kind, loss_cfg, probe, info, to_dev):
+def _validate(run: _Run) -> float | None:
+    """Mean total loss per held-out sample, over all ranks (None without held-out samples)."""
+    ds = run.data.val
     if ds.n_split == 0:
         return None
-    model.eval()
+    run.model.eval()
     s, n = 0.0, 0
     loader = torch.utils.data.DataLoader(ds, batch_size=max(1, ds.local_batch))
     for batch in _batches(loader):
-        b = to_dev(batch)
-        terms = losses(kind, model(b["input"]), b, loss_cfg, probe)
+        b = run.to_device(batch)
+        terms = run.data.hooks.losses(
+            run.model(b["input"]), b, run.tcfg.get("loss", {}), run.extras
+        )
         s += float(terms["total"].sum())
         n += len(b["input"])
-    s, n = D.allreduce_sum([s, float(n)], info)
-    model.train()
+    s, n = D.allreduce_sum([s, float(n)], run.info)
+    run.model.train()
     return s / max(n, 1)

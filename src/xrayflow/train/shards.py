@@ -3,12 +3,14 @@
 Shard layout (one file per generation task, written atomically)::
 
     /inputs              (N, *in_shape)  float32  network input: sqrt(counts), centred
-    /targets_<name>      (N, *out_shape) float32  e.g. targets_amplitude, targets_phase (2D),
-                                                  targets_support, targets_phase (3D)
-    /probe               (n, n) complex64         2D only: illumination (photons = sum |P|^2)
-    attrs: format="xrayflow-train-shard", format_version, kind ("ptycho2d" | "bragg_cdi3d"),
+    /targets_<name>      (N, *out_shape) float32  one per target of the modality, e.g.
+                                                  targets_amplitude and targets_phase
+    /<extra>             any                      the modality's extra datasets (e.g. probe)
+    attrs: format="xrayflow-train-shard", format_version, kind (the modality, data.kind;
+           train.hooks.training_hooks also reads the names of older shards),
            n_samples, chunk_rows, shard_index, n_shards, shard_uid, seed, targets (JSON list),
-           noise_model, photons, centred, input_transform, config (JSON), provenance (JSON)
+           noise_model, photons, centred, input_transform, config (JSON), provenance (JSON),
+           plus the modality's layout attrs
 
 All datasets are chunked along the sample axis by ``chunk_rows`` samples.
 
@@ -45,6 +47,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from xrayflow.errors import DataError
@@ -375,8 +378,6 @@ class ShardDataset(IterableDataset):
         self.split, self.val_fraction, self.split_seed = split, float(val_fraction), split_seed
         self.seed, self.shuffle, self.shuffle_buffer = int(seed), bool(shuffle), int(shuffle_buffer)
         if rank is None or world_size is None:
-            import torch.distributed as dist  # noqa: PLC0415
-
             if dist.is_available() and dist.is_initialized():
                 rank, world_size = dist.get_rank(), dist.get_world_size()
             else:

@@ -15,15 +15,30 @@ amplitudes, the variance-stabilised Poisson form) or ``poisson`` (negative log-l
 For the Gaussian loss without mask the gradient is ``2 (rho - P_M rho)`` (``P_M``: the
 modulus projection), so a gradient step of 0.5 followed by the support projection is exactly
 one error-reduction iteration.
+
+The model is also what the phase-retrieval solver (:mod:`xrayflow.solvers.phase_retrieval`)
+and the reconstruct stage see of the modality: the start from a network's prediction
+(:mod:`.network_start`) and the result file's object datasets.
 """
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
+
 from xrayflow import ad
-from xrayflow.backend import get_backend, ifftshift
+from xrayflow.backend import fftshift, get_backend, ifftshift, to_numpy
+from xrayflow.modalities.bragg_cdi.grid import embed
+from xrayflow.modalities.bragg_cdi.network_start import (
+    NETWORK_HIO,
+    network_predict,
+    network_start,
+    network_support,
+)
 from xrayflow.modalities.losses import LOSSES, intensity_loss, loss_target
 
-__all__ = ["LOSSES", "BraggCDIModel"]
+__all__ = ["LOSSES", "BraggCDIModel", "build"]
 
 
 class BraggCDIModel:
@@ -39,6 +54,10 @@ class BraggCDIModel:
             units of ``sqrt(scale)``; the minimiser is unchanged up to that factor.
         eps: regulariser of ``sqrt`` / ``log`` at zero intensity (in scaled counts).
         backend: :class:`xrayflow.backend.Backend` (default CPU, single precision).
+
+    Attributes the phase-retrieval solver uses: ``backend``, ``shape``, ``counts`` (photons,
+    DC-corner layout), ``total`` (sum of the counts, photons), ``er_step`` and the methods
+    below.
     """
 
     def __init__(
@@ -58,14 +77,11 @@ class BraggCDIModel:
         c = xp.asarray(counts, dtype=self.backend.real_dtype)
         if c.ndim != 3:
             raise ValueError(f"counts must be a 3D array (Z, Y, X), got shape {c.shape}")
-        if centred:
-            c = ifftshift(c)
-        c = c / self.backend.real_dtype(scale)
+        self.total = float(c.sum(dtype=np.float64))
+        self.counts = ifftshift(c) if centred else c
         self.shape = tuple(c.shape)
         self.loss_kind = loss
         self.eps = float(eps)
-        self.target = loss_target(c, loss)
-        self.amplitude = self.target if loss == "gaussian" else xp.sqrt(c)
         self.mask = None
         if mask is not None:
             m = xp.asarray(mask, dtype=bool)
@@ -74,6 +90,47 @@ class BraggCDIModel:
             if centred:
                 m = ifftshift(m)
             self.mask = m.astype(self.backend.real_dtype)
+        self._set_scale(scale)
+
+    def _set_scale(self, scale: float) -> None:
+        self.scale = float(scale)
+        c = self.counts / self.backend.real_dtype(scale)
+        self.target = loss_target(c, self.loss_kind)
+        self.amplitude = self.target if self.loss_kind == "gaussian" else self.backend.xp.sqrt(c)
+
+    def rescaled(self, scale: float) -> BraggCDIModel:
+        """This model with the counts in units of ``scale`` photons (``rho`` then in units
+        of ``sqrt(scale)``); shares the count and mask arrays."""
+        other = copy.copy(self)
+        other._set_scale(scale)
+        return other
+
+    @property
+    def er_step(self) -> float:
+        """The gradient step that amounts to one error-reduction iteration (dimensionless;
+        exact for ``gaussian``, the Poisson gradient being about twice as large)."""
+        return 0.5 if self.loss_kind == "gaussian" else 0.25
+
+    def embed(self, a):
+        """``a`` on the model's grid: as it is, or a smaller centred box zero-padded
+        (:func:`~xrayflow.modalities.bragg_cdi.grid.embed`)."""
+        return embed(a, self.shape, self.backend.xp)
+
+    def network_prediction(self, network, device: str = "cpu"):
+        """A trained 3D CDI network's ``(support probability, phase (rad), seconds)`` for
+        these counts (:func:`~xrayflow.modalities.bragg_cdi.network_start.network_predict`)."""
+        return network_predict(network, fftshift(to_numpy(self.counts)), True, device)
+
+    def prediction_start(self, support, phase) -> dict:
+        """Phase-retrieval start from a network's prediction of the crystal box (support
+        probability, phase (rad)): ``init`` (complex64 on the model's grid, NumPy),
+        ``support`` (bool, loose: shrink-wrap tightens it) and ``hio_iterations`` (the
+        default from a prediction), see :mod:`.network_start`."""
+        return {
+            "init": network_start(support, phase, self.shape),
+            "support": network_support(support, self.shape),
+            "hio_iterations": NETWORK_HIO,
+        }
 
     def far_field(self, rho):
         """``F{rho}`` (ortho 3D FFT, DC at the corner) as a Tensor."""
@@ -98,6 +155,15 @@ class BraggCDIModel:
         F *= fac
         return self.backend.ifftn(F, overwrite_x=True)
 
+    def fit_scale(self, rho):
+        """``rho`` times the least-squares factor that fits ``|F{rho}|`` to the measured
+        amplitude on good voxels."""
+        xp = self.backend.xp
+        mag = xp.abs(self.backend.fftn(rho))
+        w = self.mask if self.mask is not None else 1.0
+        den = float((w * mag * mag).sum())
+        return rho * (float((w * mag * self.amplitude).sum()) / den if den > 0 else 1.0)
+
     def r_factor(self, rho) -> float:
         """Normalised amplitude misfit ``sqrt(sum m (|F| - a)^2 / sum m a^2)`` (good voxels)."""
         xp = self.backend.xp
@@ -107,3 +173,22 @@ class BraggCDIModel:
             d = d * self.mask
             a2 = a2 * self.mask
         return float(xp.sqrt((d * d).sum() / xp.maximum(a2.sum(), 1e-30)))
+
+    def result_entries(self, result: dict, volume) -> dict:
+        """The result file's object datasets from a phase-retrieval ``result``: ``object``
+        (complex64, data grid, centred, data units), ``support`` (bool) and ``voxel_size``
+        (m, from the data file's ``object_pixel_size``; None if absent)."""
+        return {
+            "object": np.asarray(result["object"]).astype(np.complex64),
+            "support": result["support"],
+            "voxel_size": volume.attrs.get("object_pixel_size"),
+        }
+
+
+def build(cfg: dict, volume, backend) -> BraggCDIModel:
+    """The model of the reconstruct config ``cfg`` (data term ``cdi.loss``) for ``volume``,
+    the measured pattern: ``counts`` (Z, Y, X) photons, ``mask`` (bool or None),
+    ``centred``."""
+    return BraggCDIModel(
+        volume.counts, volume.mask, cfg["cdi"]["loss"], volume.centred, backend=backend
+    )

@@ -6,7 +6,7 @@ Gaussian-filtered white noise of correlation length ``bragg.strain.correlation_l
 scaled to the rms ``bragg.strain.amplitude`` inside the crystal), with
 ``Q = 2π/d · q̂`` (``bragg.d_spacing``, ``bragg.q_direction`` in (z, y, x)). The complex
 object ``ρ·exp(iφ)`` is zero-padded to the detector grid laterally and to
-``oversampling × Z`` along z (the rocking direction), and the 3D far field
+``oversampling × Z`` along z (the rocking direction) (:func:`.grid.embed`), and the 3D far field
 ``|FFTₙ(·)|²`` (unitary) is scaled so that it holds the configured photons in total.
 Frames are the slices along the rocking axis; the whole volume is stored centred
 (``fftshift`` over all three axes, ``attrs["fft_ndim"] = 3``).
@@ -15,15 +15,16 @@ Frames are the slices along the rocking axis; the whole volume is stored centred
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from xrayflow.backend import fftshift, ifftshift
 from xrayflow.io.cxi import DiffractionData
 from xrayflow.modalities import simulation as C
+from xrayflow.modalities.bragg_cdi.grid import embed
 
 
 def strain_phase(support, voxel, cfg, rng):
     """Displacement field (3, Z, Y, X) m and phase Q·u (rad) for the bragg section."""
-    from scipy.ndimage import gaussian_filter  # noqa: PLC0415
 
     st = cfg["bragg"]["strain"]
     amp = float(st["amplitude"])
@@ -80,10 +81,7 @@ def bragg_cdi(config: dict, rng, backend) -> DiffractionData:
     support = phantom.support()
     u, phase, qvec = strain_phase(support, voxel, cfg, s["strain"])
     obj = rho * np.exp(1j * phase)
-    nzp = shape[0] * os_
-    padded = np.zeros((nzp, ny, nx), dtype=np.complex128)
-    z0, y0, x0 = nzp // 2 - shape[0] // 2, ny // 2 - shape[1] // 2, nx // 2 - shape[2] // 2
-    padded[z0 : z0 + shape[0], y0 : y0 + shape[1], x0 : x0 + shape[2]] = obj
+    padded = embed(obj.astype(np.complex128), (shape[0] * os_, ny, nx))
     # object centre at index N//2 -> ifftshift so the FFT phase is flat for a centred object
     xp = backend.xp
     F = backend.fftn(backend.asarray(ifftshift(padded).astype(backend.complex_dtype)), norm="ortho")

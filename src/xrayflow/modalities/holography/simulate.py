@@ -16,37 +16,24 @@ and magnifications. Frames are real-space images (``centred = False``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from xrayflow.errors import PhysicsError
+from xrayflow.geometry import Geometry
 from xrayflow.io.cxi import DiffractionData
 from xrayflow.modalities import simulation as C
-from xrayflow.optics.constants import wavelength
+from xrayflow.operators import Propagation, exit_waves
 from xrayflow.optics.gaussian import gaussian_beam
-from xrayflow.optics.multislice import exit_waves
-from xrayflow.optics.propagation import check_propagation_sampling, propagate, transfer_function
+from xrayflow.optics.propagation import check_propagation_sampling, transfer_function
 
 
-def holography_geometry(cfg: dict):
-    """(geometry, effective distances, magnifications)."""
-    g = cfg["geometry"]
-    lam = float(wavelength(cfg["energy_ev"]))
-    shape = tuple(int(s) for s in C.pair(g["shape"]))
-    pix = tuple(float(p) for p in C.pair(g["pixel_size"]))
-    b = int(g["binning"])
-    if shape[0] % b or shape[1] % b:
-        raise C.kerr("geometry.binning", f"{b} does not divide the detector shape {shape}")
-    z2 = np.asarray(cfg["holography"]["distances"], dtype=np.float64)
-    z1 = cfg["holography"]["source_distance"]
-    if z1 is None:
-        mag = np.ones_like(z2)
-        zeff = z2.copy()
-    else:
-        mag = (z1 + z2) / z1
-        zeff = z1 * z2 / (z1 + z2)
-    obj = (pix[0] / mag[0], pix[1] / mag[0])
-    geo = C.Geometry(lam, shape, pix, float(z2[0]), b, obj)
-    return geo, zeff, mag
+def holography_geometry(cfg: dict) -> Geometry:
+    """The near-field geometry: distances ``holography.distances``, source distance
+    ``holography.source_distance`` (None: plane wave), object pixel ``p/M₁``."""
+    h = cfg["holography"]
+    return C.detector_geometry(cfg, h["distances"], h["source_distance"])
 
 
 def holography(config: dict, rng, backend) -> DiffractionData:
@@ -54,13 +41,15 @@ def holography(config: dict, rng, backend) -> DiffractionData:
     cfg = config
     s = C.rng_streams(rng, ("phantom", "probe", "scan", "noise"))
     C.check_phantom_config(cfg)
-    geo, zeff, mag = holography_geometry(cfg)
+    geo = holography_geometry(cfg)
+    zeff = geo.effective_distances
     relation = (
         "the detector pixel (plane-wave holography)"
         if cfg["holography"]["source_distance"] is None
         else "detector pixel / magnification (z1 + z2)/z1 of the first distance"
     )
     voxel = C.check_voxel_size(cfg, geo.object_pixel, relation)
+    geo = dataclasses.replace(geo, object_pixel=(voxel, voxel))
     n = geo.shape
     lam = geo.wavelength
     for j, z in enumerate(zeff):
@@ -117,11 +106,10 @@ def holography(config: dict, rng, backend) -> DiffractionData:
         H = transfer_function(
             "fresnel", n, voxel, lam, float(z), xp=xp, dtype=backend.complex_dtype
         )
-        u = propagate(psi, H, backend)
+        u = Propagation(H, backend.workers).fwd(psi)
         expected[j] = backend.to_numpy((xp.abs(u) ** 2).sum(axis=0))
     detector = C.make_detector(cfg, geo, centred=True)
     data = C.detect(cfg, detector, expected, s["noise"])
-    b = geo.binning
     truth = {
         "object": backend.to_numpy(trans).prod(axis=0) if n_sl > 1 else backend.to_numpy(trans)[0],
         "exit_wave": backend.to_numpy(psi).astype(np.complex64),
@@ -132,17 +120,10 @@ def holography(config: dict, rng, backend) -> DiffractionData:
         "modality": "holography",
         "space": "real",
         "illumination": cfg["holography"]["illumination"],
-        "distances": np.asarray(cfg["holography"]["distances"], dtype=np.float64),
-        "effective_distances": zeff,
-        "magnifications": mag,
-        "source_distance": cfg["holography"]["source_distance"],
-        "object_pixel_size": voxel,
         "photons": C.photon_scaling(cfg)[1],
         "photon_scaling": C.photon_scaling(cfg)[0],
         "poisson": bool(cfg["noise"]["poisson"]),
-        "binning": b,
         "n_slices": n_sl,
-        "frame_pixel_size": voxel * b,
         "note": "frames are magnification-corrected images on the object grid",
     }
     return C.package(cfg, geo, detector, data, truth, attrs, centred=False)

@@ -23,7 +23,7 @@ import numpy as np
 from xrayflow.errors import PhysicsError
 from xrayflow.io.cxi import DiffractionData
 from xrayflow.modalities import simulation as C
-from xrayflow.optics.multislice import MultisliceModel
+from xrayflow.operators import MultisliceModel
 
 STREAMS = ("phantom", "probe", "scan", "noise")
 

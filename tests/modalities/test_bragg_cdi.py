@@ -1,17 +1,41 @@
-"""3D Bragg CDI: differentiable model (models/bragg.py) and AD phase retrieval (cdi.py)."""
+"""3D Bragg CDI: the modality's differentiable model, network start and grid, the
+phase-retrieval solver (HIO/ER, shrink-wrap, gradient refinement) and its reconstruct stage
+glue (file in, result file out)."""
 
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
-from xrayflow import ad, cdi
+from xrayflow import ad
 from xrayflow.backend import get_backend
+from xrayflow.config import load_config
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.evaluate.alignment import align
 from xrayflow.evaluate.metrics import ssim
-from xrayflow.modalities.bragg_cdi.model import BraggCDIModel
+from xrayflow.io.cxi import DiffractionData, write_cxi
+from xrayflow.io.hdf5 import read_h5
+from xrayflow.modalities import stage_schema
+from xrayflow.modalities.bragg_cdi import RECONSTRUCT_SECTIONS, settings
+from xrayflow.modalities.bragg_cdi.grid import crop, embed
+from xrayflow.modalities.bragg_cdi.model import LOSSES, BraggCDIModel
+from xrayflow.modalities.bragg_cdi.network_start import (
+    NETWORK_HIO,
+    network_predict,
+    network_start,
+    network_support,
+)
+from xrayflow.networks import EncoderDecoder, network_options, save_model
+from xrayflow.reconstruct.phase_retrieval import reconstruct_file
 from xrayflow.simulate import simulate
+from xrayflow.solvers.phase_retrieval import (
+    ESTIMATE_HIO,
+    RANDOM_START_HIO,
+    random_start,
+    refine,
+    refine_from_network,
+    refine_from_prediction,
+)
 
 N = 32  # detector grid; crystal box N/2 (2x oversampled)
 SEED = 2
@@ -25,32 +49,48 @@ SSIM_MIN, PHASE_MAX = 0.9, 0.2
 STARTS = 4  # random starts: at 1/2 per start, all four miss with probability 1/16
 
 
-def _simulate(photons=1e8, poisson=True, seed=1):
-    vox = 1.378e-10 / (N * 55e-6)  # lambda z / (N p) at 9 keV, 1 m
-    cfg = {
+def _refine(data, init=None, support=None, config=None, rng=None, *, mask=None, centred=True):
+    """The solver on a model of the counts ``data`` with the settings ``config`` (partial)."""
+    cfg = settings(config)
+    return refine(BraggCDIModel(data, mask, cfg["loss"], centred), init, support, cfg, rng)
+
+
+def _from_network(net, data, config, centred=True):
+    return refine_from_network(BraggCDIModel(data, centred=centred), net, settings(config))
+
+
+def _crystal_config(n, seed, radii, photons, poisson=True):
+    """Simulate config of one faceted crystal on an n^3 grid (9 keV, 1 m, 55 um pixels);
+    ``radii``: its radius range in units of the grid's extent."""
+    vox = 1.378e-10 / (n * 55e-6)  # lambda z / (N p) at 9 keV, 1 m
+    return {
         "modality": "bragg_cdi",
         "seed": seed,
         "energy_ev": 9000,
-        "geometry": {"shape": N, "distance": 1.0, "pixel_size": 55e-6},
+        "geometry": {"shape": n, "distance": 1.0, "pixel_size": 55e-6},
         "phantom": {
             "type": "faceted_crystals",
             "shape": [None, None, None],
-            # facets 3.5-3.8 voxels from the centre: the largest that fits the 16^3 box
-            "params": {"n_crystals": 1, "radius_range": [0.11 * N * vox, 0.118 * N * vox]},
+            "params": {"n_crystals": 1, "radius_range": [r * n * vox for r in radii]},
         },
-        "bragg": {"strain": {"amplitude": 5e-11, "correlation_length": 100e-9}},
         "noise": {"photons_per_probe": photons, "poisson": poisson},
         "output": {"compression": "none"},
     }
+
+
+def _simulate(photons=1e8, poisson=True, seed=1):
+    # facets 3.5-3.8 voxels from the centre: the largest that fits the 16^3 box
+    cfg = _crystal_config(N, seed, (0.11, 0.118), photons, poisson)
+    cfg["bragg"] = {"strain": {"amplitude": 5e-11, "correlation_length": 100e-9}}
     d = simulate(cfg)
-    return d.data.astype(np.float64), cdi.embed(d.truth["object"], d.data.shape)
+    return d.data.astype(np.float64), embed(d.truth["object"], d.data.shape)
 
 
 def _score(obj, truth):
     """(amplitude SSIM, rms phase error in rad inside the crystal) in the crystal box,
     after removing the twin, phase ramp, shift and complex scale."""
     a, _ = align(obj, truth, twin_check=True)
-    a, t = cdi.crop(a, (N // 2,) * 3), cdi.crop(truth, (N // 2,) * 3)
+    a, t = crop(a, (N // 2,) * 3), crop(truth, (N // 2,) * 3)
     amp = np.abs(t)
     inside = amp > 0
     dphi = np.angle(a[inside] * np.conj(t[inside]))
@@ -60,7 +100,7 @@ def _score(obj, truth):
 def _perturbed(truth, rng):
     """Stand-in for a network prediction in the crystal box: blurred flat support and the
     true phase plus a smooth error of 0.5 rad rms."""
-    t = cdi.crop(truth, (N // 2,) * 3)
+    t = crop(truth, (N // 2,) * 3)
     amp = ndimage.gaussian_filter((np.abs(t) > 0).astype(float), 1.0)
     err = ndimage.gaussian_filter(rng.standard_normal(t.shape), 2.0)
     return (amp / amp.max()) * np.exp(1j * (np.angle(t) + 0.5 * err / err.std()))
@@ -74,7 +114,7 @@ def noisy():
 @pytest.fixture(scope="module")
 def from_random(noisy):
     data, _ = noisy
-    return cdi.refine(data, None, None, {"starts": STARTS}, np.random.default_rng(SEED))
+    return _refine(data, None, None, {"starts": STARTS}, np.random.default_rng(SEED))
 
 
 # ----------------------------------------------------------------------------- model
@@ -125,15 +165,15 @@ def test_centred_counts_match_the_centred_object():
 # ----------------------------------------------------------------------------- refine
 def test_random_start_reconstructs_the_crystal(noisy, from_random):
     data, truth = noisy
-    start, support = cdi.random_start(data, np.random.default_rng(SEED))
+    start, support = random_start(BraggCDIModel(data), np.random.default_rng(SEED))
     assert support.sum() > 2 * (np.abs(truth) > 0).sum()  # autocorrelation: oversized
     s0, p0 = _score(start, truth)
     assert s0 < 0.1 and p0 > 1.0
     s, dphi = _score(from_random["object"], truth)
     assert s >= SSIM_MIN and dphi <= PHASE_MAX, (s, dphi)
-    n = cdi.DEFAULTS["iterations"]
+    n = settings()["iterations"]
     assert from_random["iterations"] == n and len(from_random["loss"]) == n
-    assert from_random["hio_iterations"] == cdi.RANDOM_START_HIO
+    assert from_random["hio_iterations"] == RANDOM_START_HIO
     assert from_random["starts"] == STARTS and not from_random["stopped"]  # no stop_loss
     # down to the Poisson noise floor: the misfit of the true crystal to the noisy counts
     scaled = truth * np.sqrt(data.sum() / np.sum(np.abs(truth) ** 2))
@@ -146,11 +186,11 @@ def test_random_start_reconstructs_the_crystal(noisy, from_random):
 def test_good_start_reaches_the_same_loss_in_far_fewer_iterations(noisy, from_random):
     data, truth = noisy
     init = _perturbed(truth, np.random.default_rng(5))  # crystal box, as a network gives
-    assert _score(cdi.embed(init, data.shape), truth)[0] < SSIM_MIN
+    assert _score(embed(init, data.shape), truth)[0] < SSIM_MIN
     # "same quality": within 10 % of the random start's final loss (R within 5 %)
     cfg = {"stop_loss": 1.1 * float(from_random["loss"][-1]), "iterations": 1000}
-    res = cdi.refine(data, init, None, cfg)
-    assert res["hio_iterations"] == cdi.ESTIMATE_HIO
+    res = _refine(data, init, None, cfg)
+    assert res["hio_iterations"] == ESTIMATE_HIO
     total_random = from_random["iterations"] + from_random["hio_iterations"]
     total_good = res["iterations"] + res["hio_iterations"]
     assert total_good <= 0.3 * total_random, (total_good, total_random)
@@ -162,7 +202,7 @@ def test_shrink_wrap_tightens_an_oversized_support(noisy):
     data, truth = noisy
     true = np.abs(truth) > 0
     loose = ndimage.binary_dilation(true, iterations=4)
-    res = cdi.refine(data, truth, loose, {"iterations": 100, "shrinkwrap": {"start": 0}})
+    res = _refine(data, truth, loose, {"iterations": 100, "shrinkwrap": {"start": 0}})
     final = res["support"]
     assert final.sum() < 0.6 * loose.sum()
     assert (final & true).sum() >= 0.98 * true.sum()  # still holds the crystal
@@ -171,10 +211,10 @@ def test_shrink_wrap_tightens_an_oversized_support(noisy):
 
 def test_same_seed_same_result(noisy, from_random):
     data, _ = noisy
-    again = cdi.refine(data, None, None, {"starts": STARTS}, np.random.default_rng(SEED))
+    again = _refine(data, None, None, {"starts": STARTS}, np.random.default_rng(SEED))
     np.testing.assert_array_equal(again["object"], from_random["object"])
     np.testing.assert_array_equal(again["loss"], from_random["loss"])
-    other = cdi.refine(data, None, None, {"iterations": 5}, np.random.default_rng(SEED + 1))
+    other = _refine(data, None, None, {"iterations": 5}, np.random.default_rng(SEED + 1))
     assert not np.allclose(other["loss"], from_random["loss"][:5])
 
 
@@ -182,18 +222,18 @@ def test_random_starts_end_at_the_first_that_reaches_stop_loss(noisy):
     data, truth = noisy
     stop = (1.05 * _floor(data, truth)) ** 2
     # with this generator the first two random starts stagnate and the third converges
-    res = cdi.refine(data, None, None, {"starts": 8, "stop_loss": stop}, np.random.default_rng(1))
+    res = _refine(data, None, None, {"starts": 8, "stop_loss": stop}, np.random.default_rng(1))
     assert res["stopped"] and res["r_factor"] ** 2 <= stop * 1.001
     last = res["loss"][-1] if res["iterations"] else res["hio_loss"][-1]
     assert last <= stop
     # shrink-wrap during HIO: the estimate after each block is scored, and it got there
-    assert len(res["hio_loss"]) == res["hio_iterations"] // cdi.DEFAULTS["hio"]["every"]
+    assert len(res["hio_loss"]) == res["hio_iterations"] // settings()["hio"]["every"]
     s, dphi = _score(res["object"], truth)
     assert s >= SSIM_MIN and dphi <= PHASE_MAX, (s, dphi)
     # the starts before the kept one were run and missed: one start alone from the same
     # generator is the first of them
     assert res["starts"] == 3
-    first = cdi.refine(data, None, None, {"stop_loss": stop}, np.random.default_rng(1))
+    first = _refine(data, None, None, {"stop_loss": stop}, np.random.default_rng(1))
     assert not first["stopped"] and first["starts"] == 1
     assert first["r_factor"] > res["r_factor"] and first["time_s"] < res["time_s"]
 
@@ -207,7 +247,7 @@ def test_hio_baseline_then_poisson_gradient_descent(noisy):
         "optimizer": {"kind": "gd", "lr": 1.0},
         "shrinkwrap": {"every": 0},
     }
-    res = cdi.refine(data, None, None, cfg, np.random.default_rng(SEED))
+    res = _refine(data, None, None, cfg, np.random.default_rng(SEED))
     s, dphi = _score(res["object"], truth)
     assert s >= SSIM_MIN and dphi <= PHASE_MAX, (s, dphi)
     assert np.all(np.diff(res["loss"]) <= 0)  # fixed support: gradient descent is monotone
@@ -215,24 +255,24 @@ def test_hio_baseline_then_poisson_gradient_descent(noisy):
 
 def test_embed_crop_and_config_errors():
     a = np.arange(27.0).reshape(3, 3, 3)
-    big = cdi.embed(a, (8, 7, 6))
-    np.testing.assert_array_equal(cdi.crop(big, a.shape), a)
+    big = embed(a, (8, 7, 6))
+    np.testing.assert_array_equal(crop(big, a.shape), a)
     assert big.sum() == a.sum()
     data = np.ones((8, 8, 8))
     with pytest.raises(ConfigError, match="cdi.bogus"):
-        cdi.refine(data, config={"bogus": 1})
+        _refine(data, config={"bogus": 1})
     with pytest.raises(ConfigError, match="cdi.optimizer"):
-        cdi.refine(data, config={"optimizer": {"kind": "lbfgs"}})
+        _refine(data, config={"optimizer": {"kind": "lbfgs"}})
     with pytest.raises(ConfigError, match="cdi.shrinkwrap.sigmas"):
-        cdi.refine(data, config={"shrinkwrap": {"sigmas": 1}})
+        _refine(data, config={"shrinkwrap": {"sigmas": 1}})
     with pytest.raises(ConfigError, match="cdi.starts"):
-        cdi.refine(data, config={"starts": 0})
+        _refine(data, config={"starts": 0})
     with pytest.raises(ConfigError, match="cdi.hio.every"):
-        cdi.refine(data, config={"hio": {"every": -1}})
-    with pytest.raises(ConfigError, match="cdi.starts: must be an integer >= 1, got 'two'"):
-        cdi.refine(data, config={"starts": "two"})
+        _refine(data, config={"hio": {"every": -1}})
+    with pytest.raises(ConfigError, match="cdi.starts: 'two' is not of type 'integer'"):
+        _refine(data, config={"starts": "two"})
     with pytest.raises(ConfigError, match="cdi.hio.er"):
-        cdi.refine(data, config={"hio": {"er": 1.5}})
+        _refine(data, config={"hio": {"er": 1.5}})
 
 
 def test_masked_voxels_are_ignored(noisy):
@@ -242,8 +282,8 @@ def test_masked_voxels_are_ignored(noisy):
     junk = np.where(mask, data, 50 * data.max())
     init = _perturbed(truth, np.random.default_rng(5))
     cfg = {"iterations": 150}
-    good = _score(cdi.refine(junk, init, None, cfg, mask=mask)["object"], truth)
-    bad = _score(cdi.refine(junk, init, None, cfg)["object"], truth)
+    good = _score(_refine(junk, init, None, cfg, mask=mask)["object"], truth)
+    bad = _score(_refine(junk, init, None, cfg)["object"], truth)
     assert good[0] >= SSIM_MIN and good[1] <= PHASE_MAX, good
     assert bad[0] < SSIM_MIN or bad[1] > PHASE_MAX, bad
 
@@ -255,9 +295,7 @@ class _PerfectNet:
     heads = ("support", "phase")
 
     def __init__(self, truth, input_size=N):
-        import torch
-
-        box = cdi.crop(truth, (N // 2,) * 3)
+        box = crop(truth, (N // 2,) * 3)
         self.out = {
             "support": torch.from_numpy((np.abs(box) > 0).astype(np.float32))[None],
             "phase": torch.from_numpy(np.angle(box).astype(np.float32))[None],
@@ -266,13 +304,16 @@ class _PerfectNet:
         self.seen = None
 
     def parameters(self):
-        import torch
-
         return iter([torch.zeros(1)])
 
     def __call__(self, x):
         self.seen = x
         return self.out
+
+
+def _network(n, net_cfg):
+    """An untrained support/phase network for n^3 patterns, crystal box (n/2)^3."""
+    return EncoderDecoder(3, ("support", "phase"), n, **network_options(net_cfg, n // 2))
 
 
 def _floor(data, truth):
@@ -282,8 +323,8 @@ def _floor(data, truth):
 
 def test_network_start_from_the_true_box_is_the_truth(noisy):
     data, truth = noisy
-    box = cdi.crop(truth, (N // 2,) * 3)
-    init = cdi.network_start((np.abs(box) > 0).astype(np.float32), np.angle(box), data.shape)
+    box = crop(truth, (N // 2,) * 3)
+    init = network_start((np.abs(box) > 0).astype(np.float32), np.angle(box), data.shape)
     assert init.shape == data.shape and init.dtype == np.complex64
     # the network's box lands where the simulator put the crystal: no shift, no twin needed
     np.testing.assert_allclose(init, truth / np.abs(truth).max(), atol=1e-6)
@@ -296,7 +337,7 @@ def test_refine_from_a_perfect_network_stops_at_once(noisy):
     net = _PerfectNet(truth)
     # no HIO: a perfect start is already at the noise floor (HIO would wander off it first)
     cfg = {"stop_loss": (1.05 * _floor(data, truth)) ** 2, "iterations": 100}
-    res = cdi.refine_from_network(net, data, {**cfg, "hio": {"iterations": 0}})
+    res = _from_network(net, data, {**cfg, "hio": {"iterations": 0}})
     # the network saw sqrt(counts), centred, with a batch axis
     np.testing.assert_allclose(net.seen.numpy()[0], np.sqrt(data), rtol=1e-6)
     assert res["hio_iterations"] == 0 and res["iterations"] <= 5
@@ -305,16 +346,16 @@ def test_refine_from_a_perfect_network_stops_at_once(noisy):
     s, dphi = _score(res["object"], truth)
     assert s >= 0.99 and dphi <= 0.05, (s, dphi)
     # uncentred counts: the network still gets centred input
-    res2 = cdi.refine_from_network(net, np.fft.ifftshift(data), {"iterations": 0}, centred=False)
+    res2 = _from_network(net, np.fft.ifftshift(data), {"iterations": 0}, centred=False)
     np.testing.assert_allclose(net.seen.numpy()[0], np.sqrt(data), rtol=1e-6)
-    assert res2["hio_iterations"] == cdi.NETWORK_HIO  # the default from a network
+    assert res2["hio_iterations"] == NETWORK_HIO  # the default from a network
     assert res2["r_factor"] < 2 * _floor(data, truth)
 
 
 def test_network_support_is_loose_enough_for_shrink_wrap(noisy):
     data, truth = noisy
     stop = (1.05 * _floor(data, truth)) ** 2
-    box = cdi.crop(truth, (N // 2,) * 3)
+    box = crop(truth, (N // 2,) * 3)
     true = np.abs(box) > 0
     # a network that misses the crystal's outer layer of voxels (276 -> 125), with a smooth
     # 0.5 rad phase error
@@ -326,95 +367,78 @@ def test_network_support_is_loose_enough_for_shrink_wrap(noisy):
         "support": torch.from_numpy(eroded.astype(np.float32))[None],
         "phase": torch.from_numpy(phase.astype(np.float32))[None],
     }
-    start = cdi.network_support(eroded)
+    start = network_support(eroded)
     np.testing.assert_array_equal(start, ndimage.binary_dilation(eroded))
-    assert cdi.network_support(eroded, data.shape).shape == data.shape
-    res = cdi.refine_from_network(net, data, {"stop_loss": stop, "iterations": 300})
+    assert network_support(eroded, data.shape).shape == data.shape
+    res = _from_network(net, data, {"stop_loss": stop, "iterations": 300})
     assert res["stopped"], res["r_factor"]
     s, dphi = _score(res["object"], truth)
     assert s >= 0.99 and dphi <= 0.05, (s, dphi)
     # the same start held to the network's own (tight) support stalls far from the floor
-    init = cdi.network_start(eroded, phase, data.shape)
-    cfg = {"stop_loss": stop, "iterations": 300, "hio": {"iterations": cdi.NETWORK_HIO}}
-    tight = cdi.refine(data, init, eroded, cfg)
+    init = network_start(eroded, phase, data.shape)
+    cfg = {"stop_loss": stop, "iterations": 300, "hio": {"iterations": NETWORK_HIO}}
+    tight = _refine(data, init, eroded, cfg)
     assert not tight["stopped"] and tight["r_factor"] > 5 * res["r_factor"]
 
 
 def test_network_predict_on_a_stack_equals_one_by_one(noisy):
-    from xrayflow.train.networks import build_network
-
     data, truth = noisy
     torch.manual_seed(0)
-    net = build_network({"kind": "cdi3d", "channels": [4, 8]}, N, N // 2).eval()
+    net = _network(N, {"channels": [4, 8]}).eval()
     other = np.random.default_rng(3).poisson(data.mean(), data.shape).astype(np.float32)
     stack = np.stack([data, other])
-    sup, ph, secs = cdi.network_predict(net, stack)
+    sup, ph, secs = network_predict(net, stack)
     assert sup.shape == ph.shape == (2, N // 2, N // 2, N // 2) and secs > 0
     for k, vol in enumerate(stack):
-        s1, p1, _ = cdi.network_predict(net, vol)
+        s1, p1, _ = network_predict(net, vol)
         np.testing.assert_allclose(sup[k], s1, atol=1e-5)
         np.testing.assert_allclose(ph[k], p1, atol=1e-5)
     # uncentred stacks are centred per volume (the stack axis untouched)
-    sup_u, ph_u, _ = cdi.network_predict(net, np.fft.ifftshift(stack, axes=(1, 2, 3)), False)
+    sup_u, ph_u, _ = network_predict(net, np.fft.ifftshift(stack, axes=(1, 2, 3)), False)
     np.testing.assert_allclose(sup_u, sup, atol=1e-5)
     np.testing.assert_allclose(ph_u, ph, atol=1e-5)
     # refinement from one prediction of the stack is refinement from the network
-    res = cdi.refine_from_prediction(sup[0], ph[0], data, {"iterations": 3})
-    ref = cdi.refine_from_network(net, data, {"iterations": 3})
+    res = refine_from_prediction(BraggCDIModel(data), sup[0], ph[0], settings({"iterations": 3}))
+    ref = _from_network(net, data, {"iterations": 3})
     np.testing.assert_allclose(res["start"], ref["start"], atol=1e-5)
-    assert res["hio_iterations"] == ref["hio_iterations"] == cdi.NETWORK_HIO
+    assert res["hio_iterations"] == ref["hio_iterations"] == NETWORK_HIO
 
 
 def test_network_predict_rejects_wrong_sizes_and_models(noisy):
     data, truth = noisy
     with pytest.raises(DataError, match="network input"):
-        cdi.network_predict(_PerfectNet(truth, input_size=2 * N), data)
+        network_predict(_PerfectNet(truth, input_size=2 * N), data)
     with pytest.raises(DataError, match="network input"):
-        cdi.network_predict(_PerfectNet(truth), data[None, None])
+        network_predict(_PerfectNet(truth), data[None, None])
     net = _PerfectNet(truth)
     net.heads = ("amplitude", "phase")
     with pytest.raises(DataError, match="not a 3D CDI network"):
-        cdi.network_predict(net, data)
+        network_predict(net, data)
 
 
 # ----------------------------------------------------------------------------- file entry
 def _tiny_cxi(path, n=16):
-    from xrayflow.io.cxi import write_cxi
-
-    vox = 1.378e-10 / (n * 55e-6)
-    cfg = {
-        "modality": "bragg_cdi",
-        "seed": 4,
-        "energy_ev": 9000,
-        "geometry": {"shape": n, "distance": 1.0, "pixel_size": 55e-6},
-        "phantom": {
-            "type": "faceted_crystals",
-            "shape": [None, None, None],
-            "params": {"n_crystals": 1, "radius_range": [0.1 * n * vox, 0.11 * n * vox]},
-        },
-        "noise": {"photons_per_probe": 1e7, "poisson": True},
-        "output": {"compression": "none"},
-    }
-    d = simulate(cfg)
+    d = simulate(_crystal_config(n, 4, (0.1, 0.11), 1e7))
     write_cxi(path, d)
     return d
 
 
 def _tiny_model(path, n=16):
-    from xrayflow.train.loop import save_model
-    from xrayflow.train.networks import build_network
-
-    net_cfg = {"kind": "cdi3d", "channels": [2, 4], "norm": "none"}
-    net = build_network(net_cfg, n, n // 2)
+    net_cfg = {"channels": [2, 4], "norm": "none"}
+    net = _network(n, net_cfg)
     save_model(path, net, {"network": net_cfg}, {}, {"input_size": n, "output_size": n // 2})
 
 
-def test_reconstruct_file_writes_the_result(tmp_path):
-    from xrayflow.io.hdf5 import read_h5
+def _recon_config(cdi, seed=0, network=None):
+    """A validated reconstruct config of the modality with the ``cdi`` section ``cdi``."""
+    cfg = {"model": {"type": "bragg_cdi", "network": network}, "optimizer": {"seed": seed}}
+    return load_config({**cfg, "cdi": cdi}, stage_schema("reconstruct"), name="reconstruct")
 
+
+def test_reconstruct_file_writes_the_result(tmp_path):
     d = _tiny_cxi(tmp_path / "b.cxi")
-    cfg = {"iterations": 6, "hio": {"iterations": 4}, "seed": 3}
-    res = cdi.reconstruct_file(cfg, tmp_path / "b.cxi", tmp_path / "r.h5")
+    cfg = _recon_config({"iterations": 6, "hio": {"iterations": 4}}, seed=3)
+    res = reconstruct_file(cfg, tmp_path / "b.cxi", tmp_path / "r.h5")
     out = read_h5(tmp_path / "r.h5")
     assert out["object"].shape == d.data.shape and out["object"].dtype == np.complex64
     np.testing.assert_array_equal(out["object"], res["object"].astype(np.complex64))
@@ -425,21 +449,20 @@ def test_reconstruct_file_writes_the_result(tmp_path):
     assert out["provenance"]["seed"] == 3
     assert out["voxel_size"] == pytest.approx(d.attrs["object_pixel_size"])
     # same seed, same result
-    again = cdi.reconstruct_file(cfg, tmp_path / "b.cxi", tmp_path / "r2.h5")
+    again = reconstruct_file(cfg, tmp_path / "b.cxi", tmp_path / "r2.h5")
     np.testing.assert_array_equal(again["object"], res["object"])
     # from a (here untrained) network
     _tiny_model(tmp_path / "m.pt")
-    cdi.reconstruct_file(cfg, tmp_path / "b.cxi", tmp_path / "n.h5", tmp_path / "m.pt")
+    cfg["model"]["network"] = str(tmp_path / "m.pt")
+    reconstruct_file(cfg, tmp_path / "b.cxi", tmp_path / "n.h5")
     net = read_h5(tmp_path / "n.h5")
     assert net["start"] == "network" and net["model"] == str(tmp_path / "m.pt")
     assert net["network"]["support"].shape == (8, 8, 8) and net["timings"]["network_s"] > 0
 
 
 def test_reconstruct_file_rejects_bad_input(tmp_path):
-    from xrayflow.io.cxi import DiffractionData, write_cxi
-
     with pytest.raises(DataError, match="does not exist"):
-        cdi.reconstruct_file({}, tmp_path / "missing.cxi", tmp_path / "r.h5")
+        reconstruct_file(_recon_config({}), tmp_path / "missing.cxi", tmp_path / "r.h5")
     flat = DiffractionData(
         data=np.ones((1, 16, 16), np.float32),
         energy_ev=9000.0,
@@ -448,8 +471,24 @@ def test_reconstruct_file_rejects_bad_input(tmp_path):
     )
     write_cxi(tmp_path / "2d.cxi", flat)
     with pytest.raises(DataError, match="not a 3D Bragg CDI volume"):
-        cdi.reconstruct_file({}, tmp_path / "2d.cxi", tmp_path / "r.h5")
+        reconstruct_file(_recon_config({}), tmp_path / "2d.cxi", tmp_path / "r.h5")
     _tiny_cxi(tmp_path / "b.cxi")
     with pytest.raises(ConfigError, match="cdi.bogus"):
-        cdi.reconstruct_file({"bogus": 1}, tmp_path / "b.cxi", tmp_path / "r.h5")
+        reconstruct_file(_recon_config({"bogus": 1}), tmp_path / "b.cxi", tmp_path / "r.h5")
     assert not (tmp_path / "r.h5").exists()
+
+
+def test_settings_schema_is_closed_and_complete():
+    """Every key of the cdi section has a default and a description, no object is open,
+    and the data terms are the model's."""
+
+    def walk(node, path):
+        if node.get("type") == "object":
+            assert node.get("additionalProperties") is False, path
+            for key, sub in node["properties"].items():
+                assert "default" in sub and sub.get("description"), f"{path}.{key}"
+                walk(sub, f"{path}.{key}")
+
+    walk(RECONSTRUCT_SECTIONS["cdi"], "cdi")
+    assert tuple(RECONSTRUCT_SECTIONS["cdi"]["properties"]["loss"]["enum"]) == LOSSES
+    assert set(settings()) == set(RECONSTRUCT_SECTIONS["cdi"]["properties"])

@@ -1,8 +1,8 @@
-"""Rotation of a 3D volume by bilinear interpolation, as a sparse linear operator.
+"""Rotation of a volume in one plane by bilinear interpolation, as a sparse linear operator.
 
-The operator A (one plane of the volume, (A0*A1) x (A0*A1)) is built once per
-(shape, angle) and cached; the VJP applies its exact adjoint A^T (real weights, so the
-complex VJP is the same matrix), vectorised over the rotation axis.
+The matrix ``A`` of one plane (``(a0·a1) × (a0·a1)``, the plane flattened in C order) is
+built once per (shape, angle, dtype) and cached, with its exact transpose ``Aᵀ``; both
+act on all planes at once. The weights are real, so ``Aᴴ = Aᵀ``.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import math
 from functools import lru_cache
 
 import numpy as np
+import scipy.sparse
 
 from xrayflow.backend import array_module
 
-from .core import Tensor, make_node
+from .base import OperatorError
 
-__all__ = ["rotate_volume", "rotation_operator"]
+__all__ = ["Rotation", "rotation_operator"]
 
 
 @lru_cache(maxsize=64)
@@ -56,15 +57,14 @@ _OPS: dict = {}
 
 
 def rotation_operator(a0: int, a1: int, angle: float, xp=np, dtype=np.float64):
-    """(A, A^T) as CSR matrices acting on a plane flattened in C order."""
+    """``(A, Aᵀ)`` as CSR matrices acting on an ``(a0, a1)`` plane flattened in C order."""
     key = (a0, a1, float(angle), xp.__name__, np.dtype(dtype).str)
     if key in _OPS:
         return _OPS[key]
     rows, cols, w = _coo(a0, a1, float(angle))
-    if xp is np:
-        import scipy.sparse as sp  # noqa: PLC0415
-    else:
-        import cupyx.scipy.sparse as sp  # noqa: PLC0415
+    sp = scipy.sparse
+    if xp is not np:
+        import cupyx.scipy.sparse as sp  # optional GPU dependency
 
         rows, cols, w = xp.asarray(rows), xp.asarray(cols), xp.asarray(w)
     A = sp.coo_matrix((w.astype(dtype), (rows, cols)), shape=(a0 * a1, a0 * a1)).tocsr()
@@ -87,20 +87,31 @@ def _apply(M, V, axes):
     return xp.ascontiguousarray(xp.moveaxis(out, (0, 1), (ax0, ax1)))
 
 
-def rotate_volume(vol, angle: float, axes=(0, 2)) -> Tensor:
-    """Rotate ``vol`` by ``angle`` radians in the plane of ``axes`` (default (0, 2): (z, x),
-    i.e. about the y axis of a (z, y, x) volume), about the array centre ((N-1)/2),
-    bilinear interpolation, zeros outside. Positive angles turn axis ``axes[0]`` towards
-    axis ``axes[1]``. Differentiable in ``vol`` (not in ``angle``)."""
-    V = vol.data if isinstance(vol, Tensor) else vol
-    xp = array_module(V)
-    nd = V.ndim
-    axes = (axes[0] % nd, axes[1] % nd)
-    if axes[0] == axes[1]:
-        raise ValueError("rotate_volume: axes must differ")
-    rdt = np.finfo(np.result_type(V.dtype, np.float32)).dtype
-    if xp is not np:  # cuSPARSE wants the matrix and the dense operand in one dtype
-        rdt = np.result_type(V.dtype, np.float32)
-    A, AT = rotation_operator(V.shape[axes[0]], V.shape[axes[1]], float(angle), xp, rdt)
-    y = _apply(A, V, axes)
-    return make_node(y, ((vol, lambda g: _apply(AT, g, axes)),), "rotate_volume")
+class Rotation:
+    """Rotate by ``angle`` radians in the plane of ``axes`` (default (0, 2): (z, x), i.e.
+    about the y axis of a (z, y, x) volume), about the array centre ((N − 1)/2), bilinear
+    interpolation, zeros outside; positive angles turn axis ``axes[0]`` towards
+    ``axes[1]``.
+
+    Args:
+        shape: shape of the volumes (any number of axes ≥ 2).
+        angle: radians. axes: the plane. xp: namespace. dtype: dtype of the volumes
+            (real weights in its precision; CuPy's sparse product wants one dtype).
+    """
+
+    def __init__(self, shape, angle: float, axes=(0, 2), xp=np, dtype=np.float64):
+        nd = len(shape)
+        self.axes = (axes[0] % nd, axes[1] % nd)
+        if self.axes[0] == self.axes[1]:
+            raise OperatorError("rotation: axes must differ")
+        wdt = np.result_type(dtype, np.float32)
+        if xp is np:
+            wdt = np.finfo(wdt).dtype
+        a0, a1 = shape[self.axes[0]], shape[self.axes[1]]
+        self.A, self.AT = rotation_operator(a0, a1, float(angle), xp, wdt)
+
+    def fwd(self, x):
+        return _apply(self.A, x, self.axes)
+
+    def adj(self, y):
+        return _apply(self.AT, y, self.axes)
