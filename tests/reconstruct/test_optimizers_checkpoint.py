@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xrayflow.errors import ConfigError
-from xrayflow.reconstruct import checkpoint as ckpt
+from xrayflow.io import checkpoint as ckpt
 from xrayflow.solvers.optimizers import ParamSettings, make_optimizer
 
 TARGET = np.array([1.0 + 2.0j, -0.5j, 3.0])

@@ -335,13 +335,13 @@ def test_frc_below_threshold_from_first_ring_is_reported(tmp_path):
 
 
 def _cfg():
-    from xrayflow.config import load_config  # noqa: PLC0415
+    from xrayflow.config import load_config
 
     return load_config({"illuminated_fraction": 0}, "evaluate")
 
 
 def test_resolved_result_says_so(pristine, tmp_path):
-    from xrayflow.evaluate.report import evaluate_files  # noqa: PLC0415
+    from xrayflow.evaluate.report import evaluate_files
 
     m = evaluate_files(pristine / "recon.h5", pristine / "data.cxi", tmp_path / "m.json", _cfg())
     for res in m["frc"]["resolution"].values():
@@ -354,8 +354,8 @@ def test_failed_publication_leaves_neither_metrics_nor_figures(
 ):
     """A failure after the figures are rendered (here: the metrics' rename) leaves no
     metrics.json, no new figures and no temporary; an earlier run's figures are put back."""
-    from xrayflow.evaluate import report  # noqa: PLC0415
-    from xrayflow.io import atomic  # noqa: PLC0415
+    from xrayflow.evaluate import report
+    from xrayflow.io import atomic
 
     figs = tmp_path / "figs"
     if existing:
@@ -386,7 +386,7 @@ def test_failed_publication_leaves_neither_metrics_nor_figures(
 
 
 def test_publication_replaces_an_earlier_runs_figures(pristine, tmp_path):
-    from xrayflow.evaluate.report import evaluate_files  # noqa: PLC0415
+    from xrayflow.evaluate.report import evaluate_files
 
     figs = tmp_path / "figs"
     figs.mkdir()

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wfhelpers import make_workdir  # noqa: E402
+from wfhelpers import make_workdir
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ def test_launcher_resource_from_set_resources_is_checked(workdir, tmp_path):
 def test_plain_launchers_of_all_profiles_pass():
     """Every shipped profile's launcher and wrapper match the schema's pattern (the dry runs
     of test_workflow_dryrun.py load them through the workflow's own check)."""
-    import re  # noqa: PLC0415
+    import re
 
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     for name in ("local", "local-slurm", "polaris", "aurora", "frontier", "perlmutter"):

@@ -10,11 +10,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tables import read_benchmark  # noqa: E402
+from _tables import read_benchmark
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 

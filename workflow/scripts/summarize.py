@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tables import read_benchmark, read_metrics, write_tables  # noqa: E402
+from _tables import read_benchmark, read_metrics, write_tables
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 

@@ -167,7 +167,7 @@ def cos(a) -> Tensor:
     return make_node(xp.cos(A), ((a, lambda g: -g * _conj(xp.sin(A))),), "cos")
 
 
-def abs(a) -> Tensor:  # noqa: A001 - mirrors numpy
+def abs(a) -> Tensor:
     """``|a|``; the gradient at 0 is 0 (subgradient)."""
     xp = _xp(a)
     A = _d(a)
@@ -273,7 +273,7 @@ def _norm_axes(axis, ndim):
     return tuple(sorted(a % ndim for a in axis))
 
 
-def sum(a, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def sum(a, axis=None, keepdims: bool = False) -> Tensor:
     xp = _xp(a)
     A = _d(a)
     shape = A.shape

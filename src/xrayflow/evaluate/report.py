@@ -676,7 +676,7 @@ def evaluate_files(
     metrics, arrays = evaluate(res, ref, cfg, mode=mode, return_arrays=True)
     try:
         metrics["provenance"] = _finite(provenance(cfg))
-    except Exception:  # noqa: BLE001 - provenance is optional decoration
+    except Exception:
         metrics["provenance"] = None
     metrics["config"] = _finite(cfg)
     publish(out, metrics, figures, arrays, cfg)

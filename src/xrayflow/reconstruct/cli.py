@@ -12,11 +12,11 @@ import sys
 
 from xrayflow.config import load_config
 from xrayflow.errors import ConfigError, OutputError
+from xrayflow.io.checkpoint import is_checkpoint
 from xrayflow.io.outputs import check_outputs
 from xrayflow.modalities import get_modality, stage_schema
 from xrayflow.parallel import abort_on_error, get_comm
 from xrayflow.reconstruct import phase_retrieval
-from xrayflow.reconstruct.checkpoint import is_checkpoint
 from xrayflow.reconstruct.run import default_checkpoint_path, reconstruct
 
 

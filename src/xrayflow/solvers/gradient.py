@@ -48,12 +48,11 @@ from scipy.ndimage import gaussian_filter
 from xrayflow import ad
 from xrayflow.backend import BackendError, fftfreq, fftshift, get_backend, to_numpy
 from xrayflow.errors import ConfigError, DataError, XrayflowError
+from xrayflow.io import checkpoint as ckpt
 from xrayflow.io.atomic import atomic_write
 from xrayflow.modalities import get_modality
 from xrayflow.modalities.losses import loss_target
 from xrayflow.parallel import Comm, get_comm, on_root, partition
-from xrayflow.reconstruct import checkpoint as ckpt
-from xrayflow.reconstruct.data import ReconData
 from xrayflow.solvers.optimizers import GradientDescent, ParamSettings, make_optimizer
 from xrayflow.solvers.regularizers import regularization
 
@@ -73,16 +72,19 @@ class Result:
 
 
 # ------------------------------------------------------------------------- set-up
-def build_model(cfg: dict, data: ReconData, backend):
-    """The differentiable model of ``model.type`` for ``data`` (ConfigError if that
-    modality has none for this solver)."""
+def build_model(cfg: dict, data, backend):
+    """The differentiable model of ``model.type`` for ``data`` (the reconstruct stage's
+    :class:`~xrayflow.reconstruct.data.ReconData`); ConfigError if that modality has none."""
     mod = get_modality(cfg["model"]["type"], "model.type")
     if mod.build_model is None:
         raise ConfigError(f"model.type: {mod.name} is not reconstructed by the gradient solver")
     return mod.build_model(cfg, data, backend)
 
 
-def initial_probe(cfg, data: ReconData, rng) -> np.ndarray:
+def initial_probe(cfg, data, rng) -> np.ndarray:
+    """Start probe modes (M, n, n) complex128 from ``init.probe``: the data file's, a
+    Gaussian or a softened aperture of ``init.probe_width`` of the window, extra modes as
+    phase-ramped copies of ``init.mode_power``; scaled to the frames' mean counts."""
     n = data.frame_shape
     ini = cfg["init"]
     M = cfg["model"]["probe_modes"]
@@ -165,7 +167,7 @@ class Reconstructor:
     def __init__(
         self,
         cfg: dict,
-        data: ReconData,
+        data,
         checkpoint_path=None,
         log=None,
         comm: Comm | None = None,

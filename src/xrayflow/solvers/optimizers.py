@@ -6,7 +6,7 @@ illumination of the object; the gradient is divided by it). Gradients follow the
 convention (``g = dL/dRe + i dL/dIm``), so ``p -= lr * g`` descends for complex ``p``.
 
 State (moments, step counts, previous iterates) is exported by :meth:`state_dict` as a flat
-dict of arrays and scalars, which :mod:`xrayflow.reconstruct.checkpoint` stores, so a
+dict of arrays and scalars, which :mod:`xrayflow.io.checkpoint` stores, so a
 resumed run continues bit-for-bit.
 """
 

@@ -37,7 +37,7 @@ def setup(cfg, rng, backend, default_nz=None):
     voxel = C.check_voxel_size(
         cfg, geo.object_pixel, "the far-field relation lambda*z/(N*p) of the detector geometry"
     )
-    photon_kind = C.photon_scaling(cfg)  # noqa: F841 - validates the noise section early
+    C.photon_scaling(cfg)  # validates the noise section early
     probe = C.make_probe(cfg, geo.shape, voxel, geo.wavelength, s["probe"])
     C.check_far_field(cfg, geo, probe, C.probe_size_key(cfg))
     positions = C.make_scan(cfg, s["scan"])
