@@ -313,12 +313,6 @@ def cached_transfer_function(
     return H
 
 
-def clear_transfer_cache() -> None:
-    """Empty the transfer-function cache (frees GPU memory held by cached kernels)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
-
-
 def far_field_pixel_size(wavelength, distance, n_pixels, detector_pixel_size):
     """Object-plane pixel ``Δx = λz/(N·p)`` (m) matching a detector of ``N`` pixels of pitch
     ``p`` at distance ``z``. Detector pixel ``k`` (fftfreq index) collects the spatial
