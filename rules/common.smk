@@ -221,13 +221,29 @@ def first_shard(shard_dir):
 
 
 # ---------------------------------------------------------------------- datasets
+def selected_datasets():
+    """The demo datasets this run builds: config `selected_datasets`, else all."""
+    names = config.get("selected_datasets")
+    if names is None:
+        return list(DATASETS)
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        raise ValueError(
+            f"config key selected_datasets: unknown datasets {unknown} "
+            f"(known: {sorted(DATASETS)})"
+        )
+    return list(names)
+
+
 def reconstructed_datasets():
     """Demo datasets with a reconstruct config (the others are only simulated)."""
-    return [name for name, ds in DATASETS.items() if ds.get("reconstruct")]
+    return [name for name in selected_datasets() if DATASETS[name].get("reconstruct")]
 
 
 def simulated_only_datasets():
-    return [name for name, ds in DATASETS.items() if not ds.get("reconstruct")]
+    return [
+        name for name in selected_datasets() if not DATASETS[name].get("reconstruct")
+    ]
 
 
 # ---------------------------------------------------------------------- targets

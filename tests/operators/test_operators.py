@@ -150,6 +150,19 @@ def transmission(rng, dt):
     return Case(op, [x], lambda a: ad.linear(op, a), lambda a: a * _torch().from_numpy(t))
 
 
+def pattern_projection(rng, dt):
+    P = rng.random((7, 6, 5)).astype(np.finfo(dt).dtype)
+    w = rng.uniform(0.5, 2.0, 3)
+    x = crandn(rng, 3, 6, 5).astype(dt)
+    op = ops.PatternProjection(P, w)
+
+    def torch_fn(a):
+        t = _torch()
+        return t.einsum("krc,erc->ke", t.from_numpy(P).to(a.dtype), a) * t.from_numpy(w)
+
+    return Case(op, [x], lambda a: ad.linear(op, a), torch_fn)
+
+
 def _t_rotate(v, angle):
     """Bilinear rotation in the (z, x) plane with torch's grid_sample (zeros outside)."""
     torch = _torch()
@@ -242,6 +255,7 @@ CASES = {
     "fourier_shift_batched": _shift((3, 1, 2), (2, 8, 6)),
     "fourier_shift_broadcast": _shift((4, 2), (8, 6)),
     "transmission": transmission,
+    "pattern_projection": pattern_projection,
     "rotation": rotation,
     "multislice_S1_fresnel": _multislice(1, "fresnel"),
     "multislice_S3_fresnel": _multislice(3, "fresnel"),

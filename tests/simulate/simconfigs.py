@@ -44,6 +44,16 @@ CONFIGS = {
         },
         "noise": {"photons_per_probe": 1e6},
     },
+    "xrf_speckle": {
+        "modality": "xrf_speckle",
+        "geometry": {"shape": 32, "distance": 0.1, "pixel_size": 2e-6},
+        "phantom": {
+            "type": "battery_cathode",
+            "shape": [4, None, None],
+            "params": {"radius_range": [3e-6, 6e-6]},
+        },
+        "xrf_speckle": {"n_patterns": 16},
+    },
 }
 
 MODALITY_NAMES = list(CONFIGS)

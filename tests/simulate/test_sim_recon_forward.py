@@ -19,7 +19,9 @@ from xrayflow.io.cxi import read_cxi
 from xrayflow.modalities import get_modality, stage_schema
 from xrayflow.modalities.bragg_cdi.model import BraggCDIModel
 from xrayflow.modalities.ptycho2d.model import split_positions
+from xrayflow.parallel import get_comm
 from xrayflow.reconstruct.data import load_data
+from xrayflow.reconstruct.linear_inverse import read_measurements
 from xrayflow.simulate import run
 
 NOISE_FREE = {"noise": {"poisson": False}, "precision": "double"}
@@ -101,3 +103,19 @@ def test_bragg_cdi(tmp_path):
     I = fftshift(model.intensity(ad.const(ifftshift(rho))).data)
     scale = d.data.sum() / I.sum()
     assert _rel(scale * I, d.data) < RTOL
+
+
+def test_xrf_speckle(tmp_path):
+    """The fluorescence counts of the truth maps and spill under the recorded patterns (the
+    patterns are the frames as stored, float32; the spill is the diffuser lines' own)."""
+    path = _simulate(tmp_path, "xrf_speckle")
+    cfg = _recon_config("xrf_speckle")
+    data = read_measurements(path, cfg["linear_inverse"]["block_rows"], get_comm())
+    model = get_modality("xrf_speckle").build_model(cfg, data, get_backend("cpu", "double"))
+    truth = read_cxi(path).truth
+    params = {
+        "maps": ad.const(truth["element_maps"] / model.map_unit[:, None, None]),
+        "spill": ad.const(truth["background_spill"] / model.spill_unit),
+    }
+    y = model.predict(params, model.rows).data
+    assert truth["background_spill"].any() and _rel(y, model.target(model.rows)) < RTOL

@@ -14,6 +14,7 @@ EXPECTED_FRAMES = {
     "ptychotomo": (6, 32, 32),
     "holography": (2, 64, 64),
     "bragg_cdi": (16, 16, 16),
+    "xrf_speckle": (16, 32, 32),
 }
 
 

@@ -95,15 +95,10 @@ def _check_thresholds(cfg: dict) -> None:
 def summary_line(m: dict, mode: str, out) -> str:
     """The one-line summary of an evaluation (``not resolved`` when the FRC is below the
     threshold from the first ring on)."""
+    if m["kind"] == "element_maps":
+        return _element_maps_line(m, out)
     frc = m["frc"]
-    best = frc["resolution"][frc["primary"]]
-    hp = best.get("half_period_px")
-    if best.get("resolved") is False or (best.get("crossed") and hp is None):
-        res = "not resolved (below the threshold from the first ring)"
-    elif not best.get("crossed"):
-        res = "not crossed"
-    else:
-        res = f"{hp:.3g} px half-period"
+    res = _resolution_text(frc["resolution"][frc["primary"]])
     main = "delta" if m["kind"] == "refractive" else "phase"
     nrmse = m.get("nrmse")
     nrmse_s = "n/a" if nrmse is None else f"{nrmse:.4g}"
@@ -111,3 +106,29 @@ def summary_line(m: dict, mode: str, out) -> str:
         f"evaluate ({mode}, {m['kind']}): nrmse {nrmse_s}, "
         f"{main} SSIM {m[main]['ssim']}, FRC {frc['primary']}: {res} -> {out}"
     )
+
+
+def _resolution_text(best: dict) -> str:
+    """The resolution at one threshold in words."""
+    hp = best.get("half_period_px")
+    if best.get("resolved") is False or (best.get("crossed") and hp is None):
+        return "not resolved (below the threshold from the first ring)"
+    if not best.get("crossed"):
+        return "not crossed"
+    return f"{hp:.3g} px half-period"
+
+
+def _element_maps_line(m: dict, out) -> str:
+    """Per element: SSIM (raster SSIM) and the sub-lattice FRC resolution of the map."""
+
+    def ssim(block):
+        return "n/a" if block.get("ssim") is None else f"{block['ssim']:.3f}"
+
+    parts = []
+    for element, block in m["maps"].items():
+        raster = (m.get("raster") or {}).get(element)
+        vs = f" (raster {ssim(raster)})" if raster else ""
+        frc = block["frc"]
+        res = _resolution_text(frc["resolution"][frc["primary"]])
+        parts.append(f"{element} SSIM {ssim(block)}{vs}, FRC {frc['primary']} {res}")
+    return f"evaluate (truth, element_maps): {'; '.join(parts)} -> {out}"

@@ -7,6 +7,11 @@
   crossings;
 * ``loss.png``: the loss history of the result file(s), when there is one.
 
+Element maps (kind ``element_maps``): ``element_maps.png`` (one row per element: truth,
+result, raster scan at equal dose), ``speckle_pattern.png`` (the first illumination pattern
+and the transmission image of the data file), ``frc.png`` (the sub-lattice FRC of each map,
+result and raster, with the 1/7 and half-bit thresholds) and ``loss.png``.
+
 Each file is written atomically.
 """
 
@@ -22,7 +27,16 @@ from matplotlib.figure import Figure
 from xrayflow.evaluate import frc as frcmod
 from xrayflow.io.atomic import atomic_path
 
-__all__ = ["comparison_figure", "frc_figure", "loss_figure", "refractive_figure", "write_figures"]
+__all__ = [
+    "comparison_figure",
+    "element_maps_figure",
+    "frc_figure",
+    "loss_figure",
+    "pattern_figure",
+    "refractive_figure",
+    "sublattice_frc_figure",
+    "write_figures",
+]
 
 
 def _figure(w: float, h: float):
@@ -95,13 +109,18 @@ def _panel_figure(panels):
             lim = (-m, m)
         if lim[0] == lim[1]:
             lim = (lim[0] - 0.5, lim[1] + 0.5)
-        im = ax.imshow(img, cmap=cmap, vmin=lim[0], vmax=lim[1], interpolation="nearest")
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        _show(fig, ax, img, title, cmap, lim)
     fig.tight_layout()
     return fig
+
+
+def _show(fig, ax, img, title: str, cmap: str, lim=(None, None), fontsize: int = 10):
+    """``img`` on ``ax`` with a title, no ticks and a colour bar (returned)."""
+    im = ax.imshow(img, cmap=cmap, vmin=lim[0], vmax=lim[1], interpolation="nearest")
+    ax.set_title(title, fontsize=fontsize)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
 def frc_figure(frc_block: dict):
@@ -147,6 +166,69 @@ def frc_figure(frc_block: dict):
     return fig
 
 
+def element_maps_figure(columns, elements, ssim=None):
+    """One row per element, one column per entry of ``columns`` = ``[(label, maps)]`` (maps
+    (E, Ny, Nx), g/cm²; the first is the reference, whose range sets the row's colour
+    scale); ``ssim`` = ``{label: {element: value}}`` adds the SSIM to the titles."""
+    ne, nc = len(elements), len(columns)
+    fig = _figure(3.6 * nc + 0.4, 3.0 * ne + 0.3)
+    axes = np.asarray(fig.subplots(ne, nc, squeeze=False))
+    for i, element in enumerate(elements):
+        lim = (float(np.min(columns[0][1][i])), float(np.max(columns[0][1][i])))
+        if lim[0] == lim[1]:
+            lim = (lim[0] - 0.5, lim[1] + 0.5)
+        for ax, (label, maps) in zip(axes[i], columns, strict=True):
+            value = ((ssim or {}).get(label) or {}).get(element)
+            title = f"{element}: {label}" + ("" if value is None else f", SSIM {value:.3f}")
+            _show(fig, ax, maps[i], title, "viridis", lim, 9).set_label("g/cm²", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pattern_figure(pattern: np.ndarray, transmission: np.ndarray | None = None):
+    """The first illumination pattern (photons per pixel) and the transmission image."""
+    panels = [(pattern, "illumination pattern 1 (photons/px)", "magma")]
+    if transmission is not None:
+        panels.append((transmission, "transmission image", "gray"))
+    fig = _figure(4.6 * len(panels), 4.0)
+    for ax, (img, title, cmap) in zip(
+        fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
+    ):
+        _show(fig, ax, img, title, cmap)
+    fig.tight_layout()
+    return fig
+
+
+def sublattice_frc_figure(metrics: dict):
+    """Sub-lattice FRC of every element map (``metrics["maps"]``, solid) and of the raster
+    maps (``metrics["raster"]``, dashed), with the 1/7 and half-bit thresholds."""
+    fig = _figure(7, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    for style, group in (("-", "maps"), ("--", "raster")):
+        for i, (element, block) in enumerate((metrics.get(group) or {}).items()):
+            b = block["frc"]
+            res = b["resolution"][b["primary"]]
+            hp = res.get("half_period_px") if res.get("crossed") else None
+            tag = f" ({b['primary']}: {hp:.2f} px)" if hp else ""
+            label = f"{element} {'result' if group == 'maps' else 'raster'}{tag}"
+            x = np.asarray(b["frequency_cycles_per_px"], dtype=np.float64) / 0.5
+            ax.plot(x, b["curve"], color=f"C{i}", ls=style, lw=1.2, label=label)
+    first = next(iter(metrics["maps"].values()))["frc"]
+    x = np.asarray(first["frequency_cycles_per_px"], dtype=np.float64) / 0.5
+    n = np.asarray(first["n_per_ring"], dtype=np.float64)
+    ax.plot(x, frcmod.threshold_curve("half_bit", n), "k:", lw=1, label="half-bit")
+    ax.axhline(frcmod.FRC_ONE_SEVENTH, color="k", ls="-.", lw=0.8, label="1/7")
+    ax.set_xlim(0, 0.5)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("spatial frequency / Nyquist of the map")
+    ax.set_ylabel("correlation of the sub-lattices")
+    ax.set_title("Sub-lattice Fourier ring correlation (even vs odd pixels)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
 def loss_figure(histories: dict[str, dict[str, np.ndarray]]):
     """Loss curves (log scale when positive); ``histories`` = {label: {name: values}}."""
     fig = _figure(7, 4.5)
@@ -176,14 +258,17 @@ def write_figures(
     dpi = int(((config or {}).get("figures") or {}).get("dpi", 120))
     labels = ("result A", "result B") if metrics.get("mode") == "pair" else ("result", "truth")
     threshold = float((config or {}).get("amplitude_threshold", 0.05))
-    if metrics.get("kind") == "refractive":
-        fig = refractive_figure(arrays["est"], arrays["ref"], labels)
+    if metrics.get("kind") == "element_maps":
+        out = _element_map_figures(d, metrics, arrays, dpi)
     else:
-        fig = comparison_figure(arrays["est"], arrays["ref"], labels, threshold)
-    out = [_save(fig, d / "comparison.png", dpi)]
-    block = dict(metrics["frc"])
-    block["ndim"] = np.asarray(arrays["est"]).ndim
-    out.append(_save(frc_figure(block), d / "frc.png", dpi))
+        if metrics.get("kind") == "refractive":
+            fig = refractive_figure(arrays["est"], arrays["ref"], labels)
+        else:
+            fig = comparison_figure(arrays["est"], arrays["ref"], labels, threshold)
+        out = [_save(fig, d / "comparison.png", dpi)]
+        block = dict(metrics["frc"])
+        block["ndim"] = np.asarray(arrays["est"]).ndim
+        out.append(_save(frc_figure(block), d / "frc.png", dpi))
     hist = {}
     if arrays.get("loss_history"):
         hist[labels[0]] = arrays["loss_history"]
@@ -191,4 +276,19 @@ def write_figures(
         hist[labels[1]] = arrays["loss_history_ref"]
     if hist:
         out.append(_save(loss_figure(hist), d / "loss.png", dpi))
+    return out
+
+
+def _element_map_figures(d: Path, metrics: dict, arrays: dict, dpi: int) -> list[Path]:
+    columns = [("truth", arrays["ref"]), ("result", arrays["est"])]
+    ssim = {"result": {k: v["ssim"] for k, v in metrics["maps"].items()}}
+    if arrays.get("raster") is not None:
+        columns.append(("raster", arrays["raster"]))
+        ssim["raster"] = {k: v["ssim"] for k, v in metrics["raster"].items()}
+    fig = element_maps_figure(columns, arrays["elements"], ssim)
+    out = [_save(fig, d / "element_maps.png", dpi)]
+    if arrays.get("pattern") is not None:
+        fig = pattern_figure(arrays["pattern"], arrays.get("transmission"))
+        out.append(_save(fig, d / "speckle_pattern.png", dpi))
+    out.append(_save(sublattice_frc_figure(metrics), d / "frc.png", dpi))
     return out

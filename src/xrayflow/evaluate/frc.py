@@ -10,6 +10,10 @@ pixels of the whole plane (both half planes) in each ring, as in van Heel & Scha
 Resolution units: a crossing at spatial frequency ``f`` cycles/pixel (Nyquist = 0.5) is a
 **half-period** resolution of ``1/(2f)`` pixels (``dx/(2f)`` metres) and a **full-period**
 resolution of ``1/f`` pixels. :func:`resolution` returns both, labelled.
+
+:func:`sublattice_frc` correlates one image with itself: its two diagonal sub-lattices
+(even rows and columns against odd rows and columns), a resolution estimate without a
+reference or a second measurement (the NxSCI recipe of Li et al., PNAS 2023).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from xrayflow.backend import fftfreq, fftn
+from xrayflow.backend import fftfreq, fftn, ifftn
 
 __all__ = [
     "FRC",
@@ -33,6 +37,7 @@ __all__ = [
     "one_bit_threshold",
     "resolution",
     "ring_frequencies",
+    "sublattice_frc",
     "threshold_curve",
 ]
 
@@ -103,6 +108,36 @@ def frc(a, b, *, real: bool = False) -> FRC:
     with np.errstate(invalid="ignore", divide="ignore"):
         curve = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     return FRC(np.arange(nring, dtype=np.float64), curve, n)
+
+
+def sublattice_frc(image, *, real: bool = False) -> tuple[FRC, np.ndarray]:
+    """FRC between the two diagonal sub-lattices of one 2D image, and its ring frequencies.
+
+    ``a = image[0::2, 0::2]`` (even rows and columns) against ``b = image[1::2, 1::2]`` (odd
+    ones), each of half the size and twice the pixel. ``b`` samples the image one pixel
+    further along both axes; it is moved onto ``a``'s lattice by a Fourier shift of half a
+    sub-lattice pixel per axis before the correlation (uncorrected, that offset lowers the
+    correlation at frequency ``f`` by about ``J0(2 pi sqrt(2) f)``, to 0.35 at 0.2 cycles per
+    pixel). Independent noise in neighbouring pixels decorrelates, structure wider than a
+    pixel does not. Mean removal and tapering are the caller's (apply them to ``image``).
+
+    Returns:
+        ``(FRC, freq)``: the :func:`frc` of the sub-lattices (rings of the sub-lattice) and
+        the frequency of each ring in cycles per pixel of ``image`` (at most 0.25: half the
+        image's Nyquist frequency), for :func:`resolution`'s ``freq``.
+    """
+    img = np.asarray(image)
+    if img.ndim != 2 or min(img.shape) < 4:
+        raise ValueError(f"sublattice_frc needs a 2D image of at least 4 x 4, got {img.shape}")
+    ny, nx = (n // 2 for n in img.shape)
+    a = img[0 : 2 * ny : 2, 0 : 2 * nx : 2]
+    b = img[1 : 2 * ny : 2, 1 : 2 * nx : 2]
+    ramp = np.exp(-1j * np.pi * (fftfreq(ny)[:, None] + fftfreq(nx)[None, :]))
+    b = ifftn(fftn(b, norm="backward") * ramp, norm="backward")
+    if not np.iscomplexobj(img):
+        b = b.real
+    r = frc(a, b, real=real)
+    return r, ring_frequencies(r.radii, a.shape) / 2.0
 
 
 def fsc(a, b, *, real: bool = False) -> FRC:

@@ -23,7 +23,12 @@ modality, e.g. measured data from elsewhere, by the datasets and shapes alone):
 * ``refractive``: 3D refractive-index decrements delta and beta (datasets ``delta``/``beta``,
   modalities evaluated as ``refractive``): quantitative and on the truth's voxel grid, so
   nothing is aligned; SSIM, PSNR, RMSE and NRMSE of delta and of beta on the 3D volumes (data
-  range: the reference's peak-to-peak), the Fourier shell correlation of delta.
+  range: the reference's peak-to-peak), the Fourier shell correlation of delta;
+* ``element_maps``: real element maps ``(E, Ny, Nx)`` in g/cm² (modalities evaluated as
+  ``element_maps``; a result's ``maps`` against the truth's ``element_maps``, matched by the
+  names in ``elements``): quantitative, nothing aligned; per element SSIM, PSNR, RMSE, NRMSE
+  and the sub-lattice FRC of the map (one image: even against odd pixels, thresholds 1/7
+  and half-bit), and the same for the truth's raster-scan maps at equal dose.
 
 The pixel size (m) of a data file is the object pixel its geometry records
 (:func:`xrayflow.io.cxi.read_object_pixel`); of a result file, ``pixel_size`` or
@@ -59,11 +64,15 @@ from xrayflow.modalities import get_modality
 from xrayflow.provenance import provenance
 
 __all__ = [
+    "ELEMENT_MAP_PATHS",
+    "ElementMaps",
     "ObjectData",
     "RESULT_PATHS",
     "TRUTH_PATHS",
     "evaluate",
+    "evaluate_element_maps",
     "evaluate_files",
+    "read_element_maps",
     "read_object",
 ]
 
@@ -94,6 +103,15 @@ DELTA_TRUTH_PATHS = ("entry_1/xrayflow_truth/delta", "xrayflow_truth/delta", "de
 # the modality: a dataset (data files), else a root attribute (result files: model)
 MODALITY_PATHS = ("entry_1/xrayflow_attrs/modality", "modality")
 MODALITY_ATTRS = ("modality", "model")
+# element maps (kind element_maps): the maps, with the dataset `elements` beside them
+ELEMENT_MAP_PATHS = {
+    "result": ("maps", "reconstruction/maps"),
+    "truth": ("entry_1/xrayflow_truth/element_maps",),
+}
+RASTER_PATH = "entry_1/xrayflow_truth/raster_maps"  # the raster scan at equal dose
+PATTERNS_PATH = "entry_1/data_1/data"  # the recorded illumination patterns (K, Ny, Nx)
+TRANSMISSION_PATH = "entry_1/xrayflow_signals/transmission"
+SUBLATTICE_THRESHOLDS = ("1/7", "half_bit")  # of the element maps' sub-lattice FRC
 SSIM_WINDOW = 11  # pixels per axis the SSIM's Gaussian window needs (metrics.ssim)
 SSIM_NOTE = "array smaller than the 11-pixel SSIM window"
 
@@ -110,6 +128,23 @@ class ObjectData:
     dataset: str = ""
     illumination: np.ndarray | None = None  # (Ny, Nx) sum over positions of |P|^2, or None
     refractive: bool = False  # object holds delta + i beta (3D), not a complex transmission
+
+
+@dataclass
+class ElementMaps:
+    """Element maps read from a file (``maps`` (E, Ny, Nx), g/cm²), with what the
+    evaluation needs besides them; the truth's also the raster scan and an example pattern."""
+
+    maps: np.ndarray
+    elements: list[str]
+    pixel_size: float | None = None
+    loss_history: dict[str, np.ndarray] = field(default_factory=dict)
+    path: str = ""
+    dataset: str = ""
+    method: str | None = None  # the result's reconstruction method (ad, siren)
+    raster: np.ndarray | None = None  # (E, Ny, Nx) raster-scan maps at equal dose, g/cm²
+    pattern: np.ndarray | None = None  # (Ny, Nx) the first illumination pattern, photons/px
+    transmission: np.ndarray | None = None  # (Ny, Nx) the transmission image
 
 
 # --------------------------------------------------------------------------- loading
@@ -213,55 +248,63 @@ def read_object(path: str | os.PathLike, role: str = "result") -> ObjectData:
     modality is the data file's ``modality`` or the result file's root attribute ``model``.
     Raises DataError with the tried paths when something is missing.
     """
+    candidates = TRUTH_PATHS if role == "truth" else RESULT_PATHS
+    deltas = DELTA_TRUTH_PATHS if role == "truth" else DELTA_RESULT_PATHS
+    with _reading(path, role) as (f, label):
+        name = next((c for c in candidates if c in f), None)
+        refractive = name is None and any(c in f for c in deltas)
+        if refractive:
+            name = next(c for c in deltas if c in f)
+        if name is None:
+            top = ", ".join(sorted(f.keys())) or "nothing"
+            raise DataError(
+                f"{label} has no object dataset (looked for {', '.join(candidates)}, and "
+                f"for delta volumes {', '.join(deltas)}; the file holds: {top})"
+            )
+        try:
+            if refractive:
+                obj = _refractive_from(f, name, label)
+            else:
+                obj = _complex_from_node(f[name], f"{label}: {name}")
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{label}: {name} cannot be read ({exc})") from None
+        pixel = _pixel_from(read_object_pixel(f, label)) or _result_pixel(f[name])
+        if _as_str(f.attrs.get("units", "")) in ("pixels", "px"):
+            pixel = None  # a reconstruction in pixel units: no physical pixel size
+        modality = _modality(f)
+        losses = _loss_history(f) if role == "result" else {}
+        with_illum = role == "result" and not refractive
+        illum = _read_illumination(f, obj.shape) if with_illum else None
+    if obj.ndim not in (2, 3) or min(obj.shape) < 1 or (refractive and obj.ndim != 3):
+        want = "(Z, Y, X)" if refractive else "(Ny, Nx) or (S, Ny, Nx)"
+        raise DataError(f"{label}: {name} has shape {obj.shape}, expected {want}")
+    if not np.all(np.isfinite(obj)):
+        raise DataError(f"{label}: {name} contains NaN or infinite values")
+    return ObjectData(obj, pixel, losses, modality, str(Path(path)), name, illum, refractive)
+
+
+@contextlib.contextmanager
+def _reading(path: str | os.PathLike, role: str):
+    """Open the HDF5 file ``path`` (the ``role`` file: result or truth) for reading; yields
+    ``(file, label)``. A missing, unreadable or damaged file is a DataError naming it."""
     p = Path(path)
     label = f"{role} file {str(p)!r}"
     if not p.exists():
         raise DataError(f"{label} does not exist")
     if p.is_dir():
         raise DataError(f"{label} is a directory, expected an HDF5 file")
-    candidates = TRUTH_PATHS if role == "truth" else RESULT_PATHS
-    deltas = DELTA_TRUTH_PATHS if role == "truth" else DELTA_RESULT_PATHS
     try:
         f = h5py.File(p, "r")
     except OSError as exc:
         raise DataError(f"{label} is not a readable HDF5 file ({exc})") from None
     try:
         with f:
-            name = next((c for c in candidates if c in f), None)
-            refractive = name is None and any(c in f for c in deltas)
-            if refractive:
-                name = next(c for c in deltas if c in f)
-            if name is None:
-                top = ", ".join(sorted(f.keys())) or "nothing"
-                raise DataError(
-                    f"{label} has no object dataset (looked for {', '.join(candidates)}, and "
-                    f"for delta volumes {', '.join(deltas)}; the file holds: {top})"
-                )
-            try:
-                if refractive:
-                    obj = _refractive_from(f, name, label)
-                else:
-                    obj = _complex_from_node(f[name], f"{label}: {name}")
-            except (OSError, KeyError, TypeError, ValueError) as exc:
-                raise DataError(f"{label}: {name} cannot be read ({exc})") from None
-            pixel = _pixel_from(read_object_pixel(f, label)) or _result_pixel(f[name])
-            if _as_str(f.attrs.get("units", "")) in ("pixels", "px"):
-                pixel = None  # a reconstruction in pixel units: no physical pixel size
-            modality = _modality(f)
-            losses = _loss_history(f) if role == "result" else {}
-            with_illum = role == "result" and not refractive
-            illum = _read_illumination(f, obj.shape) if with_illum else None
+            yield f, label
     except DataError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
         # a damaged file (corrupt B-tree, heap or header) fails only when it is walked
         raise DataError(f"{label} cannot be read (truncated or corrupt?): {exc}") from None
-    if obj.ndim not in (2, 3) or min(obj.shape) < 1 or (refractive and obj.ndim != 3):
-        want = "(Z, Y, X)" if refractive else "(Ny, Nx) or (S, Ny, Nx)"
-        raise DataError(f"{label}: {name} has shape {obj.shape}, expected {want}")
-    if not np.all(np.isfinite(obj)):
-        raise DataError(f"{label}: {name} contains NaN or infinite values")
-    return ObjectData(obj, pixel, losses, modality, str(p), name, illum, refractive)
 
 
 def _result_pixel(node) -> float | None:
@@ -304,6 +347,60 @@ def _refractive_from(f, name: str, label: str) -> np.ndarray:
     return delta.astype(np.float64) + 1j * beta.astype(np.float64)
 
 
+def read_element_maps(path: str | os.PathLike, role: str = "result") -> ElementMaps:
+    """Read element maps (:data:`ELEMENT_MAP_PATHS`) and their ``elements`` from an HDF5 file.
+
+    ``role`` ``"result"``: a reconstruction (``maps``, ``elements``, ``loss``, ``method``);
+    ``"truth"``: a simulated data file (``entry_1/xrayflow_truth/element_maps``, plus the
+    raster maps, the first illumination pattern and the transmission image where present).
+    Pixel size as :func:`read_object`. Without ``elements`` the maps are named by index.
+    """
+    with _reading(path, role) as (f, label):
+        name = next((c for c in ELEMENT_MAP_PATHS[role] if c in f), None)
+        if name is None:
+            top = ", ".join(sorted(f.keys())) or "nothing"
+            looked = ", ".join(ELEMENT_MAP_PATHS[role])
+            raise DataError(f"{label} has no element maps (looked for {looked}; it holds: {top})")
+        maps = _real_maps(f[name][()], f"{label}: {name}")
+        names = name.rsplit("/", 1)[0] + "/elements" if "/" in name else "elements"
+        if names in f:
+            elements = [_as_str(e) for e in np.atleast_1d(f[names][()])]
+        else:
+            elements = [f"map {i}" for i in range(maps.shape[0])]
+        if len(elements) != maps.shape[0]:
+            raise DataError(
+                f"{label}: {names} names {len(elements)} elements for {name} "
+                f"of {maps.shape[0]} maps"
+            )
+        pixel = _pixel_from(read_object_pixel(f, label)) or _result_pixel(f[name])
+        out = ElementMaps(maps, elements, pixel, path=str(Path(path)), dataset=name)
+        if role == "result":
+            out.loss_history = _loss_history(f)
+            out.method = _as_str(f["method"][()]) if "method" in f else None
+        else:
+            if RASTER_PATH in f:
+                out.raster = _real_maps(f[RASTER_PATH][()], f"{label}: {RASTER_PATH}")
+            if PATTERNS_PATH in f and f[PATTERNS_PATH].ndim == 3 and len(f[PATTERNS_PATH]):
+                out.pattern = np.asarray(f[PATTERNS_PATH][0], dtype=np.float64)
+            if TRANSMISSION_PATH in f:
+                out.transmission = np.asarray(f[TRANSMISSION_PATH][()], dtype=np.float64)
+    return out
+
+
+def _real_maps(arr: np.ndarray, label: str) -> np.ndarray:
+    """Finite real maps as float64 ``(E, Ny, Nx)`` (one 2D map gets a leading axis)."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"{label} must be real numbers, got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or min(arr.shape) < 1:
+        raise DataError(f"{label} has shape {arr.shape}, expected (E, Ny, Nx)")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{label} contains NaN or infinite values")
+    return arr.astype(np.float64)
+
+
 # --------------------------------------------------------------------------- evaluation
 def _evaluated_as(modality: str | None) -> str | None:
     """:attr:`Modality.evaluate` of a registered modality; None without one (or for a name
@@ -314,6 +411,22 @@ def _evaluated_as(modality: str | None) -> str | None:
         return get_modality(modality).evaluate
     except ConfigError:
         return None
+
+
+def _element_maps(requested: str, files) -> bool:
+    """Whether the comparison is of element maps: kind ``element_maps``, or ``auto`` and one
+    of ``files`` (``(path, role)``) records a modality evaluated as ``element_maps`` or, as
+    a result, holds element maps and no object."""
+    if requested != "auto":
+        return requested == "element_maps"
+    for path, role in files:
+        with _reading(path, role) as (f, _):
+            if _evaluated_as(_modality(f)) == "element_maps":
+                return True
+            maps_only = not any(c in f for c in (*RESULT_PATHS, *DELTA_RESULT_PATHS))
+            if role == "result" and maps_only and any(c in f for c in ELEMENT_MAP_PATHS[role]):
+                return True
+    return False
 
 
 def _kind(result: ObjectData, ref: ObjectData, requested: str) -> str:
@@ -330,6 +443,8 @@ def _kind(result: ObjectData, ref: ObjectData, requested: str) -> str:
         return "refractive"
     if requested == "refractive":
         raise DataError("kind 'refractive' needs delta/beta volumes (datasets delta and beta)")
+    if requested == "element_maps":
+        raise DataError("kind 'element_maps' compares element-map files (evaluate_element_maps)")
     if requested != "auto":
         return requested
     if all(len(s) == 2 or s[0] == 1 for s in shapes):
@@ -487,28 +602,39 @@ def _frc_block(est: np.ndarray, ref: np.ndarray, cfg: dict, pixel: float | None,
     w = al.tukey_window(a.shape, taper)
     a = (a - a.mean()) * w
     b = (b - b.mean()) * w
-    radii, curve, n = frcmod.frc(a, b, real=fc["numerator"] == "real")
-    freq = frcmod.ring_frequencies(radii, a.shape)
-    res = {}
+    r = frcmod.frc(a, b, real=fc["numerator"] == "real")
     primary = fc["primary"]
     if primary == "auto":
         primary = "half_bit" if mode == "pair" else "0.5"
-    for name in [*map(str, fc["thresholds"]), primary]:
+    return _curve_block(
+        r,
+        frcmod.ring_frequencies(r.radii, a.shape),
+        [*map(str, fc["thresholds"]), primary],
+        pixel,
+        computed_on=on,
+        numerator=fc["numerator"],
+        taper_px=taper,
+        primary=primary,
+    )
+
+
+def _curve_block(r: frcmod.FRC, freq, thresholds, pixel: float | None, **head) -> dict:
+    """JSON block of one FRC curve: ``head`` (what it was computed on, ``primary``, ...),
+    the resolution at each of ``thresholds`` (``freq``: cycles per pixel of each ring;
+    ``pixel``: m or None), the curve and the Fourier pixels per ring."""
+    res: dict[str, dict] = {}
+    for name in thresholds:
         if name not in res:
-            t = frcmod.threshold_curve(name, n)
-            res[name] = _resolution_dict(frcmod.resolution(curve, t, pixel, freq=freq))
-    block = {
-        "computed_on": on,
-        "numerator": fc["numerator"],
-        "taper_px": taper,
-        "primary": primary,
+            t = frcmod.threshold_curve(name, r.n_per_ring)
+            res[name] = _resolution_dict(frcmod.resolution(r.curve, t, pixel, freq=freq))
+    return {
+        **head,
         "resolution_convention": frcmod.CONVENTION,
         "resolution": res,
         "frequency_cycles_per_px": freq,
-        "curve": curve,
-        "n_per_ring": n,
+        "curve": r.curve,
+        "n_per_ring": r.n_per_ring,
     }
-    return block
 
 
 def evaluate(
@@ -640,10 +766,7 @@ def evaluate(
             )
         metrics["slices"] = per
     if res.loss_history:
-        metrics["loss"] = {
-            k: {"final": float(v[-1]), "min": float(np.min(v)), "n": int(v.size)}
-            for k, v in res.loss_history.items()
-        }
+        metrics["loss"] = _loss_summary(res.loss_history)
     metrics = _finite(metrics)
     if not return_arrays:
         return metrics
@@ -654,6 +777,110 @@ def evaluate(
         "loss_history_ref": ref.loss_history if mode == "pair" else {},
     }
     return metrics, arrays
+
+
+def evaluate_element_maps(
+    result: ElementMaps, reference: ElementMaps, config: dict | None = None
+) -> tuple[dict, dict]:
+    """Compare element maps with the truth: per element (matched by name) SSIM, PSNR (dB),
+    RMSE and NRMSE (data range: the truth map's peak-to-peak) and the sub-lattice FRC of the
+    result's map (:func:`~xrayflow.evaluate.frc.sublattice_frc`; thresholds 1/7 and
+    half-bit, primary 1/7 unless ``frc.primary`` names another); the same for the truth's
+    raster-scan maps at equal dose (``raster``). ``crop_px`` is removed from every edge.
+
+    Returns ``(metrics, arrays)``: the JSON-ready metrics (``maps`` and ``raster``:
+    ``{element: {ssim, psnr_db, rmse, nrmse, data_range, frc}}``) and the cropped maps
+    (``est``, ``ref``, ``raster``), the example pattern, the transmission and the loss
+    history for the figures.
+    """
+    cfg = _default_config() if config is None else config
+    missing = [e for e in reference.elements if e not in result.elements]
+    if missing:
+        raise DataError(
+            f"the result {result.path or ''} has no map of {', '.join(missing)} "
+            f"(it holds {', '.join(result.elements)}; the truth: {', '.join(reference.elements)})"
+        )
+    est = result.maps[[result.elements.index(e) for e in reference.elements]]
+    for what, arr in (("result maps", est), ("raster maps", reference.raster)):
+        if arr is not None and arr.shape != reference.maps.shape:
+            raise DataError(
+                f"shape mismatch: {what} {arr.shape} vs truth maps {reference.maps.shape}"
+            )
+    margin = int(cfg["crop_px"])
+    if min(reference.maps.shape[1:]) - 2 * margin < SSIM_WINDOW:
+        raise DataError(
+            f"cropping {margin} px per side leaves too little of maps of shape "
+            f"{reference.maps.shape[1:]} (at least {SSIM_WINDOW} px per axis)"
+        )
+    pixel = cfg.get("pixel_size") or result.pixel_size or reference.pixel_size
+
+    def crop(a):
+        return al.crop(a, [0, margin, margin])
+
+    ec, rc = crop(est), crop(reference.maps)
+    metrics: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "mode": "truth",
+        "kind": "element_maps",
+        "result": result.path or None,
+        "reference": reference.path or None,
+        "result_dataset": result.dataset or None,
+        "reference_dataset": reference.dataset or None,
+        "method": result.method,
+        "elements": list(reference.elements),
+        "shape": list(reference.maps.shape),
+        "evaluated_shape": list(ec.shape),
+        "crop_px": margin,
+        "pixel_size_m": pixel,
+        "maps": _element_blocks(ec, rc, reference.elements, cfg, pixel),
+    }
+    arrays: dict[str, Any] = {
+        "est": ec,
+        "ref": rc,
+        "raster": None,
+        "elements": list(reference.elements),
+        "pattern": reference.pattern,
+        "transmission": reference.transmission,
+        "loss_history": result.loss_history,
+    }
+    if reference.raster is not None:
+        arrays["raster"] = crop(reference.raster)
+        metrics["raster"] = _element_blocks(arrays["raster"], rc, reference.elements, cfg, pixel)
+    if result.loss_history:
+        metrics["loss"] = _loss_summary(result.loss_history)
+    return _finite(metrics), arrays
+
+
+def _element_blocks(est: np.ndarray, ref: np.ndarray, elements, cfg: dict, pixel) -> dict:
+    """``{element: metrics}`` of maps ``est`` against ``ref`` (both (E, Ny, Nx))."""
+    fc = cfg["frc"]
+    primary = "1/7" if fc["primary"] == "auto" else str(fc["primary"])
+    taper = [min(int(cfg["taper_px"]), n // 4) for n in est.shape[1:]]
+    window = al.tukey_window(est.shape[1:], taper)
+    out = {}
+    for e, r, name in zip(est, ref, elements, strict=True):
+        block = {**_real_metrics(e, r, f"truth {name} map"), "nrmse": me.nrmse(e, r)}
+        sub, freq = frcmod.sublattice_frc((e - e.mean()) * window, real=fc["numerator"] == "real")
+        block["frc"] = _curve_block(
+            sub,
+            freq,
+            [*SUBLATTICE_THRESHOLDS, primary],
+            pixel,
+            computed_on="sub-lattices: even vs odd rows and columns of the map",
+            numerator=fc["numerator"],
+            taper_px=taper,
+            primary=primary,
+        )
+        out[name] = block
+    return out
+
+
+def _loss_summary(history: dict[str, np.ndarray]) -> dict:
+    """Final value, minimum and length of each loss history."""
+    return {
+        k: {"final": float(v[-1]), "min": float(np.min(v)), "n": int(v.size)}
+        for k, v in history.items()
+    }
 
 
 def _default_config() -> dict:
@@ -669,11 +896,22 @@ def evaluate_files(
     mode: str = "truth",
     figures: str | os.PathLike | None = None,
 ) -> dict:
-    """Read both files, :func:`evaluate`, write ``out`` (JSON) and optional figures."""
+    """Read both files, :func:`evaluate` (element maps: :func:`evaluate_element_maps`),
+    write ``out`` (JSON) and optional figures."""
     cfg = _default_config() if config is None else config
-    res = read_object(result_path, "result")
-    ref = read_object(reference_path, "truth" if mode == "truth" else "result")
-    metrics, arrays = evaluate(res, ref, cfg, mode=mode, return_arrays=True)
+    ref_role = "truth" if mode == "truth" else "result"
+    if _element_maps(cfg["kind"], ((result_path, "result"), (reference_path, ref_role))):
+        if mode != "truth":
+            raise DataError("element maps are compared with their truth: --result R --truth D")
+        metrics, arrays = evaluate_element_maps(
+            read_element_maps(result_path, "result"),
+            read_element_maps(reference_path, "truth"),
+            cfg,
+        )
+    else:
+        res = read_object(result_path, "result")
+        ref = read_object(reference_path, ref_role)
+        metrics, arrays = evaluate(res, ref, cfg, mode=mode, return_arrays=True)
     try:
         metrics["provenance"] = _finite(provenance(cfg))
     except Exception:
@@ -721,7 +959,7 @@ def publish(
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-FIGURE_NAMES = ("comparison.png", "frc.png", "loss.png")
+FIGURE_NAMES = ("comparison.png", "element_maps.png", "speckle_pattern.png", "frc.png", "loss.png")
 
 
 def _move_figures(tmpdir: Path, fdir: Path, undo: list) -> None:

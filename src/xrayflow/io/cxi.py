@@ -66,6 +66,7 @@ TRANSLATION_PATHS = (
     "entry_1/instrument_1/detector_1/translation",
 )
 TRUTH_GROUP = "entry_1/xrayflow_truth"
+SIGNALS_GROUP = "entry_1/xrayflow_signals"
 PROV_GROUP = "entry_1/xrayflow_provenance"
 ATTRS_GROUP = "entry_1/xrayflow_attrs"
 SOURCE = "entry_1/instrument_1/source_1"
@@ -111,6 +112,9 @@ class DiffractionData:
         provenance: versions, seed, git commit, time, command.
         attrs: further metadata (``modality``, the geometry entries of
             :data:`xrayflow.geometry.ATTR_NAMES`, ...).
+        signals: further measured datasets by name (e.g. fluorescence counts per frame),
+            arrays; strings as arrays of ``str``. Read whole: ``indices`` and
+            :meth:`subset` select frames only; their consumers check their values.
     """
 
     data: np.ndarray
@@ -125,6 +129,7 @@ class DiffractionData:
     config: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     attrs: dict = field(default_factory=dict)
+    signals: dict = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -319,6 +324,11 @@ def _write_cxi_file(f: h5py.File, d: DiffractionData, data, compression, compres
         for k, v in d.truth.items():
             if k not in LEGACY_TRUTH_NAMES:
                 write_node(tg, str(k), v)
+    if d.signals:
+        sg = e.create_group("xrayflow_signals")
+        for k, v in d.signals.items():
+            arr = np.asarray(v)
+            write_node(sg, str(k), arr.astype(object) if arr.dtype.kind in "US" else arr)
     pg = e.create_group("xrayflow_provenance")
     prov = {k: v for k, v in d.provenance.items() if k != "config"}
     for k, v in prov.items():
@@ -852,6 +862,9 @@ def read_cxi(
         if not isinstance(config, dict):
             config = {}
         tr = _read_group(f, TRUTH_GROUP) if truth else {}
+        signals = {
+            k: np.asarray(v) for k, v in _read_group(f, SIGNALS_GROUP).items() if k[0] != "@"
+        }
         if "modality" not in attrs and "entry_1/experiment_description" in f:
             attrs.setdefault("description", _decode_attr(f["entry_1/experiment_description"][()]))
     d = DiffractionData(
@@ -867,6 +880,7 @@ def read_cxi(
         config=config,
         provenance=prov,
         attrs=attrs,
+        signals=signals,
     )
     if check:
         _check_arrays(d, source)

@@ -22,9 +22,9 @@ from typing import Any
 from xrayflow.errors import ConfigError
 
 #: Ways ``xrayflow evaluate`` compares a result with a reference (:attr:`Modality.evaluate`).
-EVALUATE_KINDS = ("object", "refractive", "density")
+EVALUATE_KINDS = ("object", "refractive", "density", "element_maps")
 #: Solvers of the reconstruct stage (:attr:`Modality.solver`).
-SOLVERS = ("gradient", "phase_retrieval")
+SOLVERS = ("gradient", "phase_retrieval", "linear_inverse")
 
 
 def _frozen(d: Mapping | None) -> Mapping:
@@ -55,9 +55,12 @@ class Modality:
             the solver fits (for the gradient solver, the interface documented in
             :mod:`xrayflow.solvers.gradient`).
         solver: which solver of :mod:`xrayflow.solvers` the reconstruct stage runs:
-            ``"gradient"`` (minibatch gradient descent over frames, MPI data parallel) or
+            ``"gradient"`` (minibatch gradient descent over frames, MPI data parallel),
             ``"phase_retrieval"`` (one 3D pattern: HIO/ER with shrink-wrap, then gradient
-            refinement).
+            refinement) or ``"linear_inverse"`` (unknowns that enter the measurements
+            linearly, e.g. maps behind bucket signals of patterns: L-BFGS-B, Adam or CGLS,
+            MPI data parallel over patterns; the model interface of
+            :mod:`xrayflow.solvers.linear_inverse`).
         reconstruct_sections: reconstruct-config sections this modality adds.
         object_memory: ``(config, data, real_bytes, complex_bytes) -> (description,
             bytes)`` of one copy of the object unknowns, when they are not S transmission

@@ -1,7 +1,8 @@
 """Neural networks below the stages: architectures, model files and loss helpers (torch).
 
 Imported by the train stage, by the modalities' training hooks
-(``xrayflow.modalities.<name>.training``) and by the Bragg CDI network start; it imports
+(``xrayflow.modalities.<name>.training``), by the Bragg CDI network start and by the
+reconstruct stage's network method (:mod:`.siren`); it imports
 torch at module top, so import it only where torch is needed. It knows no modality: a
 network is described by its number of spatial axes and its heads (physical quantities,
 :data:`~.encoder_decoder.HEADS`).
@@ -9,7 +10,8 @@ network is described by its number of spatial axes and its heads (physical quant
 Modules: :mod:`.layers` (global batch norm, conv blocks), :mod:`.encoder_decoder` (the
 encoder with one decoder per head), :mod:`.files` (model files), :mod:`.losses` (per-sample
 loss terms shared by the training hooks), :mod:`.physics` (``xrayflow.ad`` physics as torch
-functions).
+functions), :mod:`.siren` (a SIREN coordinate network fitted per sample to
+structured-illumination counts).
 """
 
 from xrayflow.networks.encoder_decoder import (

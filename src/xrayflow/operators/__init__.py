@@ -8,7 +8,8 @@ Conventions: docs/physics.md (ortho FFTs, zero frequency at index 0, corners = t
 
 Modules: :mod:`.fourier` (DFTs), :mod:`.propagation` (Fraunhofer far field, transfer-function
 propagation, far-field intensity), :mod:`.farfield3d` (3D far field of Bragg CDI),
-:mod:`.patches` (windows at corners, scatter-add), :mod:`.shift` (sub-pixel Fourier shift),
+:mod:`.patches` (windows at corners, scatter-add), :mod:`.projection` (maps onto
+illumination patterns), :mod:`.shift` (sub-pixel Fourier shift),
 :mod:`.transmission` (slice transmission), :mod:`.rotation` (volume rotation),
 :mod:`.multislice` (multislice forward and reversible gradient: the one engine),
 :mod:`.ptychography` (the simulation's far-field multislice model).
@@ -19,6 +20,7 @@ from .farfield3d import FarField3D
 from .fourier import DFT
 from .multislice import Multislice, MultisliceEngine, ObjectWindows, PatchStack, exit_waves
 from .patches import Patches, scatter_add_patches
+from .projection import PatternProjection
 from .propagation import FarField, Propagation, far_field_intensity, intensity
 from .ptychography import MultisliceModel, simulate_intensities, split_corners
 from .rotation import Rotation, rotation_operator
@@ -38,6 +40,7 @@ __all__ = [
     "OperatorError",
     "PatchStack",
     "Patches",
+    "PatternProjection",
     "Propagation",
     "Rotation",
     "Transmission",

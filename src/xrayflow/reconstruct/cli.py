@@ -1,7 +1,10 @@
 """``xrayflow reconstruct --config RECON.yaml --data DATA --out RECON.h5 [--resume]``.
 
-Runs on one process, or on N under ``mpiexec -n N`` / ``srun`` (frames split over the
-ranks, see :mod:`xrayflow.solvers.gradient`). The whole run is wrapped in
+Dispatches on the modality's solver (:attr:`xrayflow.modalities.Modality.solver`): the
+gradient solver (:mod:`.run`), or the one-shot stages :mod:`.phase_retrieval` and
+:mod:`.linear_inverse`. Runs on one process, or on N under ``mpiexec -n N`` / ``srun``
+(frames split over the ranks, see :mod:`xrayflow.solvers.gradient` and
+:mod:`xrayflow.solvers.linear_inverse`). The whole run is wrapped in
 :func:`xrayflow.parallel.abort_on_error`: an error on any rank prints ``rank k: message``
 and ends every rank (exit 2 for input errors, 1 otherwise) instead of leaving them waiting.
 """
@@ -16,8 +19,14 @@ from xrayflow.io.checkpoint import is_checkpoint
 from xrayflow.io.outputs import check_outputs
 from xrayflow.modalities import get_modality, stage_schema
 from xrayflow.parallel import abort_on_error, get_comm
-from xrayflow.reconstruct import phase_retrieval
+from xrayflow.reconstruct import linear_inverse, phase_retrieval
 from xrayflow.reconstruct.run import default_checkpoint_path, reconstruct
+
+#: The stages of the solvers other than ``gradient``: ``(cfg, data, out, comm) -> summary``.
+ONE_SHOT = {
+    "phase_retrieval": phase_retrieval.reconstruct,
+    "linear_inverse": linear_inverse.reconstruct,
+}
 
 
 def add_arguments(parser) -> None:
@@ -55,9 +64,10 @@ def _run(args, comm) -> int:
     cfg = load_config(args.config, stage_schema("reconstruct"), overrides, "reconstruct")
     solver = get_modality(cfg["model"]["type"], "model.type").solver
     _check_before_work(cfg, args, comm, checkpoint=solver == "gradient")
-    if solver == "phase_retrieval":
-        summary = phase_retrieval.reconstruct(cfg, args.data, args.out, comm)
-        print(f"reconstruct: wrote {args.out} ({summary})", file=sys.stderr)
+    if solver in ONE_SHOT:
+        summary = ONE_SHOT[solver](cfg, args.data, args.out, comm)
+        if comm.is_root:
+            print(f"reconstruct: wrote {args.out} ({summary})", file=sys.stderr)
         return 0
     res = reconstruct(cfg, args.data, args.out, resume=bool(args.resume), comm=comm)
     if not comm.is_root:
