@@ -368,11 +368,12 @@ def main(argv=None) -> int:
         print(closing(method, found, rows))
     figs = Path(args.figures)
     figs.mkdir(parents=True, exist_ok=True)
-    save(quality_figure(rows, "K", "fraction", "K / pixels", False), figs / "quality_vs_k.png")
-    save(
-        quality_figure(rows, "dose", "photons_per_pattern", "photons per pattern", True),
-        figs / "quality_vs_dose.png",
-    )
+    for sweep, x, label, log_x, name in (
+        ("K", "fraction", "K / pixels", False, "quality_vs_k.png"),
+        ("dose", "photons_per_pattern", "photons per pattern", True, "quality_vs_dose.png"),
+    ):
+        if any(r["sweep"] == sweep for r in rows):
+            save(quality_figure(rows, sweep, x, label, log_x), figs / name)
     if shown is not None:
         fraction, maps = shown
         columns = [

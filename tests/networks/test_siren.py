@@ -142,6 +142,18 @@ def test_fit_is_deterministic_and_uses_the_prior():
     assert not np.array_equal(a, c)
 
 
+def test_a_diverging_fit_rolls_back_to_its_lowest_point():
+    n, rng = 12, np.random.default_rng(9)
+    truth = _blobs(n, 2)[None] * 1e-3
+    patterns = _speckle(n * n, n, rng) * 1e4
+    counts = _counts(truth, patterns, np.array([0.5]), 1.0, rng)
+    cfg = {"hidden_width": 16, "hidden_layers": 1, "steps": 40, "lr": 0.5, "keep_last": 5}
+    maps, hist = fit_siren(patterns, counts, [0.5], (n, n), None, cfg, "cpu", 0)
+    assert hist["rollbacks"] >= 1 and np.isfinite(maps).all()
+    kept = hist["loss"][hist["best_step"]] if hist["best_step"] >= 0 else None
+    assert kept is None or kept <= 2 * hist["loss"].min()
+
+
 def test_bad_inputs_and_devices():
     p = np.ones((4, 3, 3))
     with pytest.raises(ValueError, match="patterns"):
