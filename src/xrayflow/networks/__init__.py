@@ -11,9 +11,17 @@ Modules: :mod:`.layers` (global batch norm, conv blocks), :mod:`.encoder_decoder
 encoder with one decoder per head), :mod:`.files` (model files), :mod:`.losses` (per-sample
 loss terms shared by the training hooks), :mod:`.physics` (``xrayflow.ad`` physics as torch
 functions), :mod:`.siren` (a SIREN coordinate network fitted per sample to
-structured-illumination counts).
+structured-illumination counts), :mod:`.cnn` (image → vector networks: multi-label tags of
+scattering images, encodings of disordered crystals).
 """
 
+from xrayflow.networks.cnn import (
+    EncodingRegressor,
+    TagClassifier,
+    balanced_pos_weight,
+    multilabel_bce,
+    regression_loss,
+)
 from xrayflow.networks.encoder_decoder import (
     HEADS,
     EncoderDecoder,
@@ -33,11 +41,16 @@ __all__ = [
     "HEADS",
     "MODEL_FORMAT",
     "EncoderDecoder",
+    "EncodingRegressor",
     "GlobalBatchNorm",
+    "TagClassifier",
     "atomic_torch_save",
     "count_parameters",
     "jsonable",
     "load_model",
+    "balanced_pos_weight",
+    "multilabel_bce",
     "network_options",
+    "regression_loss",
     "save_model",
 ]

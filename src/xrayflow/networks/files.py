@@ -64,11 +64,13 @@ def _architecture_of(state: dict) -> dict:
     return {"ndim": state["encoder.0.weight"].dim() - 2, "heads": heads}
 
 
-def load_model(path, device="cpu") -> tuple[EncoderDecoder, dict, dict, dict]:
+def load_model(path, device="cpu", build=None) -> tuple[EncoderDecoder, dict, dict, dict]:
     """Load a model file with ``weights_only=True``.
 
-    Returns (model in eval mode on ``device``, config, provenance, meta); DataError naming
-    the file when it is missing, not a complete model file or inconsistent with its config.
+    ``build``: ``(config, meta) -> network`` for networks other than the
+    :class:`EncoderDecoder` (the train stage passes the modality's). Returns (model in eval
+    mode on ``device``, config, provenance, meta); DataError naming the file when it is
+    missing, not a complete model file or inconsistent with its config.
     """
     p = Path(path)
     if not p.is_file():
@@ -86,9 +88,12 @@ def load_model(path, device="cpu") -> tuple[EncoderDecoder, dict, dict, dict]:
         config = json.loads(obj["config_json"])
         meta = json.loads(obj["meta_json"])
         prov = json.loads(obj.get("provenance_json") or "{}")
-        arch = meta.get("architecture") or _architecture_of(obj["state_dict"])
-        options = network_options(config["network"], meta.get("output_size"))
-        model = EncoderDecoder(arch["ndim"], arch["heads"], meta["input_size"], **options)
+        if build is not None:
+            model = build(config, meta)
+        else:
+            arch = meta.get("architecture") or _architecture_of(obj["state_dict"])
+            options = network_options(config["network"], meta.get("output_size"))
+            model = EncoderDecoder(arch["ndim"], arch["heads"], meta["input_size"], **options)
         model.load_state_dict(obj["state_dict"])
     except (ValueError, KeyError, TypeError, RuntimeError, ConfigError) as exc:
         what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
