@@ -14,6 +14,7 @@ from xrayflow.config import load_config
 from xrayflow.errors import ConfigError
 from xrayflow.modalities import stage_schema
 from xrayflow.modalities.bragg_cdi import training as bragg
+from xrayflow.modalities.scattering import training as scattering
 from xrayflow.networks import load_model, save_model
 from xrayflow.train.hooks import shard_hooks, training_hooks
 from xrayflow.train.loop import train
@@ -31,9 +32,16 @@ def test_names_and_former_names_resolve_once():
 
 def test_schema_lists_the_trainable_modalities_and_their_sections():
     sch = stage_schema("train")["properties"]
-    assert sch["data"]["properties"]["kind"]["enum"] == ["ptycho2d", "bragg_cdi"]
-    assert sch["network"]["properties"]["kind"]["enum"] == ["auto", "ptycho2d", "bragg_cdi"]
+    trainable = ["ptycho2d", "bragg_cdi", "scattering"]
+    assert sch["data"]["properties"]["kind"]["enum"] == trainable
+    assert sch["network"]["properties"]["kind"]["enum"] == ["auto", *trainable]
     assert sch["data"]["properties"]["bragg_cdi"] == bragg.DATA_SECTION
+    # a modality's own network and loss options sit under its name, nowhere else
+    assert sch["network"]["properties"]["scattering"] == scattering.NETWORK_SECTION
+    assert sch["training"]["properties"]["loss"]["properties"]["scattering"] == (
+        scattering.LOSS_SECTION
+    )
+    assert "bragg_cdi" not in sch["network"]["properties"]
     cfg = load_config({}, stage_schema("train"), name="train")
     assert cfg["data"]["kind"] == "ptycho2d" and cfg["data"]["bragg_cdi"]["size"] == 32
     for key, old in (("data.kind", "bragg_cdi3d"), ("network.kind", "cdi3d")):

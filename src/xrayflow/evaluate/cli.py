@@ -22,7 +22,7 @@ import os
 from xrayflow.config import load_config
 from xrayflow.errors import ConfigError
 from xrayflow.evaluate.frc import threshold_curve
-from xrayflow.evaluate.report import evaluate_files
+from xrayflow.evaluate.report import evaluate_files, modality_evaluator
 from xrayflow.io.outputs import check_outputs
 
 log = logging.getLogger("xrayflow.evaluate")
@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     _check_thresholds(cfg)
     m = evaluate_files(a, b, out, cfg, mode=mode, figures=figures)
     log.info("wrote %s", out)
-    print(summary_line(m, mode, out))
+    own = modality_evaluator(((a, "result"), (b, "truth"))) if cfg["kind"] == "auto" else None
+    print(own.summary_line(m, out) if own is not None else summary_line(m, mode, out))
     return 0
 
 

@@ -413,6 +413,22 @@ def _evaluated_as(modality: str | None) -> str | None:
         return None
 
 
+def modality_evaluator(files):
+    """The evaluation module of the first of ``files`` (``(path, role)``) that records a
+    registered modality with its own evaluation (:attr:`Modality.evaluator`), or None."""
+    for path, role in files:
+        with _reading(path, role) as (f, _):
+            name = _modality(f)
+        if name:
+            try:
+                module = get_modality(name).evaluator_module()
+            except ConfigError:  # a name the registry does not know: files from elsewhere
+                continue
+            if module is not None:
+                return module
+    return None
+
+
 def _element_maps(requested: str, files) -> bool:
     """Whether the comparison is of element maps: kind ``element_maps``, or ``auto`` and one
     of ``files`` (``(path, role)``) records a modality evaluated as ``element_maps`` or, as
@@ -900,7 +916,17 @@ def evaluate_files(
     write ``out`` (JSON) and optional figures."""
     cfg = _default_config() if config is None else config
     ref_role = "truth" if mode == "truth" else "result"
-    if _element_maps(cfg["kind"], ((result_path, "result"), (reference_path, ref_role))):
+    files = ((result_path, "result"), (reference_path, ref_role))
+    own = modality_evaluator(files) if cfg["kind"] == "auto" else None
+    writer = None
+    if own is not None:
+        if mode != "truth":
+            raise DataError(
+                "this modality's results are compared with their truth: --result R --truth D"
+            )
+        metrics, arrays = own.evaluate(result_path, reference_path, cfg)
+        writer = own.write_figures
+    elif _element_maps(cfg["kind"], files):
         if mode != "truth":
             raise DataError("element maps are compared with their truth: --result R --truth D")
         metrics, arrays = evaluate_element_maps(
@@ -917,7 +943,8 @@ def evaluate_files(
     except Exception:
         metrics["provenance"] = None
     metrics["config"] = _finite(cfg)
-    publish(out, metrics, figures, arrays, cfg)
+    names = getattr(own, "FIGURE_NAMES", ())
+    publish(out, metrics, figures, arrays, cfg, writer=writer, figure_names=names)
     return metrics
 
 
@@ -927,8 +954,14 @@ def publish(
     figures: str | os.PathLike | None = None,
     arrays: dict | None = None,
     config: dict | None = None,
+    writer=None,
+    figure_names: tuple[str, ...] = (),
 ) -> None:
     """Write the metrics JSON and the figures together or not at all.
+
+    ``writer``: ``(directory, metrics, arrays, config) -> [paths]``, the figures of a
+    modality's own evaluation (default :func:`write_figures`), whose names are
+    ``figure_names``.
 
     Figures are rendered into a temporary folder beside ``figures`` and the JSON text is
     made first; only then are the figures moved into place (a rename of the whole folder
@@ -942,13 +975,13 @@ def publish(
         if fdir is not None:
             remove_stale_temporaries(fdir)  # folders of killed runs
             tmpdir = Path(tempfile.mkdtemp(prefix=temporary_prefix(fdir), dir=fdir.parent))
-            written = write_figures(tmpdir, metrics, arrays or {}, config)
+            written = (writer or write_figures)(tmpdir, metrics, arrays or {}, config)
             metrics["figures"] = [str(fdir / p.name) for p in written]
         text = json.dumps(_finite(metrics), indent=2, allow_nan=False, default=str) + "\n"
         with atomic_path(out) as tmp:
             tmp.write_text(text, encoding="utf-8")
             if fdir is not None and tmpdir is not None:
-                _move_figures(tmpdir, fdir, undo)
+                _move_figures(tmpdir, fdir, undo, (*FIGURE_NAMES, *figure_names))
     except BaseException:
         for step in reversed(undo):
             with contextlib.suppress(OSError):
@@ -962,7 +995,7 @@ def publish(
 FIGURE_NAMES = ("comparison.png", "element_maps.png", "speckle_pattern.png", "frc.png", "loss.png")
 
 
-def _move_figures(tmpdir: Path, fdir: Path, undo: list) -> None:
+def _move_figures(tmpdir: Path, fdir: Path, undo: list, names=FIGURE_NAMES) -> None:
     """Move the figures of ``tmpdir`` into ``fdir``, appending the undo steps to ``undo``.
 
     A missing ``fdir`` is created by renaming ``tmpdir`` (atomic). Into an existing folder
@@ -977,7 +1010,7 @@ def _move_figures(tmpdir: Path, fdir: Path, undo: list) -> None:
     old = tmpdir / ".previous"
     old.mkdir()
     new = {p.name for p in tmpdir.iterdir() if p.is_file()}
-    for name in FIGURE_NAMES:
+    for name in names:
         target = fdir / name
         if target.is_file():
             os.replace(target, old / name)

@@ -88,6 +88,7 @@ __all__ = [
     "read_cxi_meta",
     "read_geometry",
     "read_object_pixel",
+    "read_signal_rows",
     "read_truth",
     "write_cxi",
     "write_geometry",
@@ -821,7 +822,11 @@ def _open(path) -> tuple[h5py.File, str]:
 
 
 def read_cxi(
-    path: str | os.PathLike, indices=None, truth: bool = True, check: bool = True
+    path: str | os.PathLike,
+    indices=None,
+    truth: bool = True,
+    check: bool = True,
+    signals: bool = True,
 ) -> DiffractionData:
     """Read a CXI file into :class:`DiffractionData`.
 
@@ -831,6 +836,8 @@ def read_cxi(
             Positions and angles are subset to match. Default: all frames.
         truth: also read the ground-truth group (can be large; MPI ranks may skip it).
         check: raise DataError for NaN/inf or negative counts in the frames read.
+        signals: also read the further measured datasets (read whole; per-frame ones can
+            be large: :func:`read_signal_rows` reads rows of one).
     """
     f, source = _open(path)
     with f:
@@ -862,9 +869,11 @@ def read_cxi(
         if not isinstance(config, dict):
             config = {}
         tr = _read_group(f, TRUTH_GROUP) if truth else {}
-        signals = {
-            k: np.asarray(v) for k, v in _read_group(f, SIGNALS_GROUP).items() if k[0] != "@"
-        }
+        signals = (
+            {k: np.asarray(v) for k, v in _read_group(f, SIGNALS_GROUP).items() if k[0] != "@"}
+            if signals
+            else {}
+        )
         if "modality" not in attrs and "entry_1/experiment_description" in f:
             attrs.setdefault("description", _decode_attr(f["entry_1/experiment_description"][()]))
     d = DiffractionData(
@@ -885,6 +894,21 @@ def read_cxi(
     if check:
         _check_arrays(d, source)
     return d
+
+
+def read_signal_rows(path: str | os.PathLike, name: str, rows: slice) -> np.ndarray | None:
+    """Rows ``rows`` (frames) of the signal ``name`` (``entry_1/xrayflow_signals/<name>``),
+    or None when the file has no such signal; DataError naming the file when it cannot be
+    read."""
+    f, source = _open(path)
+    with f:
+        key = f"{SIGNALS_GROUP}/{name}"
+        if key not in f:
+            return None
+        try:
+            return np.asarray(f[key][rows])
+        except (OSError, RuntimeError, TypeError, ValueError) as exc:
+            raise DataError(f"{source}: cannot read {key} rows {rows}: {exc}") from None
 
 
 def read_truth(path: str | os.PathLike) -> dict:

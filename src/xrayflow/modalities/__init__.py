@@ -18,7 +18,15 @@ from xrayflow.modalities.registry import (
 )
 
 #: The built-in modalities: ``xrayflow.modalities.<name>.MODALITY``, registered on first lookup.
-BUILTIN = ("ptycho2d", "multislice_ptycho", "ptychotomo", "holography", "bragg_cdi", "xrf_speckle")
+BUILTIN = (
+    "ptycho2d",
+    "multislice_ptycho",
+    "ptychotomo",
+    "holography",
+    "bragg_cdi",
+    "xrf_speckle",
+    "scattering",
+)
 
 __all__ = [
     "BUILTIN",

@@ -80,6 +80,13 @@ class Modality:
             ``object`` (2D complex transmission, up to a global phase), ``refractive`` (3D
             δ/β volume), ``density`` (3D complex density, up to a global phase, a shift and
             the conjugate twin).
+        evaluator: the module (dotted path) of the modality's own evaluation, for results
+            that are not images (e.g. a network's per-tag probabilities), or None. It
+            defines ``evaluate(result_path, reference_path, config) -> (metrics, arrays)``
+            (``metrics["kind"]`` names the comparison), ``write_figures(directory, metrics,
+            arrays, config) -> [paths]``, ``summary_line(metrics, out) -> str`` and
+            ``FIGURE_NAMES``; ``xrayflow evaluate`` calls it when the result or the
+            reference file records this modality. Imported only by the evaluate stage.
     """
 
     name: str
@@ -97,6 +104,7 @@ class Modality:
     real_space_frames: bool = False
     training: str | None = None
     evaluate: str = "object"
+    evaluator: str | None = None
 
     def __post_init__(self):
         if self.evaluate not in EVALUATE_KINDS:
@@ -105,6 +113,10 @@ class Modality:
             raise ValueError(f"Modality.solver must be one of {SOLVERS}")
         object.__setattr__(self, "simulate_sections", _frozen(self.simulate_sections))
         object.__setattr__(self, "reconstruct_sections", _frozen(self.reconstruct_sections))
+
+    def evaluator_module(self) -> Any:
+        """The imported evaluation module (see :attr:`evaluator`), or None."""
+        return None if self.evaluator is None else importlib.import_module(self.evaluator)
 
     def training_hooks(self) -> Any:
         """The imported training module (see :attr:`training`)."""
@@ -160,7 +172,9 @@ def stage_schema(stage: str) -> dict:
 
     ``train``: the modalities with training hooks name ``data.kind`` (default: the first of
     them) and ``network.kind`` (besides ``auto``); each adds its section ``data.<name>``
-    (the hooks' ``DATA_SECTION``; this imports the training modules, hence torch).
+    (the hooks' ``DATA_SECTION``) and, when its hooks define them, ``network.<name>``
+    (``NETWORK_SECTION``) and ``training.loss.<name>`` (``LOSS_SECTION``); this imports the
+    training modules, hence torch.
     """
     from xrayflow.config import load_schema
 
@@ -171,9 +185,14 @@ def stage_schema(stage: str) -> dict:
         names = [name for name, mod in modalities().items() if mod.training is not None]
         data["kind"].update(enum=names, default=names[0])
         props["network"]["properties"]["kind"]["enum"] = ["auto", *names]
+        network = props["network"]["properties"]
+        loss = props["training"]["properties"]["loss"]["properties"]
         for name in names:
-            section = get_modality(name).training_hooks().DATA_SECTION
-            data.setdefault(name, copy.deepcopy(section))
+            hooks = get_modality(name).training_hooks()
+            data.setdefault(name, copy.deepcopy(hooks.DATA_SECTION))
+            for sections, attr in ((network, "NETWORK_SECTION"), (loss, "LOSS_SECTION")):
+                if hasattr(hooks, attr):
+                    sections.setdefault(name, copy.deepcopy(getattr(hooks, attr)))
         return sch
     simulate = stage == "simulate"
     names = props["modality"] if simulate else props["model"]["properties"]["type"]

@@ -4,7 +4,10 @@ The modality (``data.kind``) is looked up in the registry; its training hooks
 (:mod:`xrayflow.train.hooks`) give the shard layout (pattern and target shapes, extra
 datasets such as a probe) and simulate the expected intensities and the targets, block by
 block (``chunk_rows``). This module adds what all modalities share: the noise, the network
-input sqrt(counts) with the zero frequency centred, the shard files and their manifest.
+input sqrt(counts) with the zero frequency centred, the shard files and their manifest. A
+modality whose measurement is not that (e.g. detector images with artefacts, further input
+views such as Fourier–Bessel coefficients) defines the hook ``measure`` instead
+(:class:`~xrayflow.train.hooks.TrainingHooks`).
 
 Noise (``data.noise``, recorded in the shard attrs ``noise_model``):
 ``poisson_intensity`` (default; photon statistics: counts ~ Poisson(I), then optional Gaussian
@@ -46,6 +49,15 @@ from xrayflow.train.hooks import training_hooks
 from xrayflow.train.shards import ShardWriter, shard_info
 
 __all__ = ["generate", "generate_shard", "shard_path", "task_memory"]
+
+
+def _measure(hooks, expected: np.ndarray, dcfg: dict, rng) -> dict[str, np.ndarray]:
+    """The network inputs of a block (``{"input": ..., <view>: ...}``): the modality's
+    ``measure`` hook, else sqrt of the noisy counts with the zero frequency centred."""
+    if hasattr(hooks, "measure"):
+        return hooks.measure(expected, dcfg, rng)
+    amp = _noisy_amplitude(expected, dcfg, rng)
+    return {"input": fftshift(amp, axes=tuple(range(1, amp.ndim)))}
 
 
 def _noisy_amplitude(expected: np.ndarray, dcfg: dict, rng) -> np.ndarray:
@@ -123,18 +135,24 @@ def generate_shard(config: dict, index: int, out_dir) -> Path:
     attrs = _shard_attrs(config, index, int(d["n_shards"]))
     attrs["provenance"] = json.dumps(provenance(config, seed), default=str)
     input_shape, target_shapes, layout_attrs, extras = hooks.shard_layout(d)
+    views = {}
+    if isinstance(input_shape, dict):  # {"input": shape, <view>: shape, ...}
+        views = {k: v for k, v in input_shape.items() if k != "input"}
+        input_shape = input_shape["input"]
     attrs.update(layout_attrs)
     backend = get_backend("cpu", workers=1)
     n = int(d["samples_per_shard"])
     chunk = int(d.get("chunk_rows", 32))
     compression = d.get("compression")
-    with ShardWriter(path, n, input_shape, target_shapes, chunk, attrs, compression, extras) as w:
+    with ShardWriter(
+        path, n, input_shape, target_shapes, chunk, attrs, compression, extras, views
+    ) as w:
         starts = range(0, w.n, w.chunk_rows)
         sizes = [min(w.chunk_rows, w.n - s) for s in starts]
         blocks = hooks.simulate(d, extras, sizes, rng, backend)
         for start, (expected, targets) in zip(starts, blocks, strict=True):
-            amp = _noisy_amplitude(expected, d, rng)
-            w.write(start, fftshift(amp, axes=tuple(range(1, amp.ndim))), targets)
+            measured = _measure(hooks, expected, d, rng)
+            w.write(start, measured.pop("input"), targets, measured)
     return path
 
 

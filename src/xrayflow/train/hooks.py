@@ -19,7 +19,7 @@ import torch
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.modalities import get_modality, modalities
 
-__all__ = ["TrainingHooks", "shard_hooks", "trainable", "training_hooks"]
+__all__ = ["OptionalHooks", "TrainingHooks", "shard_hooks", "trainable", "training_hooks"]
 
 
 class TrainingHooks(Protocol):
@@ -65,10 +65,11 @@ class TrainingHooks(Protocol):
         """Estimated peak bytes of simulating one block of ``rows`` patterns, by part."""
 
     def network(
-        self, net_cfg: dict, input_size: int, output_size: int | None = None
+        self, net_cfg: dict, input_size: int, output_size: int | None = None, **views
     ) -> torch.nn.Module:
         """The network for patterns of side ``input_size`` predicting targets of side
-        ``output_size`` (the ``network`` config section; heads :attr:`TARGETS`)."""
+        ``output_size`` (the ``network`` config section; heads :attr:`TARGETS`); ``views``:
+        the shapes of the further inputs, by name, when the shards have views."""
 
     def check(self, config: dict, target_size: int, output_size: int) -> None:
         """Checks of the train config against the shards beyond the schema (ConfigError
@@ -79,8 +80,48 @@ class TrainingHooks(Protocol):
     ) -> dict[str, torch.Tensor]:
         """Per-sample loss terms (each a (B,) tensor) and their weighted ``total``, of the
         network's output ``out`` against ``batch`` (``input``: the measured amplitude
-        sqrt(counts), centred; one entry per target) for the ``training.loss`` section;
-        ``extras``: the :attr:`LOSS_EXTRAS` datasets as tensors (empty for supervised)."""
+        sqrt(counts), centred; one entry per target and per view) for the ``training.loss``
+        section; ``extras``: the :attr:`LOSS_EXTRAS` datasets as tensors (empty for
+        supervised), or what :meth:`loss_extras` returns."""
+
+
+class OptionalHooks(Protocol):
+    """What a training module may define besides :class:`TrainingHooks` (the train stage
+    checks with ``hasattr``).
+
+    Constants:
+        NETWORK_SECTION, LOSS_SECTION: JSON schemas of the config sections
+            ``network.<name>`` and ``training.loss.<name>``.
+    """
+
+    NETWORK_SECTION: dict
+    LOSS_SECTION: dict
+
+    def measure(self, expected, data: dict, rng: np.random.Generator) -> dict:
+        """The network inputs of a block of :meth:`TrainingHooks.simulate`'s output
+        (``expected``: what it yields for this modality, e.g. measured images with their
+        masks; the default takes expected intensities):
+        ``{"input": (k, *pattern), <view>: (k, *view shape), ...}`` (the views are further
+        inputs of the same samples, passed to the network as keyword arguments); replaces
+        the default (noise model, sqrt(counts), centred). :meth:`TrainingHooks.shard_layout`
+        then gives the input shape as ``{"input": shape, <view>: shape}``."""
+
+    def loss_extras(self, shards: Sequence, loss_cfg: dict, device) -> dict[str, torch.Tensor]:
+        """Tensors the loss needs, computed from the training shards (e.g. the class
+        weights of rare tags); replaces the loading of :attr:`TrainingHooks.LOSS_EXTRAS`."""
+
+    def read_inputs(self, path, batch: int, meta: dict) -> Iterator[tuple[int, dict]]:
+        """``xrayflow train --infer``: yield ``(number of samples in the file, {"input": ...,
+        <view>: ...})`` blocks of at most ``batch`` samples of the CXI file ``path`` (the
+        modality's documented layout; ``meta``: the model file's meta), checked; replaces
+        the default reader of CXI patterns (shards are read as they are)."""
+
+    def infer_outputs(self, out: dict, meta: dict) -> dict[str, np.ndarray]:
+        """``xrayflow train --infer``: the per-sample datasets written for the network's
+        output ``out`` (e.g. probabilities from logits); default: one per head."""
+
+    def infer_constants(self, meta: dict) -> dict[str, np.ndarray]:
+        """``xrayflow train --infer``: datasets written once (e.g. the tag names)."""
 
 
 def trainable() -> list[str]:

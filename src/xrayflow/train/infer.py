@@ -9,8 +9,15 @@ Inputs accepted:
   to sqrt(counts) and centred if stored uncentred. The pattern size must equal the model's
   input size (crop/bin beforehand).
 
+A modality whose inputs are not diffraction patterns (e.g. detector images with a beam
+centre and a mask, plus Fourier–Bessel coefficients) reads its CXI files with its training
+hook ``read_inputs`` (:class:`~xrayflow.train.hooks.OptionalHooks`) instead; a shard's
+further inputs (views) are read with its inputs.
+
 Output (written atomically): one dataset per network head (e.g. ``amplitude`` and
-``phase``, or ``support`` and ``phase``), float32, chunked by batch; root attrs ``model`` (path),
+``phase``, or ``support`` and ``phase``), or what the modality's hook ``infer_outputs``
+makes of them (e.g. per-tag probabilities), float32, chunked by batch, plus its
+``infer_constants`` (e.g. tag names); root attrs ``modality``, ``model`` (path),
 ``n_patterns``, ``time_per_pattern_s`` (network forward incl. host↔device copies, excluding
 file I/O), ``total_time_s``, ``device``, ``config`` and ``provenance`` (JSON strings).
 
@@ -36,9 +43,11 @@ from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
 from xrayflow.io.cxi import DATA_PATHS, read_cxi, read_cxi_meta
 from xrayflow.memory import check_memory
-from xrayflow.networks import EncoderDecoder, count_parameters, load_model
+from xrayflow.networks import count_parameters, load_model
 from xrayflow.provenance import provenance
-from xrayflow.train.shards import check_block
+from xrayflow.train.hooks import training_hooks
+from xrayflow.train.loop import build_network, forward
+from xrayflow.train.shards import check_block, shard_info
 
 __all__ = ["infer"]
 
@@ -72,30 +81,51 @@ def _input_kind(path: Path) -> tuple[str, str, tuple]:
         ) from None
 
 
+def network_of(config: dict, meta: dict):
+    """The untrained network of a model file (its config and meta), built by its modality's
+    training hooks: ``load_model(path, build=network_of)``."""
+    kind = meta.get("data_kind") or config["network"]["kind"]
+    _, hooks = training_hooks(str(kind), "model file: data_kind")
+    views = meta.get("views") or {}
+    return build_network(
+        hooks, config["network"], int(meta["input_size"]), int(meta["output_size"]), views
+    )
+
+
+def _shard_blocks(path: Path, batch: int):
+    """Yield (n_samples, {"input": ..., <view>: ...}) blocks of ``batch`` rows of a shard,
+    checked (inputs finite and non-negative, views finite)."""
+    src = repr(str(path))
+    views = [f"views_{v}" for v in shard_info(path)["view_shapes"]]
+    try:
+        with h5py.File(path, "r") as f:
+            n = f["inputs"].shape[0]
+            for s in range(0, n, batch):
+                block = {}
+                for name in ("inputs", *views):
+                    try:
+                        a = np.asarray(f[name][s : s + batch], dtype=np.float32)
+                    except (OSError, RuntimeError) as exc:
+                        raise DataError(
+                            f"{src}: cannot read {name!r} rows {s}:{s + batch} (truncated or "
+                            f"corrupt?): {' '.join(str(exc).split())}"
+                        ) from None
+                    check_block(a, src, name, s, nonnegative=name == "inputs")
+                    block["input" if name == "inputs" else name[len("views_") :]] = a
+                yield n, block
+    except OSError as exc:
+        raise DataError(f"{src}: unreadable (truncated or corrupt?): {exc}") from None
+
+
 def _blocks(path: Path, batch: int, kind: str, name: str, ndim: int):
-    """Yield (n_patterns, block of sqrt-count patterns, centred) from a shard or CXI file,
-    ``batch`` patterns of ``ndim`` axes a block.
+    """Yield (n_patterns, {"input": block of sqrt-count patterns, centred}) from a shard or
+    CXI file, ``batch`` patterns of ``ndim`` axes a block.
 
     Every block is checked (finite, non-negative) before it is used.
     """
     src = repr(str(path))
     if kind == "shard":
-        try:
-            with h5py.File(path, "r") as f:
-                ds = f["inputs"]
-                n = ds.shape[0]
-                for s in range(0, n, batch):
-                    try:
-                        block = np.asarray(ds[s : s + batch], dtype=np.float32)
-                    except (OSError, RuntimeError) as exc:
-                        raise DataError(
-                            f"{src}: cannot read 'inputs' rows {s}:{s + batch} (truncated or "
-                            f"corrupt?): {' '.join(str(exc).split())}"
-                        ) from None
-                    check_block(block, src, "inputs", s, nonnegative=True)
-                    yield n, block
-        except OSError as exc:
-            raise DataError(f"{src}: unreadable (truncated or corrupt?): {exc}") from None
+        yield from _shard_blocks(path, batch)
         return
     n = int(read_cxi_meta(path)["n_frames"])
     per = 1 if ndim == 2 else n  # frames per pattern: a 3D pattern is the frame stack
@@ -106,15 +136,18 @@ def _blocks(path: Path, batch: int, kind: str, name: str, ndim: int):
         a = np.sqrt(counts).reshape(-1, *counts.shape[-ndim:])
         if not d.centred:
             a = fftshift(a, axes=tuple(range(1, a.ndim)))
-        yield n // per, a
+        yield n // per, {"input": a}
 
 
-def infer_memory(model: EncoderDecoder, shape: tuple, batch: int) -> dict:
+def infer_memory(model, shape: tuple, batch: int) -> dict:
     """Estimated peak bytes of inference of ``batch`` patterns of a stack ``shape``
-    (patterns, *pattern), by part (memory guard)."""
+    (patterns, *pattern), by part (memory guard); ``model``: an
+    :class:`~xrayflow.networks.EncoderDecoder` or a network with the same attributes
+    (``output_numel``: elements of one head's output, default ``output_size ** ndim``)."""
     pattern = 4.0 * float(np.prod(shape[1:], dtype=np.float64))
     b = max(1, min(int(batch), int(shape[0])))
-    out = 4.0 * float(model.output_size) ** model.ndim * len(model.heads)
+    per_head = getattr(model, "output_numel", float(model.output_size) ** model.ndim)
+    out = 4.0 * float(per_head) * len(model.heads)
     act = model.activation_bytes(training=False)
     n_par = count_parameters(model)
     return {
@@ -144,42 +177,57 @@ def infer(
     data_path, out_path = Path(data_path), Path(out_path)
     if not data_path.is_file():
         raise DataError(f"{str(data_path)!r}: input file does not exist")
-    model, config, prov, meta = load_model(model_path, dev)
-    kind, name, shape = _input_kind(data_path)
+    model, config, prov, meta = load_model(model_path, dev, build=network_of)
+    modality, hooks = training_hooks(
+        str(meta.get("data_kind") or config["network"]["kind"]), "model file: data_kind"
+    )
     ndim = model.ndim
+    in_size = int(meta["input_size"])
+    views = meta.get("views") or {}
+    kind, name, shape = _input_kind(data_path)
     if len(shape) < ndim or 0 in shape:
         raise DataError(f"{str(data_path)!r}: dataset {name!r} {shape} is not a stack of patterns")
     shape = (int(np.prod(shape[:-ndim])), *shape[-ndim:])  # (patterns, *pattern)
+    if kind == "cxi" and hasattr(hooks, "read_inputs"):
+        blocks = hooks.read_inputs(data_path, batch, meta)
+    else:
+        blocks = _blocks(data_path, batch, kind, name, ndim)
     parts = infer_memory(model, shape, batch)
     check_memory(parts, "train --infer", max_memory_gb, "infer.max_memory_gb")
-    heads = list(model.heads)
-    in_size = int(meta["input_size"])
     t_net = 0.0
     t0 = time.perf_counter()
     n_done = 0
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as fo:
         dsets = None
-        for n, block in _blocks(data_path, batch, kind, name, ndim):
-            if block.shape[1:] != (in_size,) * ndim:
+        for n, block in blocks:
+            x = block["input"]
+            if x.shape[1:] != (in_size,) * ndim:
                 raise DataError(
-                    f"{str(data_path)!r}: patterns {block.shape[1:]} do not match the model "
+                    f"{str(data_path)!r}: patterns {x.shape[1:]} do not match the model "
                     f"input size {in_size}"
                 )
-            if dsets is None:
-                m = int(meta["output_size"])
-                shp = (m,) * (block.ndim - 1)
-                dsets = {
-                    h: fo.create_dataset(h, (n, *shp), "float32", chunks=(min(batch, n), *shp))
-                    for h in heads
-                }
             ts = time.perf_counter()
             with torch.inference_mode():
-                out = model(torch.from_numpy(block).to(dev))
-                res = {h: out[h].float().cpu().numpy() for h in heads}
+                tensors = {k: torch.from_numpy(v).to(dev) for k, v in block.items()}
+                out = forward(model, tensors, views)
+                if hasattr(hooks, "infer_outputs"):
+                    res = hooks.infer_outputs(out, meta)
+                else:
+                    res = {h: out[h].float().cpu().numpy() for h in model.heads}
             t_net += time.perf_counter() - ts
-            for h in heads:
-                dsets[h][n_done : n_done + len(block)] = res[h]
-            n_done += len(block)
+            if dsets is None:
+                dsets = {
+                    h: fo.create_dataset(
+                        h, (n, *r.shape[1:]), "float32", chunks=(min(batch, n), *r.shape[1:])
+                    )
+                    for h, r in res.items()
+                }
+                consts = hooks.infer_constants(meta) if hasattr(hooks, "infer_constants") else {}
+                for k, v in consts.items():
+                    fo.create_dataset(k, data=v)
+            for h, r in res.items():
+                dsets[h][n_done : n_done + len(x)] = r
+            n_done += len(x)
         if dsets is None:
             raise DataError(f"{str(data_path)!r}: no patterns")
         summary = {
@@ -187,6 +235,7 @@ def infer(
             "time_per_pattern_s": t_net / n_done,
             "total_time_s": time.perf_counter() - t0,
             "device": str(dev),
+            "modality": modality,
             "model": str(model_path),
             "input": str(data_path),
         }

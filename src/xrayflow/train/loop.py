@@ -189,10 +189,19 @@ _NOT_RESULT_KEYS = (
 
 
 def _sample_bytes(sinfo: dict) -> int:
-    n = int(np.prod(sinfo["input_shape"])) + sum(
-        int(np.prod(s)) for s in sinfo["target_shapes"].values()
-    )
+    shapes = [*sinfo["target_shapes"].values(), *sinfo.get("view_shapes", {}).values()]
+    n = int(np.prod(sinfo["input_shape"])) + sum(int(np.prod(s)) for s in shapes)
     return 4 * n
+
+
+def build_network(hooks: TrainingHooks, net_cfg: dict, in_size: int, out_size: int, views: dict):
+    """The modality's network; ``views``: shapes of the further inputs (none: not passed)."""
+    return hooks.network(net_cfg, in_size, out_size, **{k: tuple(v) for k, v in views.items()})
+
+
+def forward(model: torch.nn.Module, batch: dict, views) -> dict:
+    """The network's output for a batch: ``input`` plus the views as keyword arguments."""
+    return model(batch["input"], **{v: batch[v] for v in views})
 
 
 def training_memory(
@@ -208,7 +217,7 @@ def training_memory(
     the network built on torch's meta device, which allocates nothing)."""
     _, hooks = training_hooks(net_cfg["kind"], "train.network.kind")
     with torch.device("meta"):
-        net = hooks.network(net_cfg, in_size, out_size)
+        net = build_network(hooks, net_cfg, in_size, out_size, sinfo.get("view_shapes", {}))
     n_par = count_parameters(net)
     states = {"adam": 2, "adamw": 2, "sgd": 1}.get(tcfg.get("optimizer", "adam"), 2)
     lb = max(1, int(tcfg.get("global_batch", 32)) // max(1, world_size))
@@ -279,6 +288,7 @@ class _Data:
     hooks: TrainingHooks
     in_size: int  # pattern side
     out_size: int  # predicted side
+    views: dict  # shapes of the further inputs by name (none for most modalities)
     train: ShardDataset
     val: ShardDataset
     steps_per_epoch: int
@@ -376,14 +386,18 @@ def _open_data(config: dict, data, info: D.DistInfo) -> tuple[dict, _Data]:
         raise DataError(
             f"{data}: {train_ds.n_split} training samples, fewer than one global batch of {G}"
         )
+    views = dict(sinfo["view_shapes"])
     return config, _Data(
-        shards, sinfo, data_fp, kind, hooks, in_size, out_size, train_ds, val_ds, steps
+        shards, sinfo, data_fp, kind, hooks, in_size, out_size, views, train_ds, val_ds, steps
     )
 
 
 def _loss_extras(d: _Data, loss_cfg: dict, device) -> dict[str, torch.Tensor]:
     """The modality's ``LOSS_EXTRAS`` datasets of the first shard as tensors on ``device``
-    (complex64 or float32), checked finite; none for the supervised loss, which needs none."""
+    (complex64 or float32), checked finite; none for the supervised loss, which needs none.
+    A modality with the hook ``loss_extras`` computes its own from the shards."""
+    if hasattr(d.hooks, "loss_extras"):
+        return d.hooks.loss_extras(d.shards, loss_cfg, device)
     mode = loss_cfg.get("mode", "supervised")
     if mode == "supervised":
         return {}
@@ -420,7 +434,7 @@ def _set_up(config: dict, data, out, log) -> _Run:
     config, d = _open_data(config, data, info)
     net_cfg = config["network"]
     torch.manual_seed(seed)
-    model = d.hooks.network(net_cfg, d.in_size, d.out_size).to(info.device)
+    model = build_network(d.hooks, net_cfg, d.in_size, d.out_size, d.views).to(info.device)
     D.broadcast_parameters(model, info)
     opt = _make_optimizer(model.parameters(), tcfg)
     epochs = int(tcfg.get("epochs", 10))
@@ -657,7 +671,7 @@ def _step(run: _Run, batch: dict) -> float:
     when it is not finite."""
     tcfg = run.tcfg
     terms = run.data.hooks.losses(
-        run.model(batch["input"]), batch, tcfg.get("loss", {}), run.extras
+        forward(run.model, batch, run.data.views), batch, tcfg.get("loss", {}), run.extras
     )
     loss = terms["total"].sum() / run.data.train.global_batch
     run.opt.zero_grad(set_to_none=True)
@@ -689,7 +703,7 @@ def _end_epoch(run: _Run, t0: float) -> None:
         ds = run.data.train
         ds.set_start_batch(0)
         loader = torch.utils.data.DataLoader(ds, batch_size=ds.local_batch)
-        precise_bn(run.model, loader, int(tcfg["precise_bn"]), run.to_device)
+        precise_bn(run.model, loader, int(tcfg["precise_bn"]), run.to_device, run.data.views)
     val = _validate(run)
     train_loss = s["loss_sum"] / max(s["seen"], 1)
     _early_stopping(run, val)
@@ -755,6 +769,7 @@ def _finish(run: _Run, finished: bool, t_start: float) -> dict:
         meta = {
             "input_size": d.in_size,
             "output_size": d.out_size,
+            "views": {k: list(v) for k, v in d.views.items()},
             "data_kind": d.kind,
             "data_attrs": {
                 k: v for k, v in d.sinfo["attrs"].items() if k not in ("config", "provenance")
@@ -779,9 +794,10 @@ def _batches(loader):
 
 
 @torch.no_grad()
-def precise_bn(model, loader, n_batches: int, to_dev) -> int:
+def precise_bn(model, loader, n_batches: int, to_dev, views=()) -> int:
     """Recompute the batch-norm running statistics with the current weights, as the plain
-    average over the first ``n_batches`` batches of ``loader`` (other layers in eval mode).
+    average over the first ``n_batches`` batches of ``loader`` (other layers in eval mode;
+    ``views``: the further inputs the network takes).
 
     The running averages kept during training mix statistics of many past weights; with a
     high learning rate they lag the weights, and validation in eval mode then swings from
@@ -803,7 +819,7 @@ def precise_bn(model, loader, n_batches: int, to_dev) -> int:
     for batch in _batches(loader):
         if n >= n_batches:
             break
-        model(to_dev(batch)["input"])
+        forward(model, to_dev(batch), views)
         n += 1
     for m, mom in zip(bns, momenta, strict=True):
         m.momentum = mom
@@ -823,7 +839,7 @@ def _validate(run: _Run) -> float | None:
     for batch in _batches(loader):
         b = run.to_device(batch)
         terms = run.data.hooks.losses(
-            run.model(b["input"]), b, run.tcfg.get("loss", {}), run.extras
+            forward(run.model, b, run.data.views), b, run.tcfg.get("loss", {}), run.extras
         )
         s += float(terms["total"].sum())
         n += len(b["input"])

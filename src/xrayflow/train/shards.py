@@ -2,13 +2,17 @@
 
 Shard layout (one file per generation task, written atomically)::
 
-    /inputs              (N, *in_shape)  float32  network input: sqrt(counts), centred
+    /inputs              (N, *in_shape)  float32  network input (the modality's measurement;
+                                                  default sqrt(counts), centred)
+    /views_<name>        (N, *view_shape) float32 further network inputs of the same samples
+                                                  (e.g. Fourier–Bessel coefficients), attr views
     /targets_<name>      (N, *out_shape) float32  one per target of the modality, e.g.
                                                   targets_amplitude and targets_phase
     /<extra>             any                      the modality's extra datasets (e.g. probe)
     attrs: format="xrayflow-train-shard", format_version, kind (the modality, data.kind;
            train.hooks.training_hooks also reads the names of older shards),
            n_samples, chunk_rows, shard_index, n_shards, shard_uid, seed, targets (JSON list),
+           views (JSON list, may be absent),
            noise_model, photons, centred, input_transform, config (JSON), provenance (JSON),
            plus the modality's layout attrs
 
@@ -25,9 +29,10 @@ chunk by chunk: memory holds at most one window.
 
 Value checks: every block of rows the reader streams (the rows ``lo:hi`` of one chunk that it
 reads) is checked before it is used (two reductions per block, cheap beside a training
-step): network inputs must be finite and non-negative (they are sqrt(counts)), targets
-finite; a complex dataset is refused from the header. Rows in chunks that a run never reads
-(the dropped incomplete last global batch) cannot affect its result and are not checked.
+step): network inputs must be finite and non-negative (they are sqrt(counts) or another
+non-negative measurement), targets and views finite; a complex dataset is refused from the
+header. Rows in chunks that a run never reads (the dropped incomplete last global batch)
+cannot affect its result and are not checked.
 A bad value raises :class:`~xrayflow.errors.DataError` naming the file, the dataset and the
 first bad row (:func:`check_block`), instead of a NaN model.
 
@@ -90,6 +95,7 @@ class ShardWriter:
         attrs: dict | None = None,
         compression: str | None = None,
         extras: dict[str, np.ndarray] | None = None,
+        view_shapes: dict[str, Sequence[int]] | None = None,
     ):
         self.path = Path(path)
         self.n = int(n_samples)
@@ -99,6 +105,7 @@ class ShardWriter:
         self.attrs = dict(attrs or {})
         self.compression = compression
         self.extras = extras or {}
+        self.view_shapes = {k: tuple(v) for k, v in (view_shapes or {}).items()}
         self._ctx = None
         self._f = None
         self._written = np.zeros(self.n, dtype=bool)
@@ -116,9 +123,11 @@ class ShardWriter:
                 chunks=(self.chunk_rows, *self.input_shape),
                 **kw,
             )
-            for k, shp in self.target_shapes.items():
+            rows = {**{f"targets_{k}": v for k, v in self.target_shapes.items()}}
+            rows.update({f"views_{k}": v for k, v in self.view_shapes.items()})
+            for name, shp in rows.items():
                 f.create_dataset(
-                    f"targets_{k}", (self.n, *shp), "float32", chunks=(self.chunk_rows, *shp), **kw
+                    name, (self.n, *shp), "float32", chunks=(self.chunk_rows, *shp), **kw
                 )
             for k, v in self.extras.items():
                 f.create_dataset(k, data=np.asarray(v))
@@ -128,6 +137,7 @@ class ShardWriter:
                 "n_samples": self.n,
                 "chunk_rows": self.chunk_rows,
                 "targets": json.dumps(list(self.target_shapes)),
+                **({"views": json.dumps(list(self.view_shapes))} if self.view_shapes else {}),
                 **self.attrs,
             }
             for k, v in attrs.items():
@@ -138,13 +148,22 @@ class ShardWriter:
             raise
         return self
 
-    def write(self, start: int, inputs: np.ndarray, targets: dict[str, np.ndarray]) -> None:
+    def write(
+        self,
+        start: int,
+        inputs: np.ndarray,
+        targets: dict[str, np.ndarray],
+        views: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Rows ``start:start + len(inputs)``: inputs, one array per target and per view."""
         stop = start + len(inputs)
         if stop > self.n:
             raise DataError(f"{self.path}: rows {start}:{stop} beyond n_samples {self.n}")
         self._f["inputs"][start:stop] = np.asarray(inputs, dtype=np.float32)
         for k in self.target_shapes:
             self._f[f"targets_{k}"][start:stop] = np.asarray(targets[k], dtype=np.float32)
+        for k in self.view_shapes:
+            self._f[f"views_{k}"][start:stop] = np.asarray((views or {})[k], dtype=np.float32)
         self._written[start:stop] = True
 
     def __exit__(self, et, ev, tb):
@@ -168,9 +187,11 @@ def write_shard(
     chunk_rows: int = 32,
     compression: str | None = None,
     extras=None,
+    views: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a whole shard from in-memory arrays (tests, small sets)."""
     inputs = np.asarray(inputs)
+    views = {k: np.asarray(v) for k, v in (views or {}).items()}
     with ShardWriter(
         path,
         len(inputs),
@@ -180,10 +201,12 @@ def write_shard(
         attrs,
         compression,
         extras,
+        {k: v.shape[1:] for k, v in views.items()},
     ) as w:
         for s in range(0, len(inputs), w.chunk_rows):
             e = min(s + w.chunk_rows, len(inputs))
-            w.write(s, inputs[s:e], {k: np.asarray(v)[s:e] for k, v in targets.items()})
+            rows = {k: np.asarray(v)[s:e] for k, v in targets.items()}
+            w.write(s, inputs[s:e], rows, {k: v[s:e] for k, v in views.items()})
     return Path(path)
 
 
@@ -265,13 +288,21 @@ def shard_info(path) -> dict:
             ]
             if not isinstance(targets, list) or any(f"targets_{t}" not in f for t in targets):
                 raise DataError(f"{str(p)!r}: target datasets {targets!r} are missing")
-            for name in ("inputs", *(f"targets_{t}" for t in targets)):
+            views = attrs.get("views") or []
+            if not isinstance(views, list) or any(f"views_{v}" not in f for v in views):
+                raise DataError(f"{str(p)!r}: view datasets {views!r} are missing")
+            for name in (
+                "inputs",
+                *(f"targets_{t}" for t in targets),
+                *(f"views_{v}" for v in views),
+            ):
                 _check_dtype(p, name, f[name])
             info = {
                 "path": str(p),
                 "n_samples": int(f["inputs"].shape[0]),
                 "input_shape": tuple(f["inputs"].shape[1:]),
                 "target_shapes": {t: tuple(f[f"targets_{t}"].shape[1:]) for t in targets},
+                "view_shapes": {v: tuple(f[f"views_{v}"].shape[1:]) for v in views},
                 "chunk_rows": int((f["inputs"].chunks or (f["inputs"].shape[0],))[0]),
                 "attrs": attrs,
             }
@@ -282,13 +313,16 @@ def shard_info(path) -> dict:
 
 
 def read_shard(path, rows=None) -> dict:
-    """Read rows (default all) of a shard into memory: ``{"inputs": ..., "<target>": ...}``."""
+    """Read rows (default all) of a shard into memory: ``{"inputs": ..., "<target>": ...,
+    "<view>": ...}``."""
     info = shard_info(path)
     sel = slice(None) if rows is None else np.asarray(rows)
     with h5py.File(path, "r") as f:
         out = {"inputs": f["inputs"][sel]}
         for t in info["target_shapes"]:
             out[t] = f[f"targets_{t}"][sel]
+        for v in info["view_shapes"]:
+            out[v] = f[f"views_{v}"][sel]
     return out
 
 
@@ -349,7 +383,8 @@ class ShardDataset(IterableDataset):
             Without drop_last (evaluation) position p goes to rank ``p % W``.
         rank, world_size: default from torch.distributed when initialised, else 0 / 1.
 
-    Each item is a dict of float32 tensors: ``input`` and one entry per target, plus ``sid``
+    Each item is a dict of float32 tensors: ``input``, one entry per target and one per view
+    (further inputs, e.g. Fourier–Bessel coefficients), plus ``sid``
     (int64: shard index · 2^32 + row) identifying the sample.
     """
 
@@ -372,9 +407,16 @@ class ShardDataset(IterableDataset):
             raise ValueError(f"split must be train | val | all, got {split!r}")
         self.paths = [str(p) for p in list_shards(paths)]
         self.infos = [shard_info(p) for p in self.paths]
-        shapes = {(i["input_shape"], tuple(sorted(i["target_shapes"].items()))) for i in self.infos}
+        shapes = {
+            (
+                i["input_shape"],
+                tuple(sorted(i["target_shapes"].items())),
+                tuple(sorted(i["view_shapes"].items())),
+            )
+            for i in self.infos
+        }
         if len(shapes) > 1:
-            raise DataError(f"shards disagree on input/target shapes: {sorted(shapes)}")
+            raise DataError(f"shards disagree on input/target/view shapes: {sorted(shapes)}")
         self.split, self.val_fraction, self.split_seed = split, float(val_fraction), split_seed
         self.seed, self.shuffle, self.shuffle_buffer = int(seed), bool(shuffle), int(shuffle_buffer)
         if rank is None or world_size is None:
@@ -403,6 +445,10 @@ class ShardDataset(IterableDataset):
     @property
     def target_names(self) -> list[str]:
         return list(self.infos[0]["target_shapes"])
+
+    @property
+    def view_names(self) -> list[str]:
+        return list(self.infos[0]["view_shapes"])
 
     def _mask(self, i: int) -> np.ndarray:
         info = self.infos[i]
@@ -518,6 +564,9 @@ class ShardDataset(IterableDataset):
         shp = self.infos[0]["target_shapes"]
         for t in names:
             out[t] = np.empty((n, *shp[t]), np.float32)
+        views = self.infos[0]["view_shapes"]
+        for v, vshape in views.items():
+            out[v] = np.empty((n, *vshape), np.float32)
         keys = pairs[:, 0] * (1 << 32) + pairs[:, 1]
         order = np.argsort(keys, kind="stable")
         sp = pairs[order]
@@ -542,10 +591,12 @@ class ShardDataset(IterableDataset):
                 x = f["inputs"][lo:hi]
                 check_block(x, repr(src), "inputs", lo, nonnegative=True)
                 out["input"][dst] = x[rows - lo]
-                for t in names:
-                    y = f[f"targets_{t}"][lo:hi]
-                    check_block(y, repr(src), f"targets_{t}", lo, nonnegative=False)
-                    out[t][dst] = y[rows - lo]
+                for key, ds in [(t, f"targets_{t}") for t in names] + [
+                    (v, f"views_{v}") for v in views
+                ]:
+                    y = f[ds][lo:hi]
+                    check_block(y, repr(src), ds, lo, nonnegative=False)
+                    out[key][dst] = y[rows - lo]
             except (OSError, RuntimeError) as exc:  # h5py: truncated or corrupt chunk
                 raise DataError(
                     f"{src!r}: cannot read rows {lo}:{hi} (truncated or corrupt?): {exc}"
