@@ -2,6 +2,7 @@
 #   snakemake --cores 2 --workflow-profile profiles/local                # demo (default)
 #   snakemake ... --configfile config/beamtime.yaml                     # one recon per scan
 #   snakemake ... --configfile config/scaling.yaml                      # scaling study
+#   snakemake ... --configfile config/scattering.yaml                   # networks: tags
 #   snakemake --workflow-profile profiles/local --report results/report.html
 # Machine profiles: profiles/{polaris,aurora,frontier,perlmutter,local-slurm}.
 
@@ -15,6 +16,7 @@ include: "rules/reconstruct.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/scaling.smk"
+include: "rules/networks.smk"
 include: "rules/report.smk"
 
 
@@ -27,6 +29,8 @@ wildcard_constraints:
     series=r"strong|weak",
     n=r"\d+",
     size=r"\d+",
+    study=r"[A-Za-z0-9_-]+",
+    variant=r"[A-Za-z0-9_-]+",
 
 
 # Every job shell runs strict bash with a watchdog that ends the job when Snakemake dies.

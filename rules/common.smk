@@ -46,11 +46,13 @@ DATASETS = config["datasets"]
 TRAIN = config["train"]
 BEAMTIME = config["beamtime"]
 SCALING = config["scaling"]
+NETWORKS = config["networks"]
 # override lists are `$ref`s in the schema, whose defaults the validator does not fill in
 for _section, _keys in [
     *((ds, ("simulate_set", "reconstruct_set")) for ds in DATASETS.values()),
     (TRAIN, ("set",)),
     (BEAMTIME, ("reconstruct_set",)),
+    *((study, ("set", "test_set")) for study in NETWORKS.values()),
     (SCALING, ("simulate_set", "reconstruct_set")),
 ]:
     for _key in _keys:
@@ -256,6 +258,19 @@ def demo_targets():
     return targets
 
 
+def network_runs():
+    """`study/variant` of every network of the networks mode."""
+    if config["mode"] != "networks":
+        return []
+    return [
+        f"{name}/{v}" for name, study in NETWORKS.items() for v in study["variants"]
+    ]
+
+
+def networks_targets():
+    return [f"{RESULTS}/networks/summary.tsv", f"{RESULTS}/provenance/workflow.yaml"]
+
+
 def beamtime_targets():
     return [f"{RESULTS}/beamtime/summary.tsv", f"{RESULTS}/provenance/workflow.yaml"]
 
@@ -274,6 +289,7 @@ def all_targets():
         "demo": demo_targets,
         "beamtime": beamtime_targets,
         "scaling": scaling_targets,
+        "networks": networks_targets,
     }[config["mode"]]()
 
 

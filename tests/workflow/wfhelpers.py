@@ -46,6 +46,7 @@ def stage_configs(config_dir: Path, files=("config.yaml", "beamtime.yaml", "scal
         for section in ("beamtime", "scaling"):
             sec = cfg.get(section) or {}
             paths.update(sec.get(k) for k in ("simulate", "reconstruct", "evaluate"))
+        paths.update(study.get("config") for study in (cfg.get("networks") or {}).values())
     return {p for p in paths if p}
 
 
