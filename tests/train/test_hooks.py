@@ -32,7 +32,7 @@ def test_names_and_former_names_resolve_once():
 
 def test_schema_lists_the_trainable_modalities_and_their_sections():
     sch = stage_schema("train")["properties"]
-    trainable = ["ptycho2d", "bragg_cdi", "scattering"]
+    trainable = ["ptycho2d", "bragg_cdi", "scattering", "diffuse"]
     assert sch["data"]["properties"]["kind"]["enum"] == trainable
     assert sch["network"]["properties"]["kind"]["enum"] == ["auto", *trainable]
     assert sch["data"]["properties"]["bragg_cdi"] == bragg.DATA_SECTION

@@ -1,4 +1,4 @@
-"""The networks mode (config/scattering.yaml): per study one set of training shards and one
+"""The networks mode (config/scattering.yaml, config/diffuse.yaml): per study one set of training shards and one
 held-out set, one network per variant trained, applied to the held-out set and scored; a
 summary table over all of them; bad studies are refused naming the key."""
 
@@ -7,6 +7,7 @@ from test_workflow_dryrun import job_counts
 from wfhelpers import profile, snakemake
 
 SCATTERING = "config/scattering.yaml"
+DIFFUSE = "config/diffuse.yaml"
 
 
 def test_networks_dry_run_trains_one_network_per_variant(workdir):
@@ -63,3 +64,16 @@ def test_networks_lint(workdir):
     proc = snakemake(workdir, "--lint", "--configfile", SCATTERING)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
+
+def test_diffuse_dry_run_has_one_study_per_encoding_dimension(workdir):
+    proc = snakemake(
+        workdir, "-n", "-p", "--workflow-profile", profile("local"), "--configfile", DIFFUSE
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    counts = job_counts(proc.stdout)
+    for rule in ("network_shards", "network_test_set", "network_train", "network_evaluate"):
+        assert counts.get(rule) == 3, (rule, counts)
+    for dim in (3, 8, 15):
+        assert f"--set data.diffuse.dimension={dim}" in out
+        assert f"results/diffuse/networks/diffuse_d{dim}/small/metrics.json" in out

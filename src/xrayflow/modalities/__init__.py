@@ -26,6 +26,7 @@ BUILTIN = (
     "bragg_cdi",
     "xrf_speckle",
     "scattering",
+    "diffuse",
 )
 
 __all__ = [
