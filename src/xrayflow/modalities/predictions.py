@@ -12,26 +12,32 @@ Scores: :func:`average_precision` (area under the step-wise precision–recall c
 definition of scikit-learn's ``average_precision_score``), :func:`precision_recall` (the
 curve), :func:`r2_scores` (coefficient of determination per column, scikit-learn's
 ``r2_score`` with ``multioutput="raw_values"``) and :func:`confusion` (counts at a
-threshold).
+threshold). Shared by those modalities' hooks: :func:`check_whole_output` (train config
+check) and :func:`panel_grid`, :func:`save_figure` (evaluation figures).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
+from matplotlib.figure import Figure
 
-from xrayflow.errors import DataError
+from xrayflow.errors import ConfigError, DataError
 
 __all__ = [
     "average_precision",
+    "check_whole_output",
     "confusion",
+    "panel_grid",
     "precision_recall",
     "r2_scores",
     "read_labels",
     "read_predictions",
+    "save_figure",
 ]
 
 SIGNALS = "entry_1/xrayflow_signals"
@@ -159,3 +165,33 @@ def r2_scores(predicted, true) -> np.ndarray:
     ss_tot = np.sum((y - y.mean(axis=0)) ** 2, axis=0)
     safe = np.where(ss_tot > 0, ss_tot, 1.0)
     return np.where(ss_tot > 0, 1.0 - ss_res / safe, np.where(ss_res == 0, 1.0, 0.0))
+
+
+def check_whole_output(config: dict, target_size: int, output_size: int, what: str) -> None:
+    """A network of a prediction modality predicts every column of the shards' targets
+    (``what``: e.g. "tags"), learnt supervised; ConfigError naming the key otherwise."""
+    if output_size != target_size:
+        raise ConfigError(
+            f"train.network.output_size: {output_size}; the network predicts all "
+            f"{target_size} {what} of the shards (leave it null)"
+        )
+    if config["training"].get("loss", {}).get("mode", "supervised") != "supervised":
+        raise ConfigError(f"train.training.loss.mode: {what} are learnt supervised only")
+
+
+def panel_grid(n: int, width: float, height: float, max_cols: int = 5):
+    """A figure of ``n`` panels of ``width`` × ``height`` inches in rows of at most
+    ``max_cols``: ``(figure, the panels' axes in reading order, unused ones hidden)``."""
+    cols = max(1, min(max_cols, n))
+    rows = -(-n // cols)
+    fig = Figure(figsize=(width * cols, height * rows))
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def save_figure(fig: Figure, path: Path, config: dict | None) -> Path:
+    """Write ``fig`` as PNG at the evaluate config's ``figures.dpi`` (default 120)."""
+    fig.savefig(path, dpi=int(((config or {}).get("figures") or {}).get("dpi", 120)))
+    return path

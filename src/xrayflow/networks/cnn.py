@@ -168,7 +168,19 @@ class ConvTrunk(nn.Module):
         return [*self._tensors, (1, self.out_features)]
 
 
-class TagClassifier(nn.Module):
+class _ImageToVector(nn.Module):
+    """A network from 2D images to one vector per sample (``output_size`` values)."""
+
+    ndim = 2
+    output_size: int
+
+    @property
+    def output_numel(self) -> int:
+        """Elements of the output of one sample (the inference memory estimate)."""
+        return self.output_size
+
+
+class TagClassifier(_ImageToVector):
     """Scattering image (B, H, W) and/or its coefficients -> ``{"tags": logits (B, n_tags)}``.
 
     Views: ``image`` (a :class:`ConvTrunk` on the image, already normalised by the data
@@ -191,12 +203,6 @@ class TagClassifier(nn.Module):
     """
 
     heads = ("tags",)
-    ndim = 2
-
-    @property
-    def output_numel(self) -> int:
-        """Elements of the output of one sample (the inference memory estimate)."""
-        return self.output_size
 
     def __init__(
         self,
@@ -260,7 +266,7 @@ class TagClassifier(nn.Module):
         return _bytes(tensors, training)
 
 
-class EncodingRegressor(nn.Module):
+class EncodingRegressor(_ImageToVector):
     """Diffuse-scattering image (B, H, W) -> ``{"encoding": (B, n_outputs)}`` (linear output).
 
     A :class:`ConvTrunk` with grid pooling (4 × 4: the encoding depends on where in
@@ -278,12 +284,6 @@ class EncodingRegressor(nn.Module):
     """
 
     heads = ("encoding",)
-    ndim = 2
-
-    @property
-    def output_numel(self) -> int:
-        """Elements of the output of one sample (the inference memory estimate)."""
-        return self.output_size
 
     def __init__(
         self,

@@ -230,7 +230,8 @@ def normalise(image, mask=None) -> np.ndarray:
 @dataclass(frozen=True)
 class DiffuseConfig:
     """Everything :func:`simulate_image` needs: the lattice (``shape``, ``n_lattices``,
-    ``concentration``), the Monte Carlo (``tolerance``, ``max_sweeps``), the species'
+    ``concentration``), the Monte Carlo (``tolerance``, ``max_sweeps``, feedback ``gain``,
+    ``sweeps_per_round``), the species'
     form factors ``f_a``, ``f_b`` (electrons or element symbols) and ``lattice_constant``
     (m), the image (``size``, ``h_max`` r.l.u.) and the expected total ``counts``."""
 
@@ -239,6 +240,8 @@ class DiffuseConfig:
     concentration: float = 0.5
     tolerance: float = 0.02
     max_sweeps: int = 200
+    gain: float = 0.7
+    sweeps_per_round: int = 3
     f_a: float | str = 1.0
     f_b: float | str = 0.0
     lattice_constant: float | None = None
@@ -260,20 +263,22 @@ class DiffuseConfig:
         form_factor_contrast(self.f_a, self.f_b, [0.5], [0.5], self.lattice_constant)
 
 
-def simulate_image(
-    encoding, vectors, cfg: DiffuseConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, MCResult]:
-    """The full forward map: Monte Carlo lattices with ``encoding`` as target, their
-    diffuse intensity, Poisson counts with the Bragg pixels masked. Returns ``(image
-    (size, size) counts, achieved encoding (dim,), the MCResult)``."""
+def lattice_image(
+    target, vectors, cfg: DiffuseConfig, rng: np.random.Generator, mask=None
+) -> tuple[np.ndarray, MCResult]:
+    """Monte Carlo lattices with ``target`` as their encoding and their diffuse intensity
+    scaled to ``cfg.counts`` expected photons over the pixels outside ``mask`` (True:
+    masked; those 0), without noise: ``(expected counts (size, size), the MCResult)``."""
     mc = monte_carlo(
-        encoding,
+        target,
         vectors,
         rng=rng,
         shape=cfg.shape,
         concentration=cfg.concentration,
         n_lattices=cfg.n_lattices,
         tolerance=cfg.tolerance,
+        gain=cfg.gain,
+        sweeps_per_round=cfg.sweeps_per_round,
         max_sweeps=cfg.max_sweeps,
     )
     intensity = diffuse_intensity(
@@ -284,15 +289,24 @@ def simulate_image(
         h_max=cfg.h_max,
         lattice_constant=cfg.lattice_constant,
     )
-    return observe(intensity, cfg.counts, rng, bragg_mask(cfg.size, cfg.h_max)), mc.achieved, mc
+    return observe(intensity, cfg.counts, None, mask), mc
 
 
-def expected_image(encoding, vectors, cfg: DiffuseConfig) -> np.ndarray:
-    """The noise-free image ``(size, size)`` of an encoding by the closed form (no Monte
-    Carlo): :func:`warren_cowley_intensity` over the encoded vectors, sampled like a
-    lattice of ``cfg.shape``, negative values of the truncated sum set to 0, scaled to
-    ``cfg.counts``; for re-simulating predicted encodings."""
-    intensity = warren_cowley_intensity(
+def simulate_image(
+    encoding, vectors, cfg: DiffuseConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, MCResult]:
+    """The full forward map: Monte Carlo lattices with ``encoding`` as target, their
+    diffuse intensity, Poisson counts with the Bragg pixels masked. Returns ``(image
+    (size, size) counts, achieved encoding (dim,), the MCResult)``."""
+    mask = bragg_mask(cfg.size, cfg.h_max)
+    expected, mc = lattice_image(encoding, vectors, cfg, rng, mask)
+    return observe(expected, cfg.counts, rng, mask), mc.achieved, mc
+
+
+def closed_form_intensity(encoding, vectors, cfg: DiffuseConfig) -> np.ndarray:
+    """:func:`warren_cowley_intensity` of ``encoding`` with the physics of ``cfg``
+    (sampled like a lattice of ``cfg.shape``)."""
+    return warren_cowley_intensity(
         encoding,
         vectors,
         cfg.concentration,
@@ -303,4 +317,12 @@ def expected_image(encoding, vectors, cfg: DiffuseConfig) -> np.ndarray:
         lattice_shape=cfg.shape,
         lattice_constant=cfg.lattice_constant,
     )
+
+
+def expected_image(encoding, vectors, cfg: DiffuseConfig) -> np.ndarray:
+    """The noise-free image ``(size, size)`` of an encoding by the closed form (no Monte
+    Carlo): :func:`warren_cowley_intensity` over the encoded vectors, sampled like a
+    lattice of ``cfg.shape``, negative values of the truncated sum set to 0, scaled to
+    ``cfg.counts``; for re-simulating predicted encodings."""
+    intensity = closed_form_intensity(encoding, vectors, cfg)
     return observe(np.maximum(intensity, 0.0), cfg.counts, None, bragg_mask(cfg.size, cfg.h_max))

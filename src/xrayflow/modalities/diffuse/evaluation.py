@@ -28,10 +28,16 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from xrayflow.errors import DataError
-from xrayflow.modalities.diffuse.diffraction import DiffuseConfig, warren_cowley_intensity
+from xrayflow.modalities.diffuse.diffraction import DiffuseConfig, closed_form_intensity
 from xrayflow.modalities.diffuse.encoding import TABLE_SIDE
 from xrayflow.modalities.diffuse.simulate import SECTION, physics_from_attrs
-from xrayflow.modalities.predictions import r2_scores, read_labels, read_predictions
+from xrayflow.modalities.predictions import (
+    panel_grid,
+    r2_scores,
+    read_labels,
+    read_predictions,
+    save_figure,
+)
 
 #: Samples re-simulated for the image-space R² (at most).
 IMAGE_SAMPLES = 64
@@ -73,17 +79,7 @@ def resimulate(encodings, vectors, cfg: DiffuseConfig, mask) -> np.ndarray:
     keep = ~np.asarray(mask, bool)
     out = np.zeros((len(encodings), cfg.size, cfg.size))
     for i, e in enumerate(np.clip(np.asarray(encodings, dtype=np.float64), -1.0, 1.0)):
-        intensity = warren_cowley_intensity(
-            e,
-            vectors,
-            cfg.concentration,
-            cfg.f_a,
-            cfg.f_b,
-            size=cfg.size,
-            h_max=cfg.h_max,
-            lattice_shape=cfg.shape,
-            lattice_constant=cfg.lattice_constant,
-        )
+        intensity = closed_form_intensity(e, vectors, cfg)
         img = np.where(keep, np.maximum(intensity, 0.0), 0.0)
         mean = img[keep].mean()
         if mean > 0:
@@ -219,15 +215,11 @@ def write_figures(directory, metrics: dict, arrays: dict, config: dict | None = 
     the seed's 4×4 correlation table (true and predicted of the first example, R² per
     vector), as PNG files."""
     d = Path(directory)
-    dpi = int(((config or {}).get("figures") or {}).get("dpi", 120))
     pred, true, names = arrays["predicted"], arrays["true"], arrays["names"]
     out = []
 
-    cols = min(5, len(names))
-    rows = -(-len(names) // cols)
-    fig = Figure(figsize=(2.4 * cols, 2.4 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, (j, name) in zip(axes.flat, enumerate(names), strict=False):
+    fig, axes = panel_grid(len(names), 2.4, 2.4)
+    for ax, (j, name) in zip(axes, enumerate(names), strict=True):
         lo = float(min(true[:, j].min(), pred[:, j].min()))
         hi = float(max(true[:, j].max(), pred[:, j].max()))
         ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
@@ -236,11 +228,9 @@ def write_figures(directory, metrics: dict, arrays: dict, config: dict | None = 
         ax.set_xlabel("true", fontsize=7)
         ax.set_ylabel("predicted", fontsize=7)
         ax.tick_params(labelsize=6)
-    for ax in axes.flat[len(names) :]:
-        ax.axis("off")
     fig.suptitle(f"predicted vs true encoding (mean R² {metrics['r2']:.3f})")
     fig.tight_layout()
-    out.append(_save(fig, d / "predicted_vs_true.png", dpi))
+    out.append(save_figure(fig, d / "predicted_vs_true.png", config))
 
     measured = arrays.get("measured")
     panels = [("re-simulated (true)", arrays["images_true"])]
@@ -263,7 +253,7 @@ def write_figures(directory, metrics: dict, arrays: dict, config: dict | None = 
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    out.append(_save(fig, d / "images.png", dpi))
+    out.append(save_figure(fig, d / "images.png", config))
 
     vectors = np.asarray(arrays["vectors"])
     tables = [
@@ -284,7 +274,7 @@ def write_figures(directory, metrics: dict, arrays: dict, config: dict | None = 
         ax.set_title(title, fontsize=9)
     fig.suptitle("Warren–Cowley coefficients α(m, n)")
     fig.tight_layout()
-    out.append(_save(fig, d / "correlation_table.png", dpi))
+    out.append(save_figure(fig, d / "correlation_table.png", config))
     return out
 
 
@@ -297,8 +287,3 @@ def _table(values, vectors, origin: float = 1.0) -> np.ndarray:
         if m < TABLE_SIDE and n < TABLE_SIDE:
             table[m, n] = value
     return table
-
-
-def _save(fig: Figure, path: Path, dpi: int) -> Path:
-    fig.savefig(path, dpi=dpi)
-    return path

@@ -33,16 +33,14 @@ from xrayflow.modalities import simulation as C
 from xrayflow.modalities.diffuse.diffraction import (
     DiffuseConfig,
     bragg_mask,
-    diffuse_intensity,
     form_factor_contrast,
-    observe,
+    lattice_image,
     sampling,
 )
 from xrayflow.modalities.diffuse.encoding import neighbour_vectors
 from xrayflow.modalities.diffuse.lattice import (
     MCResult,
     class_periods,
-    monte_carlo,
     random_encoding,
 )
 
@@ -82,6 +80,8 @@ def physics(section: Mapping) -> DiffuseConfig:
         concentration=float(section["concentration"]),
         tolerance=float(mc["tolerance"]),
         max_sweeps=int(mc["max_sweeps"]),
+        gain=float(mc["gain"]),
+        sweeps_per_round=int(mc["sweeps_per_round"]),
         f_a=sp["a"],
         f_b=sp["b"],
         lattice_constant=None if lat["constant"] is None else float(lat["constant"]),
@@ -144,7 +144,7 @@ def structure(
     """One sample without noise: ``(expected counts (size, size), target encoding, the
     Monte Carlo result)``; a random target (``encoding``), its lattices, their diffuse
     intensity scaled to ``counts`` over the unmasked pixels (masked pixels 0)."""
-    enc, mc_cfg = section["encoding"], section["monte_carlo"]
+    enc = section["encoding"]
     target = random_encoding(
         vectors,
         rng,
@@ -152,27 +152,8 @@ def structure(
         concentration=cfg.concentration,
         max_peak=float(enc["max_peak"]),
     )
-    mc = monte_carlo(
-        target,
-        vectors,
-        rng=rng,
-        shape=cfg.shape,
-        concentration=cfg.concentration,
-        n_lattices=cfg.n_lattices,
-        tolerance=cfg.tolerance,
-        gain=float(mc_cfg["gain"]),
-        sweeps_per_round=int(mc_cfg["sweeps_per_round"]),
-        max_sweeps=cfg.max_sweeps,
-    )
-    intensity = diffuse_intensity(
-        mc.lattices,
-        cfg.f_a,
-        cfg.f_b,
-        size=cfg.size,
-        h_max=cfg.h_max,
-        lattice_constant=cfg.lattice_constant,
-    )
-    return observe(intensity, cfg.counts, None, mask), target, mc
+    expected, mc = lattice_image(target, vectors, cfg, rng, mask)
+    return expected, target, mc
 
 
 def simulate(config: dict, rng, backend) -> DiffractionData:

@@ -49,6 +49,7 @@ from xrayflow.modalities.diffuse.simulate import (
     structure,
     vectors_of,
 )
+from xrayflow.modalities.predictions import check_whole_output
 from xrayflow.networks import EncodingRegressor, regression_loss
 
 #: Network input transforms.
@@ -208,13 +209,7 @@ def network(
 
 def check(config: dict, target_size: int, output_size: int) -> None:
     """The network predicts the whole encoding of the shards, supervised."""
-    if output_size != target_size:
-        raise ConfigError(
-            f"train.network.output_size: {output_size}; the regressor predicts all "
-            f"{target_size} variables of the shards' encoding (leave it null)"
-        )
-    if config["training"].get("loss", {}).get("mode", "supervised") != "supervised":
-        raise ConfigError("train.training.loss.mode: encodings are learnt supervised only")
+    check_whole_output(config, target_size, output_size, "encoding variables")
 
 
 def losses(out: dict, batch: dict, loss_cfg: dict, extras: dict) -> dict[str, torch.Tensor]:

@@ -20,9 +20,11 @@ from xrayflow.errors import DataError
 from xrayflow.modalities.predictions import (
     average_precision,
     confusion,
+    panel_grid,
     precision_recall,
     read_labels,
     read_predictions,
+    save_figure,
 )
 
 #: Probability at which a tag counts as predicted (the confusion counts).
@@ -93,14 +95,10 @@ def summary_line(metrics: dict, out) -> str:
 def write_figures(directory, metrics: dict, arrays: dict, config: dict | None = None) -> list:
     """Precision–recall curves, AP per tag and the per-tag confusion, as PNG files."""
     d = Path(directory)
-    dpi = int(((config or {}).get("figures") or {}).get("dpi", 120))
     probs, labels, names = arrays["probabilities"], arrays["labels"], arrays["names"]
     out = []
-    cols = min(5, len(names))
-    rows = -(-len(names) // cols)
-    fig = Figure(figsize=(2.6 * cols, 2.4 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, (j, name) in zip(axes.flat, enumerate(names), strict=False):
+    fig, axes = panel_grid(len(names), 2.6, 2.4)
+    for ax, (j, name) in zip(axes, enumerate(names), strict=True):
         p, r, _ = precision_recall(probs[:, j], labels[:, j])
         ap = metrics["tags"][name]["average_precision"]
         if ap is not None:
@@ -108,11 +106,9 @@ def write_figures(directory, metrics: dict, arrays: dict, config: dict | None = 
         ax.set_title(f"{name.split('.', 1)[-1]}\nAP {'n/a' if ap is None else f'{ap:.2f}'}")
         ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="recall", ylabel="precision")
         ax.title.set_fontsize(7)
-    for ax in axes.flat[len(names) :]:
-        ax.axis("off")
     fig.suptitle(f"precision–recall per tag (mAP {metrics['map'] or 0:.3f})")
     fig.tight_layout()
-    out.append(_save(fig, d / "precision_recall.png", dpi))
+    out.append(save_figure(fig, d / "precision_recall.png", config))
 
     order = sorted(names, key=lambda n: metrics["tags"][n]["average_precision"] or 0.0)
     fig = Figure(figsize=(6, 0.25 * len(names) + 1.2))
@@ -124,7 +120,7 @@ def write_figures(directory, metrics: dict, arrays: dict, config: dict | None = 
     ax.axvline(metrics["map"] or 0.0, color="k", ls="--", lw=1, label="macro mAP")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    out.append(_save(fig, d / "average_precision.png", dpi))
+    out.append(save_figure(fig, d / "average_precision.png", config))
 
     tags = metrics["tags"]
     rates = np.array(
@@ -148,10 +144,5 @@ def write_figures(directory, metrics: dict, arrays: dict, config: dict | None = 
     fig.colorbar(im, ax=ax)
     ax.set_title(f"per-tag confusion at p >= {THRESHOLD}", fontsize=8)
     fig.tight_layout()
-    out.append(_save(fig, d / "confusion.png", dpi))
+    out.append(save_figure(fig, d / "confusion.png", config))
     return out
-
-
-def _save(fig: Figure, path: Path, dpi: int) -> Path:
-    fig.savefig(path, dpi=dpi)
-    return path

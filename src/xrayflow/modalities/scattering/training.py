@@ -36,6 +36,7 @@ import torch
 
 from xrayflow.errors import ConfigError, DataError
 from xrayflow.io.cxi import read_cxi, read_cxi_meta, read_signal_rows
+from xrayflow.modalities.predictions import check_whole_output
 from xrayflow.modalities.scattering.fourier_bessel import FourierBessel
 from xrayflow.modalities.scattering.generator import generate
 from xrayflow.modalities.scattering.simulate import (
@@ -253,14 +254,8 @@ def network(
 
 
 def check(config: dict, target_size: int, output_size: int) -> None:
-    """The network predicts every tag of the shards."""
-    if output_size != target_size:
-        raise ConfigError(
-            f"train.network.output_size: {output_size}; the tag classifier predicts all "
-            f"{target_size} tags of the shards (leave it null)"
-        )
-    if config["training"].get("loss", {}).get("mode", "supervised") != "supervised":
-        raise ConfigError("train.training.loss.mode: tags are learnt supervised only")
+    """The network predicts every tag of the shards, supervised."""
+    check_whole_output(config, target_size, output_size, "tags")
 
 
 def loss_extras(shards: Sequence, loss_cfg: dict, device) -> dict[str, torch.Tensor]:
