@@ -212,6 +212,21 @@ def test_a_cxi_without_beam_centres_is_refused(run, tmp_path, capsys):
     assert rc == 2 and "beam_center" in err and not pred.exists()
 
 
+def test_a_non_finite_pixel_is_refused_naming_its_frame(run, tmp_path, capsys):
+    cxi = _simulated_cxi(tmp_path, n=3)
+    with h5py.File(cxi, "a") as f:
+        data = f["entry_1/data_1/data"]
+        frame = data[2]
+        frame[5, 7] = np.nan
+        data[2] = frame
+    pred = tmp_path / "pred.h5"
+    rc = main(
+        ["train", "--infer", "--model", str(run["model"]), "--data", str(cxi), "--out", str(pred)]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "frame 2" in err and "NaN" in err and not pred.exists()
+
+
 def test_evaluate_refuses_predictions_of_other_samples(run, tmp_path, capsys):
     out = tmp_path / "m.json"
     second = run["shards"] / "shard-00001.h5"
