@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from xrayflow.cli import main
 from xrayflow.errors import ConfigError
 from xrayflow.io.cxi import read_cxi
 from xrayflow.modalities.diffuse.diffraction import bragg_mask, expected_image
@@ -18,6 +19,7 @@ from xrayflow.modalities.diffuse.simulate import (
     physics_from_attrs,
     structure,
 )
+from xrayflow.modalities.diffuse.training import DATA_SECTION
 from xrayflow.modalities.simulation import rng_streams
 from xrayflow.simulate import load_simulate_config, run, simulate
 
@@ -137,10 +139,41 @@ def test_memory_estimate_counts_frames_only_when_not_streaming():
         ({**config(), "noise": {"photons_per_probe": 1e6}},
          r"simulate\.noise\.photons_per_probe: diffuse sets the photons"),
         ({**config(), "geometry": {"binning": 2}}, r"simulate\.geometry\.binning"),
+        (config(dimension=3, encoding={"values": [[0.1, 0.2, 0.0], [0.1, 0.2]]}),
+         r"simulate\.diffuse\.encoding\.values\[1\]: 2 values for an encoding of dimension 3"),
+        (config(dimension=3, encoding={"values": [[0.1, 1.5, 0.0]]}),
+         r"simulate\.diffuse\.encoding\.values\[0\]\[1\]: 1\.5: a correlation coefficient"),
+        (config(dimension=3, concentration=0.2, encoding={"values": [[-0.5, 0.0, 0.0]]}),
+         r"simulate\.diffuse\.encoding\.values\[0\]: target correlation α\(1, 0\) = -0\.5 is "
+         r"below -0\.25.*concentration 0\.2"),
     ],
     ids=["small", "sampling", "concentration", "constant", "element", "contrast", "dim",
-         "photons", "binning"],
+         "photons", "binning", "length", "range", "pair-bound"],
 )  # fmt: skip
 def test_config_errors_name_the_key(cfg, match):
     with pytest.raises(ConfigError, match=match):
         load_simulate_config(cfg)
+
+
+def test_given_target_encodings_are_reached_in_turn():
+    given = [[0.3, -0.1, 0.05], [-0.2, 0.1, 0.0]]
+    d = simulate(config(n_samples=3, dimension=3, encoding={"values": given}))
+    t, a = d.signals["target_encoding"], d.signals["encoding"]
+    np.testing.assert_allclose(t, [given[0], given[1], given[0]])
+    converged = d.signals["converged"].astype(bool)
+    assert converged.any()
+    assert np.all(np.abs(a - t)[converged] <= 0.02 + 1e-12)
+
+
+def test_train_data_has_no_given_encodings():
+    assert "values" not in DATA_SECTION["properties"]["encoding"]["properties"]
+
+
+def test_a_bad_given_encoding_exits_2_and_writes_nothing(tmp_path, capsys):
+    cfg = config(dimension=3, concentration=0.2, encoding={"values": [[-0.5, 0.0, 0.0]]})
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / "d.cxi"
+    assert main(["simulate", "--config", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "encoding.values[0]" in err and "Traceback" not in err and not out.exists()

@@ -40,6 +40,7 @@ from xrayflow.modalities.diffuse.diffraction import (
 from xrayflow.modalities.diffuse.encoding import neighbour_vectors
 from xrayflow.modalities.diffuse.lattice import (
     MCResult,
+    check_reachable,
     class_periods,
     random_encoding,
 )
@@ -139,19 +140,26 @@ def image_mask(section: Mapping) -> np.ndarray:
 
 
 def structure(
-    section: Mapping, cfg: DiffuseConfig, vectors, mask, rng: np.random.Generator
+    section: Mapping,
+    cfg: DiffuseConfig,
+    vectors,
+    mask,
+    rng: np.random.Generator,
+    target=None,
 ) -> tuple[np.ndarray, np.ndarray, MCResult]:
     """One sample without noise: ``(expected counts (size, size), target encoding, the
-    Monte Carlo result)``; a random target (``encoding``), its lattices, their diffuse
-    intensity scaled to ``counts`` over the unmasked pixels (masked pixels 0)."""
-    enc = section["encoding"]
-    target = random_encoding(
-        vectors,
-        rng,
-        scale=float(enc["scale"]),
-        concentration=cfg.concentration,
-        max_peak=float(enc["max_peak"]),
-    )
+    Monte Carlo result)``; the ``target`` encoding (None: a random one, section
+    ``encoding``), its lattices, their diffuse intensity scaled to ``counts`` over the
+    unmasked pixels (masked pixels 0)."""
+    if target is None:
+        enc = section["encoding"]
+        target = random_encoding(
+            vectors,
+            rng,
+            scale=float(enc["scale"]),
+            concentration=cfg.concentration,
+            max_peak=float(enc["max_peak"]),
+        )
     expected, mc = lattice_image(target, vectors, cfg, rng, mask)
     return expected, target, mc
 
@@ -171,9 +179,11 @@ def simulate(config: dict, rng, backend) -> DiffractionData:
     converged, sweeps = np.empty(n, np.uint8), np.empty(n, np.int32)
     bs = int(config["batch_size"])
     batch = np.empty((min(bs, n), size, size), dtype=np.float32)
+    given = x["encoding"]["values"]
     streams = C.rng_streams(rng, ("samples",))["samples"].spawn(n)
     for i, r in enumerate(streams):
-        expected, targets[i], mc = structure(x, cfg, v, mask, r)
+        target = None if given is None else np.asarray(given[i % len(given)], dtype=float)
+        expected, targets[i], mc = structure(x, cfg, v, mask, r, target)
         batch[i % bs] = r.poisson(expected) if poisson else expected
         achieved[i], interactions[i] = mc.achieved, mc.interactions
         converged[i], sweeps[i], max_error[i] = mc.converged, mc.sweeps, mc.max_error
@@ -290,6 +300,18 @@ def check_section(x: Mapping, prefix: str) -> None:
     c, n_sites = float(x["concentration"]), shape[0] * shape[1]
     if not 0 < round(c * n_sites) < n_sites:
         raise err("concentration", f"{c:g} leaves no site of one species on {list(shape)} sites")
+    for i, values in enumerate(x["encoding"].get("values") or []):
+        key = f"encoding.values[{i}]"
+        if len(values) != len(v):
+            raise err(key, f"{len(values)} values for an encoding of dimension {len(v)}")
+        a = np.asarray(values, dtype=float)
+        if not np.all(np.isfinite(a)) or np.any(np.abs(a) > 1):
+            j = int(np.flatnonzero(~(np.abs(a) <= 1))[0])
+            raise err(f"{key}[{j}]", f"{values[j]!r}: a correlation coefficient is in [-1, 1]")
+        try:
+            check_reachable(a, v, c)
+        except ConfigError as exc:
+            raise err(key, str(exc).removeprefix("encoding: ")) from None
     sp, a = x["species"], x["lattice"]["constant"]
     for key in ("a", "b"):
         f = sp[key]

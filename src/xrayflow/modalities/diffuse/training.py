@@ -57,6 +57,7 @@ TRANSFORMS = ("log", "normalised")
 
 _physics = copy.deepcopy(SIMULATE_SECTIONS[SECTION])
 _physics["properties"].pop("n_samples")
+_physics["properties"]["encoding"]["properties"].pop("values")  # training draws random targets
 #: JSON schema of the config section ``data.diffuse``.
 DATA_SECTION = {
     **_physics,
