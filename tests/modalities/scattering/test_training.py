@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import h5py
 import numpy as np
 import pytest
 import torch
 import yaml
+from mpi_util import run_ranks
 
 from xrayflow.cli import main
+from xrayflow.config import load_config
 from xrayflow.io.cxi import read_cxi
+from xrayflow.modalities import stage_schema
 from xrayflow.modalities.scattering.tags import TAGS
 from xrayflow.modalities.scattering.training import network_inputs
 from xrayflow.networks import load_model
 from xrayflow.train.infer import network_of
-from xrayflow.train.loop import forward
+from xrayflow.train.loop import forward, train
 
 SIDE = 32
 TAG_SUBSET = [
@@ -274,3 +278,30 @@ def test_the_model_records_its_view_and_the_tag_vocabulary(run):
     assert set(TAG_SUBSET) <= set(TAGS)
     assert config["network"]["scattering"]["view"] == "joint"
     assert {k: list(v) for k, v in meta["views"].items()} == {"coefficients": [2, 4, 5]}
+
+
+MPI_TRAIN = """
+import json, sys
+from xrayflow.config import load_config
+from xrayflow.modalities import stage_schema
+from xrayflow.train.loop import train
+cfg = load_config(json.loads(sys.argv[1]), stage_schema("train"), name="train")
+train(cfg, sys.argv[2], sys.argv[3], log=lambda *_: None)
+"""
+
+
+@pytest.mark.mpi
+def test_two_ranks_train_the_joint_network_as_one_does(run, tmp_path):
+    """Both views and the class weights go through the distributed loader and loss."""
+    raw = json.loads(json.dumps(TRAIN))
+    raw["training"]["epochs"] = 1
+    cfg = load_config(raw, stage_schema("train"), name="train")
+    train(cfg, run["shards"], tmp_path / "r1.pt", log=lambda *_: None)
+    cmd = [sys.executable, "-c", MPI_TRAIN, json.dumps(cfg), run["shards"], tmp_path / "r2.pt"]
+    p = run_ranks(cmd, 2, timeout=180, mpi=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    one = load_model(tmp_path / "r1.pt", build=network_of)[0].state_dict()
+    two = load_model(tmp_path / "r2.pt", build=network_of)[0].state_dict()
+    for k, v in one.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(two[k], v, rtol=1e-5, atol=1e-6, msg=k)
