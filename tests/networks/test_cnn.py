@@ -108,6 +108,9 @@ def test_parameter_counts():
         # channels and its norm, and the first level's conv takes 16 channels instead of 1)
         stem = 16 * 9 + 2 * 16 + 15 * 16 * 9
         assert count_parameters(EncodingRegressor(dim, 256, "small")) == small + stem
+        # the linear read-out: 32 × 32 cells (at most the image side) to dim outputs
+        readout = count_parameters(EncodingRegressor(dim, 64, readout=8))
+        assert small - readout == (32 * 32 - 8 * 8) * dim
     counts = {v: count_parameters(_classifier(v, 256)) for v in ("image", "coefficients", "joint")}
     print("classifier at 256², 20 × 30 coefficients, 7 tags:", counts)
     shared = 256 + 256 * 7 + 7  # one head in the joint view: its hidden bias and output layer
@@ -217,6 +220,35 @@ def test_regressor_fits_toy_encoding():
     r2 = 1 - ((pred - truth) ** 2).sum() / ((truth - truth.mean(0)) ** 2).sum()
     print(f"toy encoding: held-out R² {r2:.3f}")
     assert r2 > 0.9
+
+
+def test_regressor_learns_diagonal_modes_of_a_diffuse_image():
+    """Images of the Warren–Cowley modes, one per vector, axial and diagonal: the
+    convolutional features alone left the diagonal ones unlearnt (R² < 0.6)."""
+    rng = np.random.default_rng(6)
+    h = np.linspace(-1, 1, 32, endpoint=False) + 1 / 32
+    vectors = [(1, 0), (0, 1), (1, 1), (2, 1)]
+    modes = np.stack(
+        [np.outer(np.cos(2 * np.pi * m * h), np.cos(2 * np.pi * n * h)) for m, n in vectors]
+    )
+    y = rng.uniform(-0.3, 0.3, (512, len(vectors)))
+    x = 1 + np.einsum("bv,vij->bij", y, modes) + rng.normal(0, 0.02, (512, 32, 32))
+    x, y = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+    torch.manual_seed(6)
+    net = EncodingRegressor(len(vectors), 32, "small")
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(150):
+        idx = torch.from_numpy(rng.choice(384, 32, replace=False))
+        loss = regression_loss(net(x[idx])["encoding"], y[idx]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        pred = net(x[384:])["encoding"].numpy()
+    truth = y[384:].numpy()
+    r2 = 1 - ((pred - truth) ** 2).sum(0) / ((truth - truth.mean(0)) ** 2).sum(0)
+    assert r2.min() > 0.9, r2
 
 
 def test_activation_bytes_grow_with_size():

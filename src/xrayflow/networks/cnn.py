@@ -270,9 +270,14 @@ class EncodingRegressor(_ImageToVector):
     """Diffuse-scattering image (B, H, W) -> ``{"encoding": (B, n_outputs)}`` (linear output).
 
     A :class:`ConvTrunk` with grid pooling (4 × 4: the encoding depends on where in
-    reciprocal space the intensity lies) and a ReLU MLP; :data:`REGRESSOR_SIZES` gives
-    ``small`` (≈ 0.19 M parameters) and ``large`` (≈ 6.9 M), independent of the image size.
-    ``output_size`` is ``n_outputs``.
+    reciprocal space the intensity lies) and a ReLU MLP, plus a linear read-out of the image
+    averaged to ``readout`` × ``readout`` cells: a diffuse intensity is linear in the
+    Warren–Cowley coefficients (one cosine mode per neighbour vector), and the convolutional
+    features alone missed the diagonal vectors' modes (held-out R² 0.02–0.6 for (1, 1),
+    (2, 1), (1, 2), (2, 2) against 0.99 for the axial ones, dimension 8, 2,048 images), which
+    a linear read-out resolves while ``readout`` samples a mode of the largest vector at
+    least twice per period. :data:`REGRESSOR_SIZES` gives ``small`` (≈ 0.2 M parameters) and
+    ``large`` (≈ 6.9 M), independent of the image size. ``output_size`` is ``n_outputs``.
 
     Args:
         n_outputs: encoding dimension (3, 8 or 15 in the seed).
@@ -281,6 +286,7 @@ class EncodingRegressor(_ImageToVector):
         norm: ``batch`` (global batch norm), ``group`` or ``none``.
         dropout: after each hidden layer (0: none).
         work_size: the trunk's largest side after its stem.
+        readout: cells per side of the linear read-out (at most the image side).
     """
 
     heads = ("encoding",)
@@ -293,6 +299,7 @@ class EncodingRegressor(_ImageToVector):
         norm: str = "batch",
         dropout: float = 0.0,
         work_size: int = 128,
+        readout: int = 32,
     ):
         super().__init__()
         if size not in REGRESSOR_SIZES:
@@ -311,9 +318,15 @@ class EncodingRegressor(_ImageToVector):
         )
         self._head_sizes = (self.trunk.out_features, spec["hidden"], n_outputs)
         self.head = _mlp(*self._head_sizes, dropout)
+        self.readout = min(int(readout), int(image_size))
+        if self.readout < 1:
+            raise ConfigError(f"network: readout must be positive, not {readout}")
+        self.linear = nn.Linear(self.readout**2, n_outputs)
 
     def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"encoding": self.head(self.trunk(input))}
+        x = input if input.dim() == 4 else input.unsqueeze(1)
+        cells = F.adaptive_avg_pool2d(x, self.readout).flatten(1)
+        return {"encoding": self.head(self.trunk(x)) + self.linear(cells)}
 
     def activation_bytes(self, training: bool = True) -> int:
         """Rough float32 bytes of one sample's activations (as for :class:`TagClassifier`)."""
