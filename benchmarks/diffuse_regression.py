@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def _args(argv):
     a("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     a("--threads", type=int, default=0, help="torch threads (0: cores available)")
     a("--seed", type=int, default=0)
-    a("--workdir", default=None, help="keep shards and models here")
+    a("--workdir", default=None, help="keep shards and models here (default: temporary)")
     a("--out", default=str(HERE / "results" / "diffuse_regression.json"))
     return ap.parse_args(argv)
 
@@ -141,8 +140,7 @@ def _count(shard_dir: Path) -> int:
 
 def run(a) -> dict:
     dims = [int(d) for d in a.dims.split(",") if d]
-    work = Path(a.workdir or tempfile.mkdtemp(prefix="diffuse_bench_"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(a.workdir)
     rows = []
     for dim in dims:
         d = work / f"d{dim}"

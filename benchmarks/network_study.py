@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -126,11 +127,19 @@ def write_result(
 
 
 def run_benchmark(name: str, a, run, table, run_key: str | None = None, index=None) -> int:
-    """``run(a)`` (a dict; its ``work`` entry, the work directory, is not recorded),
-    ``table(result, a)`` printed, then :func:`write_result` to ``a.out``."""
+    """``run(a)`` (a dict; its ``work`` entry, the work directory, is not recorded) in
+    ``a.workdir`` (kept) or a temporary directory (removed), ``table(result, a)`` printed,
+    then :func:`write_result` to ``a.out``."""
     load_start = list(os.getloadavg())
     t0 = time.perf_counter()
-    res = run(a)
+    if a.workdir:
+        Path(a.workdir).mkdir(parents=True, exist_ok=True)
+        res = run(a)
+    else:
+        with tempfile.TemporaryDirectory(prefix=f"{name}_") as tmp:
+            a.workdir = tmp
+            res = run(a)
+            a.workdir = None
     text = table(res, a)
     print(text)
     result = {k: v for k, v in res.items() if k != "work"}

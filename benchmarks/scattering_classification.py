@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -72,7 +71,7 @@ def _args(argv):
     a("--threads", type=int, default=0, help="torch threads (0: cores available)")
     a("--feature-images", type=int, default=24, help="images timed for the features")
     a("--seed", type=int, default=0)
-    a("--workdir", default=None, help="keep shards and models here")
+    a("--workdir", default=None, help="keep shards and models here (default: temporary)")
     a("--out", default=str(HERE / "results" / "scattering_classification.json"))
     return ap.parse_args(argv)
 
@@ -148,8 +147,7 @@ def run(a) -> dict:
     for v in networks:
         if v not in NETWORKS:
             raise SystemExit(f"--networks: unknown network {v!r} (one of {', '.join(NETWORKS)})")
-    work = Path(a.workdir or tempfile.mkdtemp(prefix="scattering_bench_"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = Path(a.workdir)
     cfg = _config(a, a.seed, a.train, a.shards)
     test_cfg = _config(a, a.seed + 1000, a.test, 1)
     t_gen = generate_timed(cfg, work / "shards")
