@@ -145,6 +145,7 @@ def run(a) -> dict:
     for dim in dims:
         d = work / f"d{dim}"
         cfg = _config(a, dim, a.seed, a.samples, a.shards)
+        fresh = not (d / "shards").exists()  # shards of a kept --workdir are reused
         t_gen = generate_timed(cfg, d / "shards")
         generate_timed(_config(a, dim, a.seed + 1000, a.test, 1), d / "test")
         n = _count(d / "shards")
@@ -157,7 +158,7 @@ def run(a) -> dict:
             dimension=dim,
             n_train=n,
             n_test=m["n_samples"],
-            generation_samples_per_s=n / t_gen,
+            generation_samples_per_s=n / t_gen if fresh else None,
             r2=m["r2"],
             mae=m["mae"],
             r2_images=m["r2_images"],
@@ -194,7 +195,7 @@ def _table(res: dict, a) -> str:
             f"{r['dimension']:>4}{r['n_train']:>7}{r['n_test']:>6}{r['r2']:>7.3f}"
             f"{r['seed_r2'] or float('nan'):>7.3f}{r['mae']:>7.3f}{r['r2_images']:>8.3f}"
             f"{r['seed_r2_images'] if r['seed_r2_images'] is not None else float('nan'):>7.2f}"
-            f"{r['generation_samples_per_s']:>7.1f}"
+            f"{r['generation_samples_per_s'] or float('nan'):>7.1f}"
             f"{r['train_s']:>9.0f}{r['infer_images_per_s']:>9.0f}"
             f"{r['timing']['ratio']:>8.2f}"
         )

@@ -1,6 +1,7 @@
-"""The networks mode (config/scattering.yaml, config/diffuse.yaml): per study one set of training shards and one
-held-out set, one network per variant trained, applied to the held-out set and scored; a
-summary table over all of them; bad studies are refused naming the key."""
+"""The networks mode (config/scattering.yaml, config/diffuse.yaml): per study one set of
+training shards and one held-out set, one network per variant trained, applied to the
+held-out set and scored; a summary table over all of them; bad studies are refused naming
+the key."""
 
 import yaml
 from test_workflow_dryrun import job_counts
