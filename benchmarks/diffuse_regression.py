@@ -44,8 +44,8 @@ import scipy.fft
 from network_study import generate_timed, run_benchmark, run_network, train_config
 
 from xrayflow.modalities.diffuse import evaluation
-from xrayflow.modalities.diffuse.diffraction import diffuse_intensity
-from xrayflow.modalities.diffuse.lattice import monte_carlo, random_encoding
+from xrayflow.modalities.diffuse.diffraction import lattice_intensity, lattices_for
+from xrayflow.modalities.diffuse.lattice import random_encoding
 from xrayflow.modalities.diffuse.simulate import physics, vectors_of
 
 HERE = Path(__file__).resolve().parent
@@ -91,21 +91,12 @@ def _diffraction_timing(cfg: dict, dim: int) -> dict:
     p, v = physics(section), vectors_of(section)
     rng = np.random.default_rng(3)
     t0 = time.perf_counter()
-    mc = monte_carlo(
-        random_encoding(v, rng, concentration=p.concentration),
-        v,
-        rng=rng,
-        shape=p.shape,
-        concentration=p.concentration,
-        n_lattices=p.n_lattices,
-        tolerance=p.tolerance,
-        max_sweeps=p.max_sweeps,
-    )
+    mc = lattices_for(random_encoding(v, rng, concentration=p.concentration), v, p, rng)
     t_mc = time.perf_counter() - t0
     lattices = mc.lattices.astype(np.float64)
 
     def ours():
-        diffuse_intensity(mc.lattices, p.f_a, p.f_b, size=p.size, h_max=p.h_max)
+        lattice_intensity(mc.lattices, p)
 
     def floor():
         np.abs(scipy.fft.fft2(lattices - lattices.mean(axis=(1, 2), keepdims=True))) ** 2

@@ -263,13 +263,9 @@ class DiffuseConfig:
         form_factor_contrast(self.f_a, self.f_b, [0.5], [0.5], self.lattice_constant)
 
 
-def lattice_image(
-    target, vectors, cfg: DiffuseConfig, rng: np.random.Generator, mask=None
-) -> tuple[np.ndarray, MCResult]:
-    """Monte Carlo lattices with ``target`` as their encoding and their diffuse intensity
-    scaled to ``cfg.counts`` expected photons over the pixels outside ``mask`` (True:
-    masked; those 0), without noise: ``(expected counts (size, size), the MCResult)``."""
-    mc = monte_carlo(
+def lattices_for(target, vectors, cfg: DiffuseConfig, rng: np.random.Generator) -> MCResult:
+    """:func:`monte_carlo` lattices reaching ``target`` with the settings of ``cfg``."""
+    return monte_carlo(
         target,
         vectors,
         rng=rng,
@@ -281,15 +277,28 @@ def lattice_image(
         sweeps_per_round=cfg.sweeps_per_round,
         max_sweeps=cfg.max_sweeps,
     )
-    intensity = diffuse_intensity(
-        mc.lattices,
+
+
+def lattice_intensity(lattices, cfg: DiffuseConfig) -> np.ndarray:
+    """:func:`diffuse_intensity` of ``lattices`` with the species and image of ``cfg``."""
+    return diffuse_intensity(
+        lattices,
         cfg.f_a,
         cfg.f_b,
         size=cfg.size,
         h_max=cfg.h_max,
         lattice_constant=cfg.lattice_constant,
     )
-    return observe(intensity, cfg.counts, None, mask), mc
+
+
+def lattice_image(
+    target, vectors, cfg: DiffuseConfig, rng: np.random.Generator, mask=None
+) -> tuple[np.ndarray, MCResult]:
+    """Monte Carlo lattices with ``target`` as their encoding and their diffuse intensity
+    scaled to ``cfg.counts`` expected photons over the pixels outside ``mask`` (True:
+    masked; those 0), without noise: ``(expected counts (size, size), the MCResult)``."""
+    mc = lattices_for(target, vectors, cfg, rng)
+    return observe(lattice_intensity(mc.lattices, cfg), cfg.counts, None, mask), mc
 
 
 def simulate_image(
