@@ -731,12 +731,20 @@ def _decode_attr(v: Any) -> Any:
     return v
 
 
-def _is_centred(ds: h5py.Dataset) -> bool:
-    if "centred" in ds.attrs:
-        return bool(_decode_attr(ds.attrs["centred"]))
-    if "centered" in ds.attrs:
-        return bool(_decode_attr(ds.attrs["centered"]))
-    return True  # CXI/cdtools/CXIDB store patterns with the beam centre in the middle
+def recorded_centring(ds: h5py.Dataset) -> bool | None:
+    """The data set's ``centred`` (or ``centered``) attribute, None when it records none."""
+    for name in ("centred", "centered"):
+        if name in ds.attrs:
+            return bool(_decode_attr(ds.attrs[name]))
+    return None
+
+
+def is_centred(ds: h5py.Dataset) -> bool:
+    """Whether the patterns of ``ds`` are centred (zero frequency in the middle); without an
+    attribute True: CXI/cdtools/CXIDB store far-field patterns with the beam centre in the
+    middle."""
+    c = recorded_centring(ds)
+    return True if c is None else c
 
 
 def _data_dataset(f: h5py.File, source: str) -> h5py.Dataset:
@@ -842,7 +850,7 @@ def read_cxi(
     f, source = _open(path)
     with f:
         ds = _data_dataset(f, source)
-        centred = _is_centred(ds)
+        centred = is_centred(ds)
         energy_ev, distance, pixel_size = _detector(f, source)
         two_d = ds.ndim == 2
         n = 1 if two_d else ds.shape[0]
@@ -934,7 +942,8 @@ def read_cxi_meta(path: str | os.PathLike) -> dict:
 
     Returns a dict with keys ``shape`` (P, ny, nx), ``n_frames``, ``frame_shape``,
     ``dtype``, ``energy_ev``, ``wavelength``, ``distance``, ``pixel_size`` (y, x),
-    ``geometry`` (:func:`read_geometry`), ``centred``, ``modality``, ``has_positions``,
+    ``geometry`` (:func:`read_geometry`), ``centred``, ``centring_recorded`` (the file has a
+    ``centred`` attribute), ``modality``, ``has_positions``,
     ``has_angles``, ``has_mask``, ``truth_fields`` (name -> shape or value), ``attrs``,
     ``provenance``, ``config``.
     """
@@ -971,7 +980,8 @@ def read_cxi_meta(path: str | os.PathLike) -> dict:
             "distance": geo.distance,
             "pixel_size": geo.frame_pixel_size,
             "geometry": geo,
-            "centred": _is_centred(ds),
+            "centred": is_centred(ds),
+            "centring_recorded": recorded_centring(ds) is not None,
             "modality": attrs.get("modality"),
             "has_positions": _find(f, TRANSLATION_PATHS) is not None,
             "has_angles": "entry_1/sample_1/geometry_1/rotation_angle" in f,

@@ -116,6 +116,13 @@ class OptionalHooks(Protocol):
         modality's documented layout; ``meta``: the model file's meta), checked; replaces
         the default reader of CXI patterns (shards are read as they are)."""
 
+    def fit_input_size(self, inputs: np.ndarray, size: int) -> tuple[np.ndarray, dict]:
+        """``xrayflow train --infer``: network inputs (B, *pattern) whose pattern is not the
+        model's (``size`` per axis) brought to that size, and the root attributes of the
+        output that record how (``resampled``: one line, also logged; further entries,
+        e.g. the voxel size of the prediction relative to the data's); DataError when they
+        cannot be. Without this hook such inputs are refused."""
+
     def infer_outputs(self, out: dict, meta: dict) -> dict[str, np.ndarray]:
         """``xrayflow train --infer``: the per-sample datasets written for the network's
         output ``out`` (e.g. probabilities from logits); default: one per head."""

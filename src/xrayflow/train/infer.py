@@ -3,11 +3,18 @@
 Inputs accepted:
 
 * a training shard (dataset ``inputs``: sqrt(counts), centred);
-* a CXI file (``xrayflow.io.cxi``): a pattern spans the network's last ``ndim`` axes of
-  the data (2D networks: every frame is one pattern, read in blocks of ``batch`` frames
-  with ``read_cxi(indices=...)``; 3D networks: the frame stack is one pattern), converted
-  to sqrt(counts) and centred if stored uncentred. The pattern size must equal the model's
-  input size (crop/bin beforehand).
+* a CXI file (``xrayflow.io.cxi``), converted to sqrt(counts) and centred if stored
+  uncentred (dataset attribute ``centred``). 2D networks: every frame is one pattern, read
+  in blocks of ``batch`` frames with ``read_cxi(indices=...)``. 3D networks: the frames of
+  the usual 3D dataset form one pattern (``bragg_cdi``: attribute ``fft_ndim = 3``, as the
+  simulate stage writes it; a file that records another modality without it is refused), and
+  a 4D dataset ``(B, Z, Y, X)`` is a stack of B patterns, read ``batch`` at a time.
+
+A pattern of another size than the model's input is brought to it by the modality's hook
+``fit_input_size`` (``bragg_cdi``: cropped or zero-padded about the zero frequency, see
+:func:`xrayflow.modalities.bragg_cdi.training.fit_input_size`), logged once and recorded in
+the output's root attributes (``resampled``, ...); a modality without the hook refuses it
+(crop/bin beforehand).
 
 A modality whose inputs are not diffraction patterns (e.g. detector images with a beam
 centre and a mask, plus Fourier–Bessel coefficients) reads its CXI files with its training
@@ -41,7 +48,7 @@ import torch
 from xrayflow.backend import fftshift
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
-from xrayflow.io.cxi import DATA_PATHS, read_cxi, read_cxi_meta
+from xrayflow.io.cxi import DATA_PATHS, is_centred, read_cxi, read_cxi_meta
 from xrayflow.memory import check_memory
 from xrayflow.networks import count_parameters, load_model
 from xrayflow.provenance import provenance
@@ -92,6 +99,17 @@ def network_of(config: dict, meta: dict):
     )
 
 
+def _read_rows(ds: h5py.Dataset, start: int, batch: int, src: str) -> np.ndarray:
+    """Rows ``start:start + batch`` of ``ds`` as float32; DataError naming the file."""
+    try:
+        return np.asarray(ds[start : start + batch], dtype=np.float32)
+    except (OSError, RuntimeError) as exc:
+        raise DataError(
+            f"{src}: cannot read {ds.name.lstrip('/')!r} rows {start}:{start + batch} "
+            f"(truncated or corrupt?): {' '.join(str(exc).split())}"
+        ) from None
+
+
 def _shard_blocks(path: Path, batch: int):
     """Yield (n_samples, {"input": ..., <view>: ...}) blocks of ``batch`` rows of a shard,
     checked (inputs finite and non-negative, views finite)."""
@@ -103,13 +121,7 @@ def _shard_blocks(path: Path, batch: int):
             for s in range(0, n, batch):
                 block = {}
                 for name in ("inputs", *views):
-                    try:
-                        a = np.asarray(f[name][s : s + batch], dtype=np.float32)
-                    except (OSError, RuntimeError) as exc:
-                        raise DataError(
-                            f"{src}: cannot read {name!r} rows {s}:{s + batch} (truncated or "
-                            f"corrupt?): {' '.join(str(exc).split())}"
-                        ) from None
+                    a = _read_rows(f[name], s, batch, src)
                     check_block(a, src, name, s, nonnegative=name == "inputs")
                     block["input" if name == "inputs" else name[len("views_") :]] = a
                 yield n, block
@@ -117,9 +129,32 @@ def _shard_blocks(path: Path, batch: int):
         raise DataError(f"{src}: unreadable (truncated or corrupt?): {exc}") from None
 
 
-def _blocks(path: Path, batch: int, kind: str, name: str, ndim: int):
+def _amplitudes(counts: np.ndarray, centred: bool, ndim: int) -> np.ndarray:
+    """sqrt(counts) as a stack (patterns, *pattern) of the last ``ndim`` axes, centred."""
+    a = np.sqrt(counts).reshape(-1, *counts.shape[-ndim:])
+    return a if centred else fftshift(a, axes=tuple(range(1, a.ndim)))
+
+
+def _volume_stack(path: Path, batch: int, name: str):
+    """Yield (n_patterns, {"input": ...}) blocks of ``batch`` 3D patterns of a CXI file
+    whose dataset ``name`` is a stack of volumes (B, Z, Y, X), each block checked."""
+    src = repr(str(path))
+    try:
+        with h5py.File(path, "r") as f:
+            ds = f[name]
+            centred = is_centred(ds)
+            for s in range(0, ds.shape[0], batch):
+                counts = _read_rows(ds, s, batch, src)
+                check_block(counts, src, name, s, nonnegative=True, unit="volume")
+                yield ds.shape[0], {"input": _amplitudes(counts, centred, 3)}
+    except OSError as exc:
+        raise DataError(f"{src}: unreadable (truncated or corrupt?): {exc}") from None
+
+
+def _blocks(path: Path, batch: int, kind: str, name: str, shape: tuple, ndim: int):
     """Yield (n_patterns, {"input": block of sqrt-count patterns, centred}) from a shard or
-    CXI file, ``batch`` patterns of ``ndim`` axes a block.
+    CXI file (``name``: its dataset, of ``shape``), ``batch`` patterns of ``ndim`` axes a
+    block (layouts in the module docstring).
 
     Every block is checked (finite, non-negative) before it is used.
     """
@@ -127,16 +162,22 @@ def _blocks(path: Path, batch: int, kind: str, name: str, ndim: int):
     if kind == "shard":
         yield from _shard_blocks(path, batch)
         return
+    if ndim == 3 and len(shape) == 4:
+        yield from _volume_stack(path, batch, name)
+        return
     n = int(read_cxi_meta(path)["n_frames"])
     per = 1 if ndim == 2 else n  # frames per pattern: a 3D pattern is the frame stack
     for s in range(0, n, batch * per):
-        d = read_cxi(path, indices=slice(s, min(n, s + batch * per)), truth=False, check=False)
+        rows = slice(s, min(n, s + batch * per))
+        d = read_cxi(path, indices=rows, truth=False, check=False, signals=False)
+        if per > 1 and d.modality is not None and d.attrs.get("fft_ndim") != 3:
+            raise DataError(
+                f"{src}: its frames are separate 2D patterns ({d.modality} data, no attribute "
+                f"fft_ndim = 3), not one 3D pattern for the {ndim}D model"
+            )
         counts = np.asarray(d.data, dtype=np.float32)
         check_block(counts, src, name, s, nonnegative=True, unit="frame")
-        a = np.sqrt(counts).reshape(-1, *counts.shape[-ndim:])
-        if not d.centred:
-            a = fftshift(a, axes=tuple(range(1, a.ndim)))
-        yield n // per, {"input": a}
+        yield n // per, {"input": _amplitudes(counts, d.centred, ndim)}
 
 
 def infer_memory(model, shape: tuple, batch: int) -> dict:
@@ -187,25 +228,32 @@ def infer(
     kind, name, shape = _input_kind(data_path)
     if len(shape) < ndim or 0 in shape:
         raise DataError(f"{str(data_path)!r}: dataset {name!r} {shape} is not a stack of patterns")
-    shape = (int(np.prod(shape[:-ndim])), *shape[-ndim:])  # (patterns, *pattern)
     if kind == "cxi" and hasattr(hooks, "read_inputs"):
         blocks = hooks.read_inputs(data_path, batch, meta)
     else:
-        blocks = _blocks(data_path, batch, kind, name, ndim)
-    parts = infer_memory(model, shape, batch)
+        blocks = _blocks(data_path, batch, kind, name, shape, ndim)
+    stack = (int(np.prod(shape[:-ndim])), *shape[-ndim:])  # (patterns, *pattern)
+    parts = infer_memory(model, stack, batch)
     check_memory(parts, "train --infer", max_memory_gb, "infer.max_memory_gb")
     t_net = 0.0
     t0 = time.perf_counter()
     n_done = 0
+    fitted: dict = {}  # what fit_input_size did (root attributes)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as fo:
         dsets = None
         for n, block in blocks:
             x = block["input"]
             if x.shape[1:] != (in_size,) * ndim:
-                raise DataError(
-                    f"{str(data_path)!r}: patterns {x.shape[1:]} do not match the model "
-                    f"input size {in_size}"
-                )
+                if not hasattr(hooks, "fit_input_size"):
+                    raise DataError(
+                        f"{str(data_path)!r}: patterns {x.shape[1:]} do not match the model "
+                        f"input size {in_size} (crop or bin them beforehand)"
+                    )
+                x, attrs = hooks.fit_input_size(x, in_size)
+                block = {**block, "input": x}
+                if not fitted:
+                    fitted = attrs
+                    log(f"{data_path}: {attrs['resampled']}")
             ts = time.perf_counter()
             with torch.inference_mode():
                 tensors = {k: torch.from_numpy(v).to(dev) for k, v in block.items()}
@@ -232,6 +280,7 @@ def infer(
             raise DataError(f"{str(data_path)!r}: no patterns")
         summary = {
             "n_patterns": n_done,
+            **fitted,
             "time_per_pattern_s": t_net / n_done,
             "total_time_s": time.perf_counter() - t0,
             "device": str(dev),

@@ -14,6 +14,9 @@ Network: 3D :class:`~xrayflow.networks.EncoderDecoder` with heads ``support`` an
 Losses (:func:`losses`): supervised and twin-invariant; physics-consistency ``far_field``,
 the predicted crystal's far field (the same operator, through :mod:`xrayflow.ad`) against
 the measured amplitude, with a least-squares scale per sample.
+
+Inference (``xrayflow train --infer``) on patterns of another size than the network's:
+:func:`fit_input_size` crops or zero-pads them about the zero frequency.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from scipy import ndimage
 
 from xrayflow import ad
 from xrayflow.backend import get_backend
+from xrayflow.modalities.bragg_cdi.grid import crop, embed
 from xrayflow.modalities.bragg_cdi.simulate import strain_phase as displacement_phase
 from xrayflow.networks import EncoderDecoder, network_options
 from xrayflow.networks.losses import centre_crop, error, loss_terms, spatial_dims
@@ -240,3 +244,39 @@ def losses(out: dict, batch: dict, loss_cfg: dict, extras: dict) -> dict[str, to
         return (scale.view((-1,) + (1,) * len(sdims)) * pred - meas).pow(2).mean(sdims) / norm
 
     return loss_terms(loss_cfg, supervised, far_field)
+
+
+# ----------------------------------------------------------------------------- inference
+def fit_input_size(inputs: np.ndarray, size: int) -> tuple[np.ndarray, dict]:
+    """Centred amplitudes (B, Z, Y, X) brought to the network's ``size`` per axis: each axis
+    cropped or zero-padded about the zero frequency (index ``n // 2`` before and after, the
+    box of :mod:`.grid`); returns them and the output attributes that record it.
+
+    Cropping or padding keeps the reciprocal-space sampling Δq, hence the real-space field
+    of view 2π/Δq and the oversampling of the crystal in it, which is what the network
+    learnt; what changes is the real-space voxel, 2π/(n·Δq): the prediction's voxel along
+    an axis is the data's object voxel × (data side / ``size``) (attribute ``voxel_scale``,
+    (z, y, x)). A crop drops the high-q shell (coarser voxels, lower resolution); padding
+    adds an unmeasured shell of zeros (finer voxels, no more resolution than the data).
+    The crystal then fills the network's box as in training only if the data's oversampling
+    is the training's (``data.bragg_cdi.oversampling``), which neither changes.
+    Interpolating the amplitude onto ``size`` points instead would keep the voxel but change
+    Δq, i.e. the oversampling: shrinking a pattern undersamples it (the crystal's
+    autocorrelation no longer fits the field of view), and interpolated speckle is not the
+    diffraction pattern of any object.
+    """
+    b, *shape = inputs.shape
+    kept = crop(inputs, (b, *(min(n, size) for n in shape)))
+    out = embed(kept, (b, *(size,) * len(shape)))
+    scale = [n / size for n in shape]
+    verb = " and ".join(
+        v
+        for v, used in (("cropped", max(shape) > size), ("zero-padded", min(shape) < size))
+        if used
+    )
+    how = (
+        f"patterns {tuple(shape)} {verb} to the network's {(size,) * len(shape)} about the "
+        f"zero frequency: same reciprocal-space sampling and field of view, prediction voxel "
+        f"= data object voxel x {tuple(round(v, 4) for v in scale)} (z, y, x)"
+    )
+    return out, {"resampled": how, "data_pattern_shape": list(shape), "voxel_scale": scale}
