@@ -231,15 +231,26 @@ class Geometry:
         attrs: Mapping,
         truth: Mapping | None = None,
         far_field: bool | None = None,
+        source_distance: float | None = None,
     ) -> Geometry:
         """The geometry of stored frames: their pixel pitch ``(y, x)`` (m, after binning)
         and shape, with the entries a data file records (``attrs``, ``truth``: see
         :func:`recorded_geometry`). ``far_field`` None: near field when the file records
-        sample–detector distances, else not known (only a recorded object pixel then)."""
+        sample–detector distances, else not known (only a recorded object pixel then).
+
+        Near field (``far_field`` False) from a file that records no sample–detector
+        distances (one written elsewhere): one distance, ``distance``. ``source_distance``
+        (m) replaces the recorded one (a cone beam's focus the file does not record, or a
+        correction); the object pixel is then derived from it, not read."""
         rec = recorded_geometry(attrs, truth)
         b = rec["binning"]
         if far_field is None and rec["distances"] is not None:
             far_field = False
+        if far_field is False and rec["distances"] is None:
+            rec["distances"] = (float(distance),)
+        if source_distance is not None:
+            rec["source_distance"] = float(source_distance)
+            rec["object_pixel"] = None
         return cls(
             energy_ev=float(energy_ev),
             distance=float(distance),

@@ -97,8 +97,8 @@ CASES = [
     ),
     Case(
         "holography-source-too-far",
-        with_set(HOLO, "holography.source_distance=1e9"),
-        r"holography\.source_distance",
+        with_set(HOLO, "geometry.source_distance=1e9"),
+        r"geometry\.source_distance",
     ),
     # --- pixel sizes and their ratios
     Case(

@@ -29,8 +29,8 @@ CONFIGS = {
     "holography": {
         "modality": "holography",
         "energy_ev": 17000,
-        "geometry": {"shape": 64, "pixel_size": 2e-6, "distance": 0.5},
-        "holography": {"distances": [0.4, 0.5], "source_distance": 0.2},
+        "geometry": {"shape": 64, "pixel_size": 2e-6, "distance": 0.5, "source_distance": 0.2},
+        "holography": {"distances": [0.4, 0.5]},
         "phantom": {"shape": [2, None, None], "params": {"spokes": 12}, "material": "tungsten"},
         "multislice": {"n_slices": 1},
     },

@@ -45,6 +45,18 @@ def _geometry_lines(geo) -> list[str]:
     return lines
 
 
+def _layout(m: dict) -> str:
+    """Where the frames' zero frequency sits, as far as the file says."""
+    if m["attrs"].get("space") == "real":
+        return "real-space images (not FFT-shifted)"
+    if m["centring_recorded"]:
+        return "centred (DC at centre)" if m["centred"] else "not centred (DC at corner)"
+    return (
+        "layout not recorded: far-field models read the frames as centred (DC at centre), "
+        "near-field models as real-space images"
+    )
+
+
 def describe_cxi(path: str | os.PathLike, show_config: bool = False) -> str:
     m = read_cxi_meta(path)
     p, ny, nx = m["shape"]
@@ -53,8 +65,7 @@ def describe_cxi(path: str | os.PathLike, show_config: bool = False) -> str:
         f"file:        {m['path']}",
         f"modality:    {m['modality'] or 'unknown (not written by xrayflow)'}",
         f"frames:      {p}",
-        f"frame shape: {ny} x {nx} (y, x), {m['dtype']}, "
-        f"{'centred (DC at centre)' if m['centred'] else 'not centred'}",
+        f"frame shape: {ny} x {nx} (y, x), {m['dtype']}, {_layout(m)}",
         f"energy:      {m['energy_ev']:.6g} eV (wavelength {m['wavelength'] * 1e10:.6g} Å)",
         f"distance:    {m['distance']:.6g} m",
         f"pixel size:  {py:.6g} x {px:.6g} m (y, x)",

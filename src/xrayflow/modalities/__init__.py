@@ -23,6 +23,7 @@ BUILTIN = (
     "multislice_ptycho",
     "ptychotomo",
     "holography",
+    "nearfield_ptycho",
     "bragg_cdi",
     "xrf_speckle",
     "scattering",

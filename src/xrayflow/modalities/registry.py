@@ -67,8 +67,11 @@ class Modality:
             slices on the object grid (the reconstruct memory estimate).
         rotation_series: frames carry rotation angles; a block of frames never spans two
             angles (the data are cut into blocks at angle changes).
-        real_space_frames: frames are images on the object grid (near field): the object
-            grid is the detector grid, its pixel the frame's sample-plane pixel.
+        real_space_frames: frames are real-space images (near field) on the frame's
+            sample-plane pixel, the object pixel; never FFT-shifted, need not be square.
+        scanned: frames are taken at scan positions on an object grid that the windows
+            tile (ptychography); False: every frame sees the whole object on the frame's
+            grid (holography; a file with several scan positions is refused).
 
     Train:
         training: the module (dotted path) that provides the modality's training hooks
@@ -102,6 +105,7 @@ class Modality:
     object_memory: Callable | None = None
     rotation_series: bool = False
     real_space_frames: bool = False
+    scanned: bool = True
     training: str | None = None
     evaluate: str = "object"
     evaluator: str | None = None

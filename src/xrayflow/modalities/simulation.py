@@ -64,6 +64,13 @@ def detector_geometry(cfg: dict, distances=None, source_distance=None) -> Geomet
     return geo
 
 
+def source_distance(cfg: dict) -> float | None:
+    """The cone beam's source (focus)–sample distance z1, m (``geometry.source_distance``);
+    None: plane wave."""
+    z1 = cfg["geometry"]["source_distance"]
+    return None if z1 is None else float(z1)
+
+
 def far_field_geometry(cfg: dict) -> Geometry:
     """Detector geometry with the far-field object pixel ``λz/(N p)`` per axis."""
     return detector_geometry(cfg)
@@ -163,9 +170,12 @@ def probe_size_key(cfg: dict) -> str:
     return _PROBE_SIZE_KEY[cfg["probe"]["kind"]]
 
 
-def make_probe(cfg: dict, shape, pixel_size: float, wavelength: float, rng) -> np.ndarray:
-    """Probe modes ``(M, n, n)`` complex128, scaled to the configured photons, checked to
-    fit in the window (less than 5 % of the power in the outer eighth on each side)."""
+def make_probe(
+    cfg: dict, shape, pixel_size: float, wavelength: float, rng, fits: bool = True
+) -> np.ndarray:
+    """Probe modes ``(M, n, n)`` complex128, scaled to the configured photons; ``fits``:
+    checked to fit in the window (less than 5 % of the power in the outer eighth on each
+    side; False for a near-field beam that fills the detector)."""
 
     p = cfg["probe"]
     kind = p["kind"]
@@ -206,7 +216,8 @@ def make_probe(cfg: dict, shape, pixel_size: float, wavelength: float, rng) -> n
     except PhysicsError as exc:
         raise kerr(f"probe.{kind}", str(exc)) from None
     probe = np.asarray(probe, dtype=np.complex128)
-    check_probe_fits(probe, _PROBE_SIZE_KEY[kind], pixel_size)
+    if fits:
+        check_probe_fits(probe, _PROBE_SIZE_KEY[kind], pixel_size)
     m = int(p["modes"])
     try:
         modes = ill.coherent_modes(probe, m, float(p["coherence_fraction"]), rng=r_modes)
@@ -571,7 +582,7 @@ PIXEL_RANGE_M = (1e-7, 1e-2)
 #: Sample-detector distance of a far-field detector (``geometry.distance``), m (the
 #: longest beamlines put detectors at ~150 m).
 DISTANCE_RANGE_M = (1e-3, 200.0)
-#: Near-field distances (``holography.distances``, ``holography.source_distance``), m.
+#: Near-field distances (``holography.distances``, ``geometry.source_distance``), m.
 NEAR_DISTANCE_RANGE_M = (1e-6, 200.0)
 #: Largest scattering angle N·p/(2z) (rad) that the paraxial far-field FFT model covers.
 MAX_FAR_FIELD_ANGLE = 0.25
@@ -618,6 +629,20 @@ def check_physical_ranges(cfg: dict, far_field: bool) -> None:
         key = "geometry.pixel_size" + (f"[{i}]" if isinstance(g["pixel_size"], list) else "")
         _check_length(key, p, *PIXEL_RANGE_M, "detector pixel sizes", pixel_units)
     _check_length("geometry.distance", g["distance"], *DISTANCE_RANGE_M, "detector distances")
+    if g["source_distance"] is not None:
+        if far_field:
+            raise kerr(
+                "geometry.source_distance",
+                f"{cfg['modality']} is a far-field modality: the cone-beam source distance "
+                "applies to near-field frames (holography, nearfield_ptycho); set the probe's "
+                "focus with probe.<kind>.defocus, or null",
+            )
+        _check_length(
+            "geometry.source_distance",
+            g["source_distance"],
+            *NEAR_DISTANCE_RANGE_M,
+            "source distances",
+        )
     if far_field:
         shape = pair(g["shape"])
         for n, p in zip(shape, pair(g["pixel_size"]), strict=True):

@@ -1,11 +1,17 @@
-"""Far-field ptychography forward model (simulation): sub-pixel probe shift, multislice,
-far-field intensity, batched over scan positions and probe modes.
+"""Ptychography forward model (simulation): sub-pixel probe shift, multislice, far-field
+(or, with a detector distance, near-field Fresnel) intensity, batched over scan positions
+and probe modes.
 
 Scan positions are top-left corners of the probe window on the object grid, in
 (fractional) pixels. The integer part ``i = rint(c)`` selects the object window
 ``[i, i + n)``; the fractional part ``f = c − i ∈ [−½, ½]`` shifts the probe by ``+f``
 pixels (:class:`~.shift.FourierShift`), so probe sample ``k`` sits at object coordinate
-``c + k``. Then the multislice engine (:mod:`.multislice`) and ``I = Σ_m |F{ψ_m}|²``.
+``c + k``. Then the multislice engine (:mod:`.multislice`) and ``I = Σ_m |F{ψ_m}|²`` (far
+field) or ``I = Σ_m |F⁻¹{H_z R_{−f} F{ψ_m}}|²`` (near field: transfer function ``H_z`` of
+the detector distance; frames are real-space images on the detector grid, which is the
+probe's: the exit wave, sampled on the object grid ``i + k``, is shifted back by ``−f``
+(ramp ``R_{−f}``) so that frame pixel ``k`` sees object coordinate ``c + k``, whatever the
+split of ``c`` into window and fraction).
 
 Performance (CPU): positions run in chunks small enough to stay in cache, with the
 engine's per-thread buffers, in-place ufuncs and in-place FFTs; by default the chunks run
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xrayflow.backend import Backend, fft2, get_backend, to_numpy
+from xrayflow.backend import Backend, fft2, get_backend, ifft2, to_numpy
 from xrayflow.errors import PhysicsError
 from xrayflow.optics import propagation as optics_propagation
 
@@ -52,7 +58,8 @@ def _stack3(a, xp, cdt, expected: str):
 
 
 class MultisliceModel:
-    """Multislice far-field model with cached transfer functions and reusable buffers.
+    """Multislice far-field (or near-field) model with cached transfer functions and reusable
+    buffers.
 
     Args:
         transmission: ``(S, Ny, Nx)`` complex slice transmissions (or ``(Ny, Nx)``, S = 1).
@@ -63,6 +70,9 @@ class MultisliceModel:
         propagator: ``"fresnel"`` or ``"angular_spectrum"``.
         chunk: positions per chunk (default: ~2 MiB of work buffer on the CPU, at most 16
             positions; ~256 MiB on the GPU).
+        detector_distance: None: far field; else the propagation distance from the exit
+            plane to the (magnification-corrected) detector plane, m (near field: the
+            effective distance of a cone beam), with the ``propagator``'s transfer function.
         subpixel: apply the fractional part of the corners as a Fourier shift of the probe.
         check_sampling: raise PhysicsError if a slice spacing exceeds ``NΔx²/λ``.
         band_limit: band-limit the transfer functions (no-op up to ``NΔx²/λ``).
@@ -83,6 +93,7 @@ class MultisliceModel:
         backend: Backend | None = None,
         propagator: str = "fresnel",
         chunk: int | None = None,
+        detector_distance: float | None = None,
         subpixel: bool = True,
         check_sampling: bool = True,
         band_limit: bool = True,
@@ -133,6 +144,19 @@ class MultisliceModel:
             )
             for dz in spacing
         ]
+        self.detector_transfer = None
+        if detector_distance is not None:
+            self.detector_transfer = optics_propagation.cached_transfer_function(
+                propagator,
+                self.n_shape,
+                pixel_size,
+                self.wavelength,
+                float(detector_distance),
+                xp,
+                cdt,
+                band_limit=band_limit,
+                check=check_sampling,
+            )
         self.subpixel = bool(subpixel)
         self.probe_hat = self.backend.fft2(self.probe)  # (M, n, n), for sub-pixel shifts
         workers = 1 if self.backend.is_gpu else self.backend.workers
@@ -201,7 +225,15 @@ class MultisliceModel:
             return shift.shift_spectrum(self.probe_hat, buf)
 
         def finish(b0, b1, psi, workers):
-            intensity(inplace(fft2, psi, workers=workers), 1, out_int[b0:b1], overwrite=True)
+            inplace(fft2, psi, workers=workers)
+            if self.detector_transfer is not None:  # near field: F^-1 H R_-f F psi
+                psi *= self.detector_transfer
+                if self.subpixel and np.any(frac[b0:b1] != 0.0):
+                    back = FourierShift(-frac[b0:b1, None], psi.shape, self.cdt, xp)
+                    psi *= back.ry
+                    psi *= back.rx
+                inplace(ifft2, psi, workers=workers)
+            intensity(psi, 1, out_int[b0:b1], overwrite=True)
 
         self.engine.forward(
             src,
@@ -214,8 +246,8 @@ class MultisliceModel:
         )
 
     def intensities(self, corners_px, out=None):
-        """Far-field intensities ``(B, n, n)`` (real dtype of the backend; zero frequency at
-        index (0, 0)) for corners ``(B, 2)`` in pixels (fractional allowed)."""
+        """Detector intensities ``(B, n, n)`` (real dtype of the backend; far field: zero
+        frequency at index (0, 0)) for corners ``(B, 2)`` in pixels (fractional allowed)."""
         B = to_numpy(corners_px).reshape(-1, 2).shape[0]
         if out is None:
             out = self.backend.xp.empty((B,) + self.n_shape, dtype=self.rdt)

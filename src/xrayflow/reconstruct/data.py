@@ -38,7 +38,7 @@ from xrayflow.io.cxi import (
     read_cxi_geometry,
     read_cxi_meta,
 )
-from xrayflow.modalities import get_modality
+from xrayflow.modalities import get_modality, modalities
 from xrayflow.optics.constants import wavelength
 from xrayflow.parallel import Comm, get_comm
 
@@ -241,13 +241,24 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
     data = np.asarray(dd.data, dtype=np.float32)[: want.size]
     if data.ndim != 3:
         raise DataError(f"{p}: patterns have shape {data.shape}, expected (P, ny, nx)")
+    mod = _modality(cfg)
+    _check_kind(dd.attrs.get("modality"), mod, p)
     centred = cfg["data"]["centred"]
-    if centred is None:
+    if mod.real_space_frames:
+        if centred:
+            raise ConfigError(
+                f"data.centred: {mod.name} frames are real-space images, never FFT-shifted; "
+                "remove data.centred"
+            )
+        centred = False
+    elif centred is None:
         centred = bool(getattr(dd, "centred", True))
     if centred:
         data = ifftshift(data, axes=(-2, -1))
     truth = dict(dd.truth)
     geo = _geometry(dd, data.shape[-2:], cfg, p)
+    if mod.far_field and g["units"] != "pixels":
+        _check_far_field(geo, p, mod.name)
     if g["units"] == "pixels":
         pix = 1.0
         lam = g["wavelength_px"]
@@ -255,7 +266,7 @@ def _read_cxi(p: Path, cfg: dict, comm: Comm) -> ReconData:
         lam = geo.wavelength
         pix = g["object_pixel_size"]
         if pix is None:  # real-space frames are stored on their own (binned) sample-plane grid
-            own = geo.binned_object_pixel if _modality(cfg).real_space_frames else geo.object_pixel
+            own = geo.binned_object_pixel if mod.real_space_frames else geo.object_pixel
             if own is None:
                 raise DataError(f"{p}: object pixel size unknown; set geometry.object_pixel_size")
             pix = own[1]
@@ -315,6 +326,12 @@ def _geometry(dd, frame_shape, cfg: dict, p: Path) -> Geometry:
     energy = g["energy_ev"] if g["energy_ev"] is not None else dd.energy_ev
     if not (np.isfinite(energy) and energy > 0):
         raise DataError(f"{p}: photon energy is missing; set geometry.energy_ev")
+    mod = _modality(cfg)
+    if mod.far_field and g["source_distance"] is not None:
+        raise ConfigError(
+            f"geometry.source_distance: {mod.name} is a far-field model (the cone-beam "
+            "source distance sets near-field magnification); remove it"
+        )
     dps = g["detector_pixel_size"]
     return Geometry.from_frames(
         energy,
@@ -323,8 +340,61 @@ def _geometry(dd, frame_shape, cfg: dict, p: Path) -> Geometry:
         frame_shape,
         dd.attrs,
         dd.truth,
-        far_field=not _modality(cfg).real_space_frames,
+        far_field=not mod.real_space_frames,
+        source_distance=g["source_distance"],
     )
+
+
+#: Largest Fresnel number ``λz/p²`` of the far-field reconstruction's field of view
+#: ``λz/p`` (detector pixel p at distance z) accepted for far-field frames; near-field
+#: holograms recorded on fine camera pixels lie far above it.
+MAX_FAR_FIELD_FRESNEL = 1.0
+
+
+def _check_far_field(geo: Geometry, p: Path, name: str) -> None:
+    """DataError when the frames cannot be far-field patterns: the Fresnel number of the
+    field of view a far-field reconstruction would have, ``(λz/p)²/(λz) = λz/p²``, above
+    :data:`MAX_FAR_FIELD_FRESNEL`."""
+    pix = min(geo.frame_pixel_size)
+    fresnel = geo.wavelength * geo.distance / pix**2
+    if fresnel > MAX_FAR_FIELD_FRESNEL:
+        raise DataError(
+            f"{p}: the frames are not far-field patterns for {name}: detector pixel "
+            f"{pix:.4g} m at {geo.distance:.4g} m gives a field of view lambda z/p whose "
+            f"Fresnel number lambda z/p^2 = {fresnel:.3g} exceeds {MAX_FAR_FIELD_FRESNEL:g}. "
+            f"Near-field holograms of a scanned sample: model.type {_names(near=True)} (cone "
+            "beam: geometry.source_distance); or fix geometry.distance / "
+            "geometry.detector_pixel_size"
+        )
+
+
+def _names(near: bool) -> str:
+    """The registered models of scanned frames in the near (or far) field, for messages."""
+    found = [
+        k
+        for k, m in modalities().items()
+        if m.scanned
+        and m.build_model is not None
+        and m.solver == "gradient"
+        and m.real_space_frames == near
+        and not m.rotation_series
+    ]
+    return " or ".join(found) or "(none registered)"
+
+
+def _check_kind(recorded, mod, p: Path) -> None:
+    """DataError when the file records a modality of the other field regime (near-field
+    frames given to a far-field model or the reverse)."""
+    try:
+        other = get_modality(str(recorded)) if recorded else None
+    except ConfigError:
+        return  # written by a modality not known here: decided by the geometry
+    if other is not None and other.far_field != mod.far_field:
+        kind = "far-field diffraction patterns" if other.far_field else "near-field images"
+        raise DataError(
+            f"{p}: the file holds {kind} ({recorded}); model.type {mod.name} expects "
+            f"{'far-field patterns' if mod.far_field else 'near-field images'}"
+        )
 
 
 def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
@@ -333,8 +403,8 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
     saturation mask and per-frame totals from every rank's frames."""
     g, m = cfg["geometry"], cfg["model"]
     data = rd.intensities  # counts checked when read: real, finite, >= 0
-    real_space = _modality(cfg).real_space_frames
-    if data.shape[-1] != data.shape[-2] and not real_space:
+    mod = _modality(cfg)
+    if data.shape[-1] != data.shape[-2] and not mod.real_space_frames:
         raise DataError(f"{p}: patterns must be square, got {data.shape[-2:]}")
     if rd.probe is not None:
         pr = np.asarray(rd.probe)
@@ -370,22 +440,10 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
     n = np.asarray(data.shape[-2:], np.float64)
     margin = m["object_margin_px"]
     osh = m["object_shape"] if m["object_shape"] is not None else rd.object_shape
-    if real_space:
-        if osh is None:
-            osh = tuple(int(v) for v in data.shape[-2:])
-        rd.object_shape = tuple(int(v) for v in osh)
-        rd.corners = (
-            np.zeros((c.shape[0], 2))
-            if g["position_reference"] == "centre" and not np.any(c)
-            else c
-        )
-        if tuple(rd.object_shape) != tuple(data.shape[-2:]):
-            raise DataError(
-                f"{p}: {m['type']} needs the object grid {rd.object_shape} to "
-                f"equal the detector shape {data.shape[-2:]}"
-            )
-        _take(rd)
+    if not mod.scanned:
+        _unscanned(rd, c, osh, m["type"], p)
         return
+    _check_scan_span(c, rd, p, mod)
     if osh is None:
         _check_outliers(c, n, rd, p)
     if g["position_reference"] == "centre":
@@ -418,6 +476,49 @@ def _finish(rd: ReconData, cfg: dict, p, comm: Comm) -> None:
     rd.corners = corners
     rd.object_shape = osh
     _take(rd)
+
+
+def _unscanned(rd: ReconData, c: np.ndarray, osh, kind: str, p) -> None:
+    """Frames that each see the whole object on their own grid (in-line near-field images): one
+    position for all (windows at the origin), the object grid the frame grid."""
+    if np.ptp(c, axis=0).max(initial=0.0) > 0:
+        n = len(np.unique(c, axis=0))
+        raise DataError(
+            f"{p}: the frames were taken at {n} scan positions; {kind} models every frame on "
+            f"one object grid and would ignore them. A scanned sample: model.type "
+            f"{_names(near=True)} (near field) or {_names(near=False)} (far field)"
+        )
+    shape = tuple(rd.intensities.shape[-2:])
+    rd.object_shape = tuple(int(v) for v in (osh if osh is not None else shape))
+    if rd.object_shape != shape:
+        raise DataError(
+            f"{p}: {kind} needs the object grid {rd.object_shape} to equal the detector "
+            f"shape {shape} (model.object_shape)"
+        )
+    rd.corners = np.zeros((c.shape[0], 2))
+    _take(rd)
+
+
+def _check_scan_span(c: np.ndarray, rd: ReconData, p, mod) -> None:
+    """DataError when distinct scan positions span less than one object pixel: the pixel
+    size is wrong (for cone-beam near-field frames typically the magnification is missing)."""
+    if len(np.unique(c, axis=0)) < 2:
+        return
+    span = float(np.ptp(c, axis=0).max())
+    if span >= 1.0:
+        return
+    unit = "" if rd.units == "pixels" else f" of {rd.pixel_size:.4g} m"
+    fix = (
+        "a cone beam's frames need geometry.source_distance (focus-sample, m): the object "
+        "pixel is then the detector pixel / the magnification (z1 + z2)/z1"
+        if mod.real_space_frames
+        else "check geometry.energy_ev, geometry.distance, geometry.detector_pixel_size or "
+        "set geometry.object_pixel_size"
+    )
+    raise DataError(
+        f"{p}: the {c.shape[0]} scan positions span {span:.3g} object pixels{unit}, less than "
+        f"one: the pixel size is wrong; {fix}"
+    )
 
 
 OUTLIER_FACTOR = 10.0

@@ -81,10 +81,29 @@ def build_model(cfg: dict, data, backend):
     return mod.build_model(cfg, data, backend)
 
 
-def initial_probe(cfg, data, rng) -> np.ndarray:
+def mean_frame(data, comm: Comm) -> np.ndarray:
+    """The mean of all used frames (ny, nx), float64: each chunk of frames summed by the rank
+    that holds it, the chunks added in their order (the same numbers for any rank count)."""
+    bounds = [*np.asarray(data.chunk_starts).tolist(), data.n_positions]
+    row = {int(g): i for i, g in enumerate(data.local)}
+    mine = [
+        (k, np.sum(data.intensities[row[a] : row[a] + b - a], axis=0, dtype=np.float64))
+        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True))
+        if a in row
+    ]
+    sums = dict(kv for part in comm.allgather(mine) for kv in part)
+    total = sums[0].copy()
+    for k in range(1, len(sums)):
+        total += sums[k]
+    return total / max(data.n_positions, 1)
+
+
+def initial_probe(cfg, data, rng, model=None, comm: Comm | None = None) -> np.ndarray:
     """Start probe modes (M, n, n) complex128 from ``init.probe``: the data file's, a
-    Gaussian or a softened aperture of ``init.probe_width`` of the window, extra modes as
-    phase-ramped copies of ``init.mode_power``; scaled to the frames' mean counts."""
+    Gaussian or a softened aperture of ``init.probe_width`` of the window, or (near-field
+    ``model``) the mean frame back-propagated (``model.probe_from_mean_frame``; the frames
+    of every rank of ``comm``); extra modes as phase-ramped copies of ``init.mode_power``;
+    scaled to the frames' mean counts."""
     n = data.frame_shape
     ini = cfg["init"]
     M = cfg["model"]["probe_modes"]
@@ -96,6 +115,15 @@ def initial_probe(cfg, data, rng) -> np.ndarray:
             base = base[None]
     if kind == "truth" and base is None:
         raise DataError("init.probe: truth requested but the data file has no probe")
+    if kind == "propagated":
+        if not hasattr(model, "probe_from_mean_frame"):
+            raise ConfigError(
+                f"init.probe: propagated back-propagates the mean frame of near-field data; "
+                f"model.type {cfg['model']['type']} has no such start"
+            )
+        mean = mean_frame(data, comm or get_comm())
+        mean[~data.mask] = mean[data.mask].mean()
+        base = to_numpy(model.probe_from_mean_frame(mean))[None].astype(np.complex128)
     if base is None:
         yy = fftshift(fftfreq(n[0])) * n[0]
         xx = fftshift(fftfreq(n[1])) * n[1]
@@ -194,7 +222,7 @@ class Reconstructor:
         self.model = build_model(cfg, data, be)
         self.rng = np.random.default_rng(cfg["optimizer"]["seed"])
         init_rng = np.random.default_rng(cfg["init"]["seed"])
-        probe = initial_probe(cfg, data, init_rng)
+        probe = initial_probe(cfg, data, init_rng, self.model, self.comm)
         objs = self.model.initial_object(cfg["init"]["object"], data.truth)
         self.params = {"probe": xp.asarray(probe.astype(be.complex_dtype))}
         for k, v in objs.items():
@@ -207,9 +235,12 @@ class Reconstructor:
         o = cfg["optimizer"]
         self.opt = make_optimizer(o["method"], _settings(cfg, self.names), rule=o["step_rule"])
         pc = o["positions"]
-        self.correct_positions = bool(cfg["model"]["position_correction"]) and bool(
-            self.model.refines_positions
-        )
+        if cfg["model"]["position_correction"] and not self.model.refines_positions:
+            raise ConfigError(
+                f"model.position_correction: model.type {cfg['model']['type']} does not "
+                "refine scan positions; set it to false"
+            )
+        self.correct_positions = bool(cfg["model"]["position_correction"])
         self.pos_settings = ParamSettings(lr=pc["lr"], start=pc["start"], stop=pc["stop"])
         self.pos_opt = GradientDescent({"positions": self.pos_settings}, rule="fixed")
         # this rank's frames: targets indexed through row_of[global frame]

@@ -6,15 +6,14 @@ Inputs accepted:
 * a CXI file (``xrayflow.io.cxi``), converted to sqrt(counts) and centred if stored
   uncentred (dataset attribute ``centred``). 2D networks: every frame is one pattern, read
   in blocks of ``batch`` frames with ``read_cxi(indices=...)``. 3D networks: the frames of
-  the usual 3D dataset form one pattern (``bragg_cdi``: attribute ``fft_ndim = 3``, as the
-  simulate stage writes it; a file that records another modality without it is refused), and
+  the usual 3D dataset form one pattern (attribute ``fft_ndim = 3``, as the simulate stage
+  writes a 3D pattern; a file that records another modality without it is refused), and
   a 4D dataset ``(B, Z, Y, X)`` is a stack of B patterns, read ``batch`` at a time.
 
 A pattern of another size than the model's input is brought to it by the modality's hook
-``fit_input_size`` (``bragg_cdi``: cropped or zero-padded about the zero frequency, see
-:func:`xrayflow.modalities.bragg_cdi.training.fit_input_size`), logged once and recorded in
-the output's root attributes (``resampled``, ...); a modality without the hook refuses it
-(crop/bin beforehand).
+``fit_input_size`` (e.g. 3D Bragg CDI: cropped or zero-padded about the zero frequency),
+logged once and recorded in the output's root attributes (``resampled``, ...); a modality
+without the hook refuses it (crop/bin beforehand).
 
 A modality whose inputs are not diffraction patterns (e.g. detector images with a beam
 centre and a mask, plus Fourier–Bessel coefficients) reads its CXI files with its training

@@ -17,5 +17,6 @@ MODALITY = Modality(
     far_field=False,
     build_model=model.build,
     real_space_frames=True,
+    scanned=False,
     evaluate="object",
 )

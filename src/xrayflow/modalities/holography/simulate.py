@@ -5,7 +5,7 @@ through the sample (multislice over ``multislice.n_slices`` slabs, the projectio
 slab) and is propagated with the Fresnel transfer function to each detector distance
 (one frame per entry of ``holography.distances``).
 
-Cone beam (``holography.source_distance = z1``): by the Fresnel scaling theorem a point
+Cone beam (``geometry.source_distance = z1``): by the Fresnel scaling theorem a point
 source at ``z1`` upstream of the sample and a detector at ``z2`` behind it is equivalent
 to a plane wave propagated over the effective distance ``z_eff = z1·z2/(z1 + z2)`` and
 magnified by ``M = (z1 + z2)/z1``. Frames are stored **magnification-corrected**: on the
@@ -31,9 +31,8 @@ from xrayflow.optics.propagation import check_propagation_sampling, transfer_fun
 
 def holography_geometry(cfg: dict) -> Geometry:
     """The near-field geometry: distances ``holography.distances``, source distance
-    ``holography.source_distance`` (None: plane wave), object pixel ``p/M₁``."""
-    h = cfg["holography"]
-    return C.detector_geometry(cfg, h["distances"], h["source_distance"])
+    ``geometry.source_distance`` (None: plane wave), object pixel ``p/M₁``."""
+    return C.detector_geometry(cfg, cfg["holography"]["distances"], C.source_distance(cfg))
 
 
 def holography(config: dict, rng, backend) -> DiffractionData:
@@ -45,7 +44,7 @@ def holography(config: dict, rng, backend) -> DiffractionData:
     zeff = geo.effective_distances
     relation = (
         "the detector pixel (plane-wave holography)"
-        if cfg["holography"]["source_distance"] is None
+        if C.source_distance(cfg) is None
         else "detector pixel / magnification (z1 + z2)/z1 of the first distance"
     )
     voxel = C.check_voxel_size(cfg, geo.object_pixel, relation)
@@ -147,17 +146,9 @@ def memory_parts(cfg: dict, streaming: bool = True) -> dict[str, float]:
 
 
 def check_config(cfg: dict) -> None:
-    """Near-field distances and the source distance in physical ranges (ConfigError
-    naming the key, with a unit-slip hint)."""
-    h = cfg["holography"]
-    for j, z in enumerate(h["distances"]):
+    """Near-field distances in physical ranges (ConfigError naming the key, with a unit-slip
+    hint; the source distance is checked with the geometry)."""
+    for j, z in enumerate(cfg["holography"]["distances"]):
         C.check_length(
             f"holography.distances[{j}]", z, *C.NEAR_DISTANCE_RANGE_M, "near-field distances"
-        )
-    if h["source_distance"] is not None:
-        C.check_length(
-            "holography.source_distance",
-            h["source_distance"],
-            *C.NEAR_DISTANCE_RANGE_M,
-            "source distances",
         )

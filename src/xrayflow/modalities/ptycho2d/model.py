@@ -57,6 +57,12 @@ class PtychoModel(ObjectModel):
         self.n_slices = int(n_slices)
         self.transfer = transfer
 
+    @staticmethod
+    def split(corners):
+        """Fractional corners (P, 2) -> (integer window corners, sub-pixel shifts)
+        (:func:`split_positions`)."""
+        return split_positions(corners)
+
     def shift_probe(self, probe, shifts):
         """Probe modes (M, n, n) shifted by ``shifts`` (B, 2) px -> (B, M, n, n)
         (:func:`shift_probe`)."""
@@ -106,7 +112,7 @@ class PtychoModel(ObjectModel):
         Returns ``(loss, shifts, integer corners)``: ``shifts`` is the Tensor of sub-pixel
         shifts (a parameter when ``refine_positions``, else a constant or None when all are
         whole pixels)."""
-        ci, frac = split_positions(corners)
+        ci, frac = self.split(corners)
         shifts = params["probe"].xp.asarray(frac.astype(self.backend.real_dtype))
         shifts_t = ad.param(shifts) if refine_positions else ad.const(shifts)
         if not np.any(frac) and not refine_positions:
@@ -142,17 +148,24 @@ def shift_probe(probe, shifts, backend=None):
     and only B * 2n complex exponentials.
     """
     probe = ad.as_tensor(probe)
+    Pf = ad.fft2(probe, backend=backend)  # (M, n0, n1)
+    ramp = shift_ramp(shifts, probe.shape[-2:], probe.dtype, probe.xp)  # (B, 1, n0, n1)
+    return ad.ifft2(Pf * ramp, backend=backend)
+
+
+def shift_ramp(shifts, shape, dtype, xp, sign: float = 1.0):
+    """The Fourier-shift factor ``exp(-2 pi i (fy sy + fx sx))`` (B, 1, n0, n1) (a Tensor)
+    of a shift by ``sign * shifts`` (B, 2) px, for spectra (ortho FFT, DC at (0, 0)) of
+    images of ``shape`` (n0, n1); separable, ``B * (n0 + n1)`` complex exponentials."""
     shifts = ad.as_tensor(shifts)
-    xp = probe.xp
-    n0, n1 = probe.shape[-2:]
-    rdt = np.finfo(np.result_type(probe.dtype, np.complex64)).dtype
+    n0, n1 = shape
+    rdt = np.finfo(np.result_type(dtype, np.complex64)).dtype
     B = shifts.shape[0]
-    fy = xp.asarray((-2 * np.pi * fftfreq(n0)).astype(rdt)).reshape(1, 1, n0, 1)
-    fx = xp.asarray((-2 * np.pi * fftfreq(n1)).astype(rdt)).reshape(1, 1, 1, n1)
+    fy = xp.asarray((-2 * np.pi * sign * fftfreq(n0)).astype(rdt)).reshape(1, 1, n0, 1)
+    fx = xp.asarray((-2 * np.pi * sign * fftfreq(n1)).astype(rdt)).reshape(1, 1, 1, n1)
     ry = ad.expi(ad.reshape(shifts[:, 0:1], B, 1, 1, 1) * fy)  # (B, 1, n0, 1)
     rx = ad.expi(ad.reshape(shifts[:, 1:2], B, 1, 1, 1) * fx)  # (B, 1, 1, n1)
-    Pf = ad.fft2(probe, backend=backend)  # (M, n0, n1)
-    return ad.ifft2(Pf * (ry * rx), backend=backend)
+    return ry * rx
 
 
 def build(cfg: dict, data, backend, single_slice: bool = False) -> PtychoModel:
@@ -165,21 +178,34 @@ def build(cfg: dict, data, backend, single_slice: bool = False) -> PtychoModel:
         raise ConfigError(
             f"model.n_slices: {m['type']} has one slice; use multislice_ptycho for {S}"
         )
-    opts = model_options(cfg, data, backend)
-    transfer = None
-    if S > 1:
-        if data.wavelength is None:
-            raise DataError(
-                "multislice needs the wavelength: no photon energy in the data; "
-                "set geometry.energy_ev (or geometry.wavelength_px in pixel units)"
-            )
-        H = transfer_function(
-            m["propagator"],
-            data.frame_shape,
-            data.pixel_size,
-            data.wavelength,
-            slice_spacing(cfg, data),
-            dtype=backend.complex_dtype,
+    if S == 1 and m["propagator"] != "fresnel":
+        raise ConfigError(
+            f"model.propagator: {m['propagator']} has no effect on {m['type']} with one slice "
+            "(the propagator acts between slices; the far field is a Fourier transform); "
+            "remove it, or use nearfield_ptycho for near-field frames"
         )
-        transfer = backend.xp.asarray(H)
+    opts = model_options(cfg, data, backend)
+    transfer = slice_transfer(cfg, data, backend)
     return PtychoModel(data.frame_shape, data.object_shape, n_slices=S, transfer=transfer, **opts)
+
+
+def slice_transfer(cfg: dict, data, backend):
+    """The window-sized transfer function (``model.propagator``) between the
+    ``model.n_slices`` slices, on the backend; None for one slice."""
+    m = cfg["model"]
+    if m["n_slices"] == 1:
+        return None
+    if data.wavelength is None:
+        raise DataError(
+            "multislice needs the wavelength: no photon energy in the data; "
+            "set geometry.energy_ev (or geometry.wavelength_px in pixel units)"
+        )
+    H = transfer_function(
+        m["propagator"],
+        data.frame_shape,
+        data.pixel_size,
+        data.wavelength,
+        slice_spacing(cfg, data),
+        dtype=backend.complex_dtype,
+    )
+    return backend.xp.asarray(H)

@@ -144,11 +144,17 @@ def multislice_ptycho(config: dict, rng, backend) -> DiffractionData:
 
 
 def memory_parts(
-    cfg: dict, streaming: bool = True, single_slice: bool = False, rotation: bool = False
+    cfg: dict,
+    streaming: bool = True,
+    single_slice: bool = False,
+    rotation: bool = False,
+    geometry=C.far_field_geometry,
 ) -> dict[str, float]:
     """Estimated large allocations (description -> bytes) of simulating ``cfg``, from the
     config alone (shapes, scan size, batch, precision), before anything is allocated;
-    ``single_slice``: 2D ptychography; ``rotation``: repeated at every rotation angle.
+    ``single_slice``: 2D ptychography; ``rotation``: repeated at every rotation angle;
+    ``geometry``: ``cfg`` -> :class:`~xrayflow.geometry.Geometry` with the object pixel
+    (near-field ptychography passes its own).
 
     ``streaming``: frames go to the output file batch by batch (``xrayflow simulate``),
     otherwise they are held in memory. The factors were measured with ``tracemalloc`` on the
@@ -157,7 +163,7 @@ def memory_parts(
     c = 16 if cfg["precision"] == "double" else 8  # complex itemsize
     modes = int(cfg["probe"]["modes"])
     sh = cfg["phantom"]["shape"]
-    geo = C.far_field_geometry(cfg)
+    geo = geometry(cfg)
     n = geo.shape
     b = geo.binning
     rng = C.rng_streams(np.random.default_rng(int(cfg["seed"])), ("phantom", "probe", "scan"))
