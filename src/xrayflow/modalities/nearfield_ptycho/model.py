@@ -62,10 +62,9 @@ class NearFieldPtychoModel(PtychoModel):
     def probe_from_mean_frame(self, mean_frame):
         """A start probe (ny, nx) for a structured beam: the square root of the mean frame
         (counts) back-propagated to the sample plane (``F^-1{conj(H) F{sqrt(I)}}``)."""
-        xp = self.backend.xp
-        H = self.detector_transfer
-        a = xp.sqrt(xp.maximum(xp.asarray(mean_frame, dtype=self.backend.real_dtype), 0))
-        return xp.fft.ifft2(xp.fft.fft2(a) * xp.conj(H))
+        be = self.backend
+        a = be.xp.sqrt(be.xp.maximum(be.xp.asarray(mean_frame, dtype=be.real_dtype), 0))
+        return be.ifft2(be.fft2(a.astype(be.complex_dtype)) * be.xp.conj(self.detector_transfer))
 
 
 def propagation_distance(data) -> float:
