@@ -49,6 +49,15 @@ def test_help_lists_stages(capsys):
     assert "simulate" in out and "info" in out
 
 
+@pytest.mark.parametrize("stage", ["simulate", "reconstruct", "train", "evaluate"])
+def test_stage_help_has_no_markup(capsys, stage):
+    """``--help`` shows the stage's docstring as plain text (no Sphinx roles, no ``)."""
+    assert main([stage, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: xrayflow " + stage in out
+    assert "``" not in out and ":mod:" not in out and ":func:" not in out, out
+
+
 def test_python_dash_m():
     r = subprocess.run([sys.executable, "-m", "xrayflow", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "simulate" in r.stdout

@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -112,7 +113,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help_text,
-            description=(mod.__doc__ or help_text),
+            description=plain_text(mod.__doc__ or help_text),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
@@ -120,6 +121,19 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         p.set_defaults(_run=mod.run)
     _add_info(sub)
     return parser
+
+
+#: Sphinx cross-references ``:role:`~target```, ``:role:`text <target>```, ``:role:`target```.
+_ROLE = re.compile(r":[a-z]+:`~?(?:[^`<]*<)?([^`>]+)>?`")
+
+
+def plain_text(doc: str) -> str:
+    """A docstring as ``--help`` shows it: Sphinx roles reduced to the last two names of
+    their target (``:mod:`xrayflow.solvers.gradient``` -> solvers.gradient), literal quotes
+    dropped."""
+    return _ROLE.sub(lambda m: ".".join(m.group(1).lstrip(".").split(".")[-2:]), doc).replace(
+        "``", ""
+    )
 
 
 def _command(argv: Sequence[str]) -> str | None:

@@ -185,7 +185,7 @@ def test_cli_npz_bz2_roundtrip_and_errors(sim, tmp_path, capsys):
     rc = run(out)
     assert rc == 0
     err = capsys.readouterr().err
-    assert "it/s" in err and "loss" in err
+    assert "it/s" in err and "loss" in err and "elapsed" in err and "ETA" in err
     r = read_h5(out)
     assert r["object"].shape[0] == 1 and r["object"].dtype == np.complex64
     assert r["probe"].shape == (1, 24, 24)

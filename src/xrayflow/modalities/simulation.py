@@ -13,6 +13,7 @@ import contextvars
 import dataclasses
 import difflib
 import inspect
+import logging
 import math
 
 import numpy as np
@@ -31,6 +32,9 @@ from xrayflow.optics.materials import get_material, material_names
 from xrayflow.optics.propagation import critical_distance
 from xrayflow.phantoms import PHANTOMS
 from xrayflow.phantoms import make_phantom as mk
+from xrayflow.progress import Throttle, eta
+
+log = logging.getLogger(__name__)
 
 #: Share of probe power allowed in the outer eighth of the window on each side.
 PROBE_EDGE_POWER = 0.05
@@ -456,13 +460,17 @@ def batched_intensities(cfg, model, corners, detector, rng, out, offset=0, centr
     batch (the stored layout) before it is put into ``out``."""
     bs = int(cfg["batch_size"])
     backend = model.backend
-    for start in range(0, len(corners), bs):
-        stop = min(start + bs, len(corners))
+    n = len(corners)
+    clock = Throttle()
+    for start in range(0, n, bs):
+        stop = min(start + bs, n)
         expected = backend.to_numpy(model.intensities(corners[start:stop]))
         frames = detect(cfg, detector, expected, rng)
         if centre:
             frames = fftshift(frames, axes=(-2, -1))
         out[offset + start : offset + stop] = frames
+        if clock.due(last_step=stop == n):
+            log.info(f"simulate: {stop}/{n} frames, {eta(stop, n, clock.elapsed)}")
     return out
 
 

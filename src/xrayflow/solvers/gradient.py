@@ -53,6 +53,7 @@ from xrayflow.io.atomic import atomic_write
 from xrayflow.modalities import get_modality
 from xrayflow.modalities.losses import loss_target
 from xrayflow.parallel import Comm, get_comm, on_root, partition
+from xrayflow.progress import eta
 from xrayflow.solvers.optimizers import GradientDescent, ParamSettings, make_optimizer
 from xrayflow.solvers.regularizers import regularization
 
@@ -551,6 +552,7 @@ class Reconstructor:
                     f"reconstruct: no checkpoint at {self.checkpoint_path}; starting from scratch"
                 )
         t_start = time.perf_counter()
+        it_start = self.iteration
         first = self.history["loss"][0] if self.history["loss"] else None
         stopped = False
         while self.iteration < n_iter:
@@ -574,9 +576,11 @@ class Reconstructor:
                 act = [n for n in self.names if self.opt.active(n, it)]
                 if self.correct_positions and self.pos_settings.active(it):
                     act.append("positions")
+                done = self.iteration - it_start
+                clock = eta(done, n_iter - it_start, time.perf_counter() - t_start)
                 self.log(
                     f"iter {self.iteration:5d}/{n_iter}  loss {lval:.6e}  "
-                    f"{1.0 / dt:7.2f} it/s  [{', '.join(act)}]"
+                    f"{1.0 / dt:7.2f} it/s  {clock}  [{', '.join(act)}]"
                 )
             ce = r["checkpoint_every"]
             if self.checkpoint_path is not None and ce and self.iteration % ce == 0:

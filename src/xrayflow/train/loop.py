@@ -54,6 +54,7 @@ from xrayflow.errors import ConfigError, DataError
 from xrayflow.io.fingerprint import run_fingerprint
 from xrayflow.memory import check_memory
 from xrayflow.networks import atomic_torch_save, count_parameters, jsonable, save_model
+from xrayflow.progress import eta
 from xrayflow.provenance import provenance
 from xrayflow.train import distributed as D
 from xrayflow.train.hooks import TrainingHooks, shard_hooks, training_hooks
@@ -635,7 +636,7 @@ def _train_steps(run: _Run, t0: float) -> bool:
     max_steps = int(tcfg.get("max_steps", 0))
     log_every = int(tcfg.get("log_every", 50))
     run.model.train()
-    n0 = s["seen"]
+    n0, b0 = s["seen"], s["batch"]
     interrupted = False
     for batch in _batches(loader):
         gl = _step(run, run.to_device(batch))
@@ -645,9 +646,10 @@ def _train_steps(run: _Run, t0: float) -> bool:
         s["step"] += 1
         run.rate = (s["seen"] - n0) / max(time.perf_counter() - t0, 1e-9)
         if log_every and s["step"] % log_every == 0:
+            left = eta(s["batch"] - b0, run.data.steps_per_epoch - b0, time.perf_counter() - t0)
             run.log(
                 f"epoch {ep} step {s['step']} loss {gl / ds.global_batch:.5g} "
-                f"lr {run.opt.param_groups[0]['lr']:.3g} {run.rate:.1f} samples/s"
+                f"lr {run.opt.param_groups[0]['lr']:.3g} {run.rate:.1f} samples/s, epoch {left}"
             )
         if ck_every and s["step"] % ck_every == 0:
             _save_checkpoint(run)
