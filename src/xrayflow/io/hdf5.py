@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import hdf5plugin  # noqa: F401  registers the detector filters (bitshuffle/LZ4, Blosc, ...)
 import numpy as np
 import yaml
 
@@ -29,6 +30,7 @@ from xrayflow.backend import to_numpy
 from xrayflow.config import SafeLoader, dump_yaml
 from xrayflow.errors import DataError
 from xrayflow.io.atomic import atomic_path
+from xrayflow.io.nexus import write_default_plot
 
 STR_DTYPE = h5py.string_dtype(encoding="utf-8")
 
@@ -96,7 +98,11 @@ def write_node(group: h5py.Group, key: str, value: Any, compression: str | None 
 
 
 def write_h5(
-    path: str | os.PathLike, tree: Mapping, compression: str | None = None, attrs: Mapping = ()
+    path: str | os.PathLike,
+    tree: Mapping,
+    compression: str | None = None,
+    attrs: Mapping = (),
+    default_plot: Mapping | None = None,
 ) -> Path:
     """Write a nested dict ``tree`` to a new HDF5 file at ``path`` atomically.
 
@@ -105,6 +111,8 @@ def write_h5(
         tree: nested mapping (see module docstring for the type rules).
         compression: e.g. ``"gzip"`` for arrays of at least 1024 elements (default none).
         attrs: attributes of the root group.
+        default_plot: keyword arguments of :func:`xrayflow.io.nexus.write_default_plot`
+            (``signal``, ``pixel_size``, ...): the NeXus entry that viewers plot.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -113,6 +121,8 @@ def write_h5(
                 write_node(f, "@" + str(k), v)
             for k, v in tree.items():
                 write_node(f, str(k), v, compression)
+            if default_plot is not None:
+                write_default_plot(f, **default_plot)
     return path
 
 

@@ -169,5 +169,6 @@ def reconstruct(cfg: dict, data_path, out_path, comm: Comm, log=None) -> str:
         "provenance": provenance(cfg, settings["seed"], data=str(data_path)),
     }
     attrs = {"model": cfg["model"]["type"], "n_ranks": int(comm.size)}
-    on_root(lambda: write_h5(out_path, tree, attrs=attrs), comm)
+    plot = {"signal": "/maps", "pixel_size": data.pixel_size, "title": "element maps (g/cm2)"}
+    on_root(lambda: write_h5(out_path, tree, attrs=attrs, default_plot=plot), comm)
     return f"{kind}, {len(loss)} iterations, {wall:.1f} s"

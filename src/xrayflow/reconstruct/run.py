@@ -199,6 +199,17 @@ def result_tree(cfg, data, rec, res) -> dict:
     return tree, attrs
 
 
+def default_plot(cfg: dict, data, tree: dict) -> dict:
+    """The result's NeXus default plot (:func:`xrayflow.io.nexus.write_default_plot`): the
+    complex object, else the δ volume, on the object pixel (m; pixel units: none)."""
+    signal = "object" if "object" in tree else "delta"
+    return {
+        "signal": "/" + signal,
+        "pixel_size": None if data.units == "pixels" else float(data.pixel_size),
+        "title": f"{cfg['model']['type']} {signal}",
+    }
+
+
 def reconstruct(
     cfg: dict, data_path, out_path, resume: bool = False, log=None, comm: Comm | None = None
 ):
@@ -228,7 +239,13 @@ def reconstruct(
     if res.stopped:
         return res
     tree, attrs = result_tree(cfg, data, rec, res)
-    on_root(lambda: atomic_write(out_path, lambda tmp: write_h5(tmp, tree, attrs=attrs)), comm)
+    plot = default_plot(cfg, data, tree)
+    on_root(
+        lambda: atomic_write(
+            out_path, lambda tmp: write_h5(tmp, tree, attrs=attrs, default_plot=plot)
+        ),
+        comm,
+    )
     if comm.is_root:  # a finished run's checkpoint could only be resumed into itself
         Path(ck).unlink(missing_ok=True)
     return res
