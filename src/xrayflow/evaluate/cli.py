@@ -1,9 +1,16 @@
-"""Compare a reconstruction with ground truth (--truth) or two half-dataset results (--pair).
+"""Compare a reconstruction with ground truth (--truth) or two half-dataset results (--pair),
+or look at one without either (--result alone: a quick-look).
 
 Examples::
 
     xrayflow evaluate --result recon.h5 --truth data.cxi --out metrics.json --figures figs/
     xrayflow evaluate --pair half_a.h5 half_b.h5 --out frc.json --set crop_px=16
+    xrayflow evaluate --result recon.h5 --out look.json --figures figs/
+
+A quick-look (no truth, no pair) reports what needs no reference (pixel size, field of view,
+final loss, amplitude and phase ranges where illuminated, probe power per mode, scan extent)
+and draws quicklook.png (amplitude and phase with a scale bar, probe modes, the scan
+positions, the loss curve).
 
 Writes a JSON file of metrics (SSIM, PSNR, errors, FRC curve and resolutions at the
 half-bit, one-bit, 0.5 and 1/7 thresholds, half- and full-period) and, with --figures,
@@ -22,7 +29,8 @@ import os
 from xrayflow.config import load_config
 from xrayflow.errors import ConfigError
 from xrayflow.evaluate.frc import threshold_curve
-from xrayflow.evaluate.report import evaluate_files, modality_evaluator
+from xrayflow.evaluate.quicklook import FIGURE_NAMES, quicklook, write_quicklook
+from xrayflow.evaluate.report import evaluate_files, modality_evaluator, publish
 from xrayflow.io.outputs import check_outputs
 
 log = logging.getLogger("xrayflow.evaluate")
@@ -51,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     result, truth = getattr(args, "result", None), getattr(args, "truth", None)
     if pair and (result or truth):
         raise ConfigError("evaluate: give either --pair A B or --result R --truth T, not both")
-    if not pair and not (result and truth):
-        raise ConfigError("evaluate: needs --result R.h5 --truth DATA.h5, or --pair A.h5 B.h5")
+    if not pair and not result:
+        raise ConfigError("evaluate: needs --result R.h5 [--truth DATA.h5], or --pair A.h5 B.h5")
     out = getattr(args, "out", None)
     if out is None:
         raise ConfigError("evaluate: --out metrics.json is required")
@@ -61,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     if pair:
         a, b, mode = pair[0], pair[1], "pair"
         inputs = {"--pair A": a, "--pair B": b}
+    elif truth is None:
+        a, b, mode = result, None, "quicklook"
+        inputs = {"--result": a}
     else:
         a, b, mode = result, truth, "truth"
         inputs = {"--result": a, "--truth": b}
@@ -73,11 +84,26 @@ def run(args: argparse.Namespace) -> int:
     )
     cfg = load_config(args.config, "evaluate", args.overrides)
     _check_thresholds(cfg)
+    if mode == "quicklook":
+        m, arrays = quicklook(a, cfg)
+        publish(out, m, figures, arrays, cfg, writer=write_quicklook, figure_names=FIGURE_NAMES)
+        print(f"evaluate (quick-look, {m['kind']}): {_quicklook_text(m)} -> {out}")
+        return 0
     m = evaluate_files(a, b, out, cfg, mode=mode, figures=figures)
     log.info("wrote %s", out)
     own = modality_evaluator(((a, "result"), (b, "truth"))) if cfg["kind"] == "auto" else None
     print(own.summary_line(m, out) if own is not None else summary_line(m, mode, out))
     return 0
+
+
+def _quicklook_text(m: dict) -> str:
+    loss = next(iter(m["loss"].values()), None)
+    parts = [f"phase {m['phase']['min']:.3g}..{m['phase']['max']:.3g} rad"]
+    if m["field_of_view_m"] is not None:
+        parts.append("field " + " x ".join(f"{v:.3g}" for v in m["field_of_view_m"]) + " m")
+    if loss is not None:
+        parts.append(f"final loss {loss['final']:.4g} after {loss['n']} iterations")
+    return ", ".join(parts)
 
 
 def _check_thresholds(cfg: dict) -> None:
