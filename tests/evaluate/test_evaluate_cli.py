@@ -193,12 +193,32 @@ def test_cli_shape_mismatch_exits_2(files, capsys):
     assert "shape mismatch" in capsys.readouterr().err
 
 
+def test_result_on_another_pixel_size_is_resampled(files, tmp_path):
+    """Another code's reconstruction on a coarser grid (2x the pixel, half the samples) is
+    resampled onto the truth's grid with both pixel sizes and compared there."""
+    big = _truth_object()
+    truth = big[16:-16, 16:-16]
+    coarse = ndimage.zoom(truth.real, 0.5, order=1) + 1j * ndimage.zoom(truth.imag, 0.5, order=1)
+    _write_result(files / "coarse.h5", coarse, pixel=20e-9)
+    rc = _main(_argv(files / "coarse.h5", files / "data.h5", files / "m.json"))
+    assert rc == 0
+    m = json.loads((files / "m.json").read_text())
+    assert m["resampled"]["zoom"] == pytest.approx(2.0)
+    assert m["resampled"]["from_shape"] == [32, 32] and m["shape"] == [64, 64]
+    assert m["pixel_size_m"] == pytest.approx(10e-9)
+    assert m["phase"]["ssim"] > 0.95 and m["nrmse"] < 0.15  # the smoothed truth (0.985, 0.09)
+    assert np.abs(m["alignment"]["shift_px"]).max() < 0.1  # resampled about the same centre
+    _write_result(files / "coarse_same.h5", coarse, pixel=10e-9)  # claims the truth's pixel
+    assert _main(_argv(files / "coarse_same.h5", files / "data.h5", files / "n.json")) == 2
+
+
 def test_cli_not_hdf5_and_bad_options_exit_2(files, capsys):
     (files / "junk.h5").write_text("not hdf5")
     rc = _main(_argv(files / "junk.h5", files / "data.h5", files / "x.json"))
     assert rc == 2 and "not a readable HDF5" in capsys.readouterr().err
-    rc = _main(["evaluate", "--result", str(files / "recon.h5"), "--out", str(files / "x.json")])
-    assert rc == 2 and "--truth" in capsys.readouterr().err
+    both = ["--pair", str(files / "half.h5"), str(files / "recon.h5")]
+    rc = _main([*_argv(files / "recon.h5", files / "data.h5", files / "x.json"), *both])
+    assert rc == 2 and "not both" in capsys.readouterr().err
     argv = _argv(files / "recon.h5", files / "data.h5", files / "x.json", "--set", "align.twinn=1")
     rc = _main(argv)
     assert rc == 2 and "twin" in capsys.readouterr().err

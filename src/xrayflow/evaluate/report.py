@@ -38,6 +38,7 @@ The pixel size (m) of a data file is the object pixel its geometry records
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -49,6 +50,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from scipy import ndimage
 
 from xrayflow.backend import to_numpy
 from xrayflow.config import load_config
@@ -488,6 +490,42 @@ def _pad_to_common(a: np.ndarray, shape: tuple | None = None) -> np.ndarray:
     return np.pad(a, [(p // 2, p - p // 2) for p in pad]) if any(pad) else a
 
 
+#: Relative difference of two pixel sizes above which a result is resampled.
+PIXEL_TOLERANCE = 1e-6
+
+
+def _fit(a: np.ndarray, shape: tuple, mode: str) -> np.ndarray:
+    """``a`` centre-cropped or padded (``np.pad`` ``mode``) to ``shape``."""
+    out = a
+    for ax, (n, t) in enumerate(zip(a.shape, shape, strict=True)):
+        if n > t:
+            out = np.take(out, np.arange((n - t) // 2, (n - t) // 2 + t), axis=ax)
+        elif n < t:
+            width = [(0, 0)] * a.ndim
+            width[ax] = ((t - n) // 2, t - n - (t - n) // 2)
+            out = np.pad(out, width, mode=mode)
+    return out
+
+
+def _onto_reference_grid(est: np.ndarray, res: ObjectData, ref: ObjectData, shape: tuple):
+    """A 2D result whose pixel size differs from the reference's (e.g. another code's
+    reconstruction): resampled by the ratio of the two pixel sizes (linear interpolation of
+    the real and imaginary parts; its illumination likewise) and centre-cropped or
+    edge-padded to the reference's ``shape``; registration then aligns it. Returns
+    ``(est, res, record or None)``; unchanged when a pixel size is unknown or both agree."""
+    a, b = res.pixel_size, ref.pixel_size
+    if a is None or b is None or abs(a / b - 1) <= PIXEL_TOLERANCE:
+        return est, res, None
+    zoom = a / b
+    out = ndimage.zoom(est.real, zoom, order=1) + 1j * ndimage.zoom(est.imag, zoom, order=1)
+    illum = res.illumination
+    if illum is not None:
+        illum = _fit(ndimage.zoom(illum, zoom, order=1), shape, "constant")
+    record = {"from_shape": list(est.shape), "from_pixel_m": a, "to_pixel_m": b, "zoom": zoom}
+    moved = dataclasses.replace(res, illumination=illum, pixel_size=b)
+    return _fit(out, shape, "edge"), moved, record
+
+
 def _illuminated_box(res: ObjectData, kind: str, shape: tuple, fraction: float):
     """Slices (y, x) of the bounding box where the result's illumination >= fraction x max.
 
@@ -684,13 +722,17 @@ def evaluate(
     r0 = np.asarray(ref.object, dtype=np.complex128)
     est = _prepare(e0, kind)
     tru = _prepare(r0, kind)
+    resampled = None
     if kind == "volume":  # the truth's density box sits inside the oversampled data grid
         tru = _pad_to_common(tru, est.shape)
         est = _pad_to_common(est, tru.shape)
+    elif kind in ("image", "slices"):
+        est, res, resampled = _onto_reference_grid(est, res, ref, tru.shape)
     if est.shape != tru.shape:
         raise DataError(
             f"shape mismatch: result object {e0.shape} vs reference {r0.shape} "
-            f"(compared as {kind}: {est.shape} vs {tru.shape})"
+            f"(compared as {kind}: {est.shape} vs {tru.shape}) on the same or an unknown "
+            "pixel size (a result on another pixel size is resampled: record pixel_size)"
         )
     pixel = cfg.get("pixel_size") or res.pixel_size or ref.pixel_size
     box = _illuminated_box(res, kind, est.shape, cfg["illuminated_fraction"])
@@ -745,6 +787,7 @@ def evaluate(
         "illuminated_box": None if box is None else [[b.start, b.stop] for b in box],
         "crop_px": margin,  # per axis, applied after alignment
         "pixel_size_m": pixel,
+        "resampled": resampled,
         "alignment": info,
     }
     fcfg = cfg
