@@ -33,6 +33,8 @@ STAGES: dict[str, str] = {
     "reconstruct": "reconstruct a sample from diffraction data by automatic differentiation",
     "train": "train a neural network on simulated data",
     "evaluate": "compare a reconstruction with ground truth or two half-datasets",
+    "ingest": "turn detector files (NeXus/HDF5 master, external links, dark/flat, positions) "
+    "into a CXI file",
 }
 
 EXIT_USER_ERROR = 2
