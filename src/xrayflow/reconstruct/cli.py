@@ -36,7 +36,8 @@ def add_arguments(parser) -> None:
         "-d",
         metavar="FILE",
         required=True,
-        help="diffraction data: CXI/HDF5, or .npz / .npz.bz2 (pixel units)",
+        help="diffraction data: CXI/HDF5, or .npz / .npz.bz2 (pixel units); for the "
+        "phase-retrieval models one 3D volume: .npy, .npz, .tif, .h5 or .cxi (see data.format)",
     )
     parser.add_argument(
         "--out",
@@ -98,10 +99,15 @@ def _check_before_work(cfg: dict, args, comm, checkpoint: bool) -> None:
     if checkpoint and str(args.out).strip():
         label = "run.checkpoint_path" if cfg["run"]["checkpoint_path"] else "checkpoint"
         outputs[label] = default_checkpoint_path(cfg, args.out)
-    checked = check_outputs(
-        outputs,
-        {"--data": args.data, "--config": args.config, "model.network": cfg["model"]["network"]},
-    )
+    if cfg.get("cdi", {}).get("vtk") and str(args.out).strip():
+        outputs["cdi.vtk"] = phase_retrieval.vtk_path(args.out)
+    inputs = {
+        "--data": args.data,
+        "--config": args.config,
+        "model.network": cfg["model"]["network"],
+        "data.mask": cfg["data"]["mask"],
+    }
+    checked = check_outputs(outputs, inputs)
     _check_checkpoint_path(checked)
 
 

@@ -163,6 +163,11 @@ def load_data(path, cfg: dict, comm: Comm | None = None) -> ReconData:
     if not p.is_file():
         raise DataError(f"data file {p} is a directory or not a regular file; give a CXI file")
     fmt = cfg["data"]["format"]
+    if fmt not in ("auto", "cxi", "npz"):
+        raise ConfigError(
+            f"data.format: {fmt} reads one 3D volume (models of the phase-retrieval solver); "
+            "frame stacks are read from cxi or npz files"
+        )
     if fmt == "auto":
         fmt = "npz" if (p.name.endswith(".npz") or p.name.endswith(".npz.bz2")) else "cxi"
     rd = _read_npz(p, cfg, comm) if fmt == "npz" else _read_cxi(p, cfg, comm)

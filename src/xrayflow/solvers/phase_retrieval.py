@@ -14,6 +14,13 @@ every ``shrinkwrap.every`` steps by a shrink-wrap. ``starts`` > 1 repeats a rand
 keeps the first that reaches ``stop_loss``, else the lowest R-factor. Why these defaults:
 benchmarks/README.md (``cdi_refine.py``, ``cdi_network.py``).
 
+Every shrink-wrap is guarded (``shrinkwrap.guard``, :class:`ShrinkWrap`): the new support
+is tried with a few ER iterations and kept only when the loss then has not risen by more
+than a tolerance (during HIO) or at all (during the gradient steps); otherwise the support
+stays and the threshold is lowered. A fixed threshold that suits a simulated crystal with
+sharp facets cuts the soft edges and weak parts of a measured one, and its support then
+shrinks at every shrink-wrap while the loss rises.
+
 The settings are the reconstruct config's ``cdi`` section, complete (defaults filled in by
 the config loader or the modality's ``settings``). The model (the modality's
 ``build_model``) offers:
@@ -40,14 +47,17 @@ import time
 import numpy as np
 
 from xrayflow import ad
-from xrayflow.backend import fftfreq, fftshift, to_numpy
+from xrayflow.backend import fftfreq, fftn, fftshift, to_numpy
 from xrayflow.solvers.optimizers import Adam, GradientDescent, ParamSettings
 
 __all__ = [
     "ESTIMATE_HIO",
     "RANDOM_START_HIO",
+    "ShrinkWrap",
     "autocorrelation_support",
+    "centre",
     "gaussian_blur",
+    "oversampling",
     "random_start",
     "refine",
     "refine_from_network",
@@ -110,6 +120,43 @@ def random_start(model, rng, support=None, threshold: float = 0.1):
     return rho.astype(be.complex_dtype), support
 
 
+class ShrinkWrap:
+    """The shrink-wrap schedule of one run, with its guard.
+
+    ``sw`` is the ``shrinkwrap`` section; ``sigma`` the first Gaussian width (voxels). Each
+    call shrink-wraps once at the current width and threshold, then lets the width decay
+    towards ``sigma_min``. The guard (``guard.iterations`` > 0) runs that many ER iterations
+    on the new support and keeps it when the loss then is at most ``1 + tolerance`` times
+    the loss before; otherwise it keeps the old support and estimate and multiplies the
+    threshold by ``guard.loosen`` (not below ``guard.threshold_min``). ``threshold`` (the
+    current one) and ``rejected`` (shrink-wraps refused so far) are reported in the result.
+    """
+
+    def __init__(self, sw: dict, sigma: float):
+        self.cfg = sw
+        self.sigma = float(sigma)
+        self.threshold = float(sw["threshold"])
+        self.rejected = 0
+
+    def __call__(self, model, rho, support, tolerance: float):
+        """Shrink-wrap ``rho`` (zero outside ``support``); returns ``(rho, support)``."""
+        sw, guard = self.cfg, self.cfg["guard"]
+        new = shrink_wrap(rho, self.sigma, self.threshold, model.backend)
+        self.sigma = max(float(sw["sigma_min"]), self.sigma * float(sw["decay"]))
+        if not guard["iterations"]:
+            return rho * new, new
+        before = float(model.loss(ad.const(rho)).data)
+        trial = rho * new
+        for _ in range(int(guard["iterations"])):
+            trial = model.modulus_projection(trial) * new
+        if float(model.loss(ad.const(trial)).data) <= (1.0 + tolerance) * before:
+            return trial, new
+        self.rejected += 1
+        floor = min(self.threshold, float(guard["threshold_min"]))
+        self.threshold = max(floor, self.threshold * float(guard["loosen"]))
+        return rho, support
+
+
 # ----------------------------------------------------------------------------- HIO / ER
 def _hio(model, rho, support, beta: float, n: int):
     """``n`` hybrid input-output iterations from ``rho``."""
@@ -120,18 +167,20 @@ def _hio(model, rho, support, beta: float, n: int):
     return rho
 
 
-def _hio_shrinkwrap(model, rho, support, cfg: dict, n: int, sigma: float, stop, norm: float):
+def _hio_shrinkwrap(model, rho, support, cfg: dict, n: int, wrap: ShrinkWrap, stop, norm: float):
     """``n`` HIO iterations in blocks of ``hio.every`` (0: one block, fixed support), each
-    followed by ``hio.er`` ER iterations, a shrink-wrap (width ``sigma``, then decaying) and,
-    when ``stop`` is set, a stop check on the normalised loss (data term / ``norm``).
+    followed by ``hio.er`` ER iterations, a guarded shrink-wrap (``wrap``, tolerance
+    ``shrinkwrap.guard.hio_tolerance``) and, when ``stop`` is set, a stop check on the
+    normalised loss (data term / ``norm``).
 
-    Returns ``(rho, support, sigma, HIO iterations run, normalised losses after each block,
+    Returns ``(rho, support, HIO iterations run, normalised losses after each block,
     stopped)``.
     """
-    hio, sw = cfg["hio"], cfg["shrinkwrap"]
+    hio = cfg["hio"]
     if not hio["every"]:
         rho = _hio(model, rho, support, float(hio["beta"]), n) * support
-        return rho, support, sigma, n, [], False
+        return rho, support, n, [], False
+    tolerance = float(cfg["shrinkwrap"]["guard"]["hio_tolerance"])
     done, losses = 0, []
     while done < n:
         k = min(int(hio["every"]), n - done)
@@ -139,14 +188,12 @@ def _hio_shrinkwrap(model, rho, support, cfg: dict, n: int, sigma: float, stop, 
         done += k
         for _ in range(int(hio["er"])):
             rho = model.modulus_projection(rho) * support
-        support = shrink_wrap(rho, sigma, sw["threshold"], model.backend)
-        sigma = max(float(sw["sigma_min"]), sigma * float(sw["decay"]))
-        rho *= support
+        rho, support = wrap(model, rho, support, tolerance)
         if stop is not None:
             losses.append(float(model.loss(ad.const(rho)).data) / norm)
             if losses[-1] <= float(stop):
-                return rho, support, sigma, done, losses, True
-    return rho, support, sigma, done, losses, False
+                return rho, support, done, losses, True
+    return rho, support, done, losses, False
 
 
 # ----------------------------------------------------------------------------- refine
@@ -163,7 +210,7 @@ def refine(model, init, support, config: dict, rng=None) -> dict:
             ``sigma_min``.
         config: the settings (the ``cdi`` section, complete): ``iterations``, ``optimizer``
             {kind, lr, beta1, beta2}, ``shrinkwrap`` {every, start, sigma, sigma_min, decay,
-            threshold}, ``autocorrelation_threshold``, ``hio`` {iterations (null:
+            threshold, guard}, ``autocorrelation_threshold``, ``hio`` {iterations (null:
             :data:`RANDOM_START_HIO` from a random start, :data:`ESTIMATE_HIO` from
             ``init``), beta, every, er}, ``stop_loss``, ``starts``; ``loss`` is the
             model's.
@@ -174,8 +221,10 @@ def refine(model, init, support, config: dict, rng=None) -> dict:
         ``loss`` (history, normalised: data term / sum of counts; for ``gaussian`` the
         squared amplitude R-factor), ``r_factor`` (final), ``iterations`` (gradient steps
         run), ``hio_iterations``, ``hio_loss`` (normalised loss after each HIO block, with
-        ``stop_loss``), ``stopped`` (``stop_loss`` reached), ``starts`` (random starts run;
-        the other fields are the kept start's), ``time_s`` (all starts, s) and ``config``.
+        ``stop_loss``), ``stopped`` (``stop_loss`` reached), ``threshold`` (the final
+        shrink-wrap threshold) and ``rejected_shrinkwraps`` (refused by the guard),
+        ``starts`` (random starts run; the other fields are the kept start's), ``time_s``
+        (all starts, s) and ``config``.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     t0 = time.perf_counter()
@@ -218,10 +267,10 @@ def _refine_one(model, init, support, cfg: dict, rng) -> dict:
     n_hio = cfg["hio"]["iterations"]
     n_hio = int((RANDOM_START_HIO if init is None else ESTIMATE_HIO) if n_hio is None else n_hio)
     # an estimate already has the crystal's shape: its support is not blurred more widely
-    sigma = float(sw["sigma"] if init is None else sw["sigma_min"])
+    wrap = ShrinkWrap(sw, sw["sigma"] if init is None else sw["sigma_min"])
     stop = cfg["stop_loss"]
-    rho, support, sigma, n_hio, hio_loss, stopped = _hio_shrinkwrap(
-        model, rho, support, cfg, n_hio, sigma, stop, norm
+    rho, support, n_hio, hio_loss, stopped = _hio_shrinkwrap(
+        model, rho, support, cfg, n_hio, wrap, stop, norm
     )
 
     opt = cfg["optimizer"]
@@ -242,8 +291,8 @@ def _refine_one(model, init, support, cfg: dict, rng) -> dict:
             break
         optimizer.step(params, {"rho": g}, it)
         if sw["every"] and it >= sw["start"] and it % int(sw["every"]) == 0:
-            support = shrink_wrap(rho * support, sigma, sw["threshold"], be)
-            sigma = max(float(sw["sigma_min"]), sigma * float(sw["decay"]))
+            rho, support = wrap(model, rho * support, support, float(sw["guard"]["tolerance"]))
+            params["rho"] = rho
         rho *= support
     return {
         "object": to_numpy(rho * np.sqrt(scale)),
@@ -254,8 +303,78 @@ def _refine_one(model, init, support, cfg: dict, rng) -> dict:
         "hio_iterations": n_hio,
         "hio_loss": np.asarray(hio_loss, dtype=np.float64),
         "stopped": stopped,
+        "threshold": wrap.threshold,
+        "rejected_shrinkwraps": wrap.rejected,
         "config": cfg,
     }
+
+
+# ----------------------------------------------------------------------------- result layout
+def _circular_centre(weights, axis: int) -> float:
+    """Centre of mass of ``weights`` (real >= 0) along ``axis`` on the circle of the
+    array's length: in voxels from index 0, in (-n/2, n/2]."""
+    n = weights.shape[axis]
+    profile = weights.sum(axis=tuple(a for a in range(weights.ndim) if a != axis))
+    z = np.sum(profile * np.exp(2j * np.pi * np.arange(n) / n))
+    return float(np.angle(z) * n / (2 * np.pi))
+
+
+def centre(rho, support) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``rho`` (complex NumPy array, the centred layout of :func:`refine`) with the
+    ambiguities of far-field phase retrieval fixed, and its ``support`` moved with it.
+
+    1. The linear phase ramp is removed: the centre of mass of ``|F{rho}|^2`` (the fitted
+       pattern, DC at index 0; on the circle) is ``k`` voxels of the Fourier grid from the
+       zero frequency (the Bragg peak's offset from the middle of a centred pattern), and
+       ``rho`` is multiplied by ``exp(-2 pi i sum_a k_a (r_a - n_a//2) / n_a)``.
+    2. The centre of mass of ``|rho|`` (on the circle) is moved to the middle index
+       ``n_a//2`` of each axis by a circular shift of whole voxels.
+    3. The global phase is set so that the amplitude-weighted mean phase inside ``support``
+       is 0 (``sum_support rho`` real and positive).
+
+    Returns ``(rho, support, info)``; ``info``: ``phase_ramp`` (``k``, (ndim,) float64,
+    voxels of the Fourier grid: ``rho * exp(+2 pi i sum_a k_a (r_a - n_a//2) / n_a)`` fits the
+    data again, up to a global phase) and ``shift`` ((ndim,) int64, voxels rolled).
+    """
+    rho = np.asarray(rho)
+    support = np.asarray(support, dtype=bool)
+    shape = rho.shape
+    intensity = np.abs(fftn(rho)) ** 2
+    k = np.array([_circular_centre(intensity, a) for a in range(rho.ndim)])
+    phase = 0.0
+    for a, n in enumerate(shape):
+        r = (np.arange(n) - n // 2).reshape([-1 if b == a else 1 for b in range(rho.ndim)])
+        phase = phase + k[a] * r / n
+    rho = rho * np.exp(-2j * np.pi * phase).astype(rho.dtype)
+    amp = np.abs(rho)
+    shift = np.zeros(rho.ndim, np.int64)
+    for a, n in enumerate(shape):
+        s = int(np.rint(n // 2 - _circular_centre(amp, a))) % n
+        shift[a] = s - n if s > n // 2 else s
+    rho = np.roll(rho, tuple(shift), axis=tuple(range(rho.ndim)))
+    support = np.roll(support, tuple(shift), axis=tuple(range(rho.ndim)))
+    total = rho[support].sum() if support.any() else rho.sum()
+    if abs(total) > 0:
+        rho = rho * (np.conj(total) / abs(total)).astype(rho.dtype)
+    return rho, support, {"phase_ramp": k, "shift": shift}
+
+
+def oversampling(rho, threshold: float = 0.1) -> np.ndarray:
+    """Linear oversampling ratio per axis: the array's length over the object's extent,
+    the voxels of the projection on that axis of ``|rho| > threshold * max |rho|`` (on the
+    circle: the length minus the longest empty run); NaN for a zero object. Phasing needs
+    at least 2 per axis. (The shrink-wrapped support is no measure: it has a margin of
+    about ``sigma_min`` voxels and, where the guard loosened it, more.)"""
+    amp = np.abs(np.asarray(rho))
+    inside = amp > threshold * amp.max()
+    out = np.full(amp.ndim, np.nan)
+    for a, n in enumerate(amp.shape):
+        proj = inside.any(axis=tuple(b for b in range(amp.ndim) if b != a))
+        if proj.any():
+            filled = np.flatnonzero(proj)
+            gaps = np.diff(np.concatenate([filled, [filled[0] + n]])) - 1
+            out[a] = n / (n - gaps.max())
+    return out
 
 
 # ----------------------------------------------------------------------------- network start

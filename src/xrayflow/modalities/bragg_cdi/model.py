@@ -29,6 +29,7 @@ import numpy as np
 
 from xrayflow import ad
 from xrayflow.backend import fftshift, get_backend, ifftshift, to_numpy
+from xrayflow.errors import ConfigError
 from xrayflow.modalities.bragg_cdi.grid import embed
 from xrayflow.modalities.bragg_cdi.network_start import (
     NETWORK_HIO,
@@ -36,6 +37,7 @@ from xrayflow.modalities.bragg_cdi.network_start import (
     network_start,
     network_support,
 )
+from xrayflow.modalities.bragg_cdi.strain import g_vector, strain_entries
 from xrayflow.modalities.losses import LOSSES, intensity_loss, loss_target
 
 __all__ = ["LOSSES", "BraggCDIModel", "build"]
@@ -54,6 +56,9 @@ class BraggCDIModel:
             units of ``sqrt(scale)``; the minimiser is unchanged up to that factor.
         eps: regulariser of ``sqrt`` / ``log`` at zero intensity (in scaled counts).
         backend: :class:`xrayflow.backend.Backend` (default CPU, single precision).
+        reflection: the measured reflection (``d_spacing`` m, ``q_direction`` (z, y, x),
+            ``phase_sign``, ``mask_fraction``; the ``cdi.reflection`` section) or None:
+            :meth:`result_entries` adds displacement and strain along G.
 
     Attributes the phase-retrieval solver uses: ``backend``, ``shape``, ``counts`` (photons,
     DC-corner layout), ``total`` (sum of the counts, photons), ``er_step`` and the methods
@@ -69,10 +74,12 @@ class BraggCDIModel:
         scale: float = 1.0,
         eps: float = 1e-6,
         backend=None,
+        reflection: dict | None = None,
     ):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         self.backend = backend or get_backend("cpu")
+        self.reflection = reflection
         xp = self.backend.xp
         c = xp.asarray(counts, dtype=self.backend.real_dtype)
         if c.ndim != 3:
@@ -175,20 +182,45 @@ class BraggCDIModel:
         return float(xp.sqrt((d * d).sum() / xp.maximum(a2.sum(), 1e-30)))
 
     def result_entries(self, result: dict, volume) -> dict:
-        """The result file's object datasets from a phase-retrieval ``result``: ``object``
-        (complex64, data grid, centred, data units), ``support`` (bool) and ``voxel_size``
-        (m, from the data file's ``object_pixel_size``; None if absent)."""
-        return {
+        """The result file's object datasets from a phase-retrieval ``result`` (centred by
+        the reconstruct stage): ``object`` (complex64, data grid, data units), ``support``
+        (bool), ``voxel_size`` (m, the volume's: one number or (Z, Y, X); None in voxel
+        units) and, with a measured ``reflection`` (the ``cdi.reflection`` section), the
+        group ``strain`` (:func:`.strain.strain_entries`: displacement and strain along G)."""
+        out = {
             "object": np.asarray(result["object"]).astype(np.complex64),
             "support": result["support"],
-            "voxel_size": volume.attrs.get("object_pixel_size"),
+            "voxel_size": volume.voxel_size,
         }
+        r = self.reflection
+        if r is not None:
+            out["strain"] = strain_entries(
+                out["object"],
+                g_vector(r["d_spacing"], r["q_direction"]),  # 1/m, (z, y, x)
+                volume.voxel_size,
+                out["support"],
+                r["mask_fraction"],
+                r["phase_sign"],
+            )
+        return out
 
 
 def build(cfg: dict, volume, backend) -> BraggCDIModel:
     """The model of the reconstruct config ``cfg`` (data term ``cdi.loss``) for ``volume``,
-    the measured pattern: ``counts`` (Z, Y, X) photons, ``mask`` (bool or None),
-    ``centred``."""
+    the measured pattern: ``counts`` (Z, Y, X) intensities (photons, or any unit: the
+    solver rescales them), ``mask`` (bool or None), ``centred``."""
+    reflection = cfg["cdi"]["reflection"]
+    if reflection is not None and volume.voxel_size is None:  # before the solve
+        raise ConfigError(
+            "cdi.reflection: the strain needs the voxel size, which neither the data file nor "
+            "the config gives (geometry.energy_ev, distance and detector_pixel_size, or "
+            "geometry.object_pixel_size)"
+        )
     return BraggCDIModel(
-        volume.counts, volume.mask, cfg["cdi"]["loss"], volume.centred, backend=backend
+        volume.counts,
+        volume.mask,
+        cfg["cdi"]["loss"],
+        volume.centred,
+        backend=backend,
+        reflection=reflection,
     )
