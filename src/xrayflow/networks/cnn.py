@@ -326,6 +326,7 @@ class EncodingRegressor(_ImageToVector):
     def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:
         x = input if input.dim() == 4 else input.unsqueeze(1)
         cells = F.adaptive_avg_pool2d(x, self.readout).flatten(1)
+        cells = cells - cells.mean(dim=1, keepdim=True)  # the modulation, not the mean level
         return {"encoding": self.head(self.trunk(x)) + self.linear(cells)}
 
     def activation_bytes(self, training: bool = True) -> int:
