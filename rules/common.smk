@@ -116,13 +116,30 @@ def gpus_for(ranks):
 
 
 def launch_prefix(wildcards, resources):
-    """`{launcher} -n {tasks} [{wrapper}]` in front of the CLI, or nothing for one rank."""
-    if not resources.mpi or int(resources.tasks) < 2:
-        return ""
-    # the `mpi` resource may also come from a profile's set-resources: same rule
-    launcher = check_launch_words("mpi (resource)", resources.mpi)
-    parts = [launcher, f"-n {int(resources.tasks)}", config["mpi_wrapper"]]
-    return " ".join(part for part in parts if part)
+    """In front of the CLI: `{launcher} -n {tasks} [{wrapper}]` for a multi-rank job; for a
+    single-rank GPU job the wrapper alone (config mpi_wrapper: it binds the process to a
+    free GPU of the node, so that jobs side by side never share one); else nothing."""
+    return _launch(resources, bind_single_rank=False)
+
+
+def scan_launch_prefix(wildcards, resources):
+    """launch_prefix of grouped scans, which run inside the group's batch job: a single-rank
+    GPU scan on a machine without a wrapper goes through the launcher (`-n 1`), whose GPU
+    binding (srun --gpus-per-task) gives it one GPU of the allocation."""
+    return _launch(resources, bind_single_rank=True)
+
+
+def _launch(resources, bind_single_rank):
+    ranks = int(resources.tasks)
+    wrapper = config["mpi_wrapper"]
+    gpu = int(resources.gpu) > 0
+    if ranks < 2 and not (gpu and bind_single_rank and not wrapper):
+        return wrapper if gpu else ""
+    # the `mpi` resource (profiles may set it: same rule) or, for grouped scans, the config
+    launcher = check_launch_words(
+        "mpi (resource)", resources.mpi or config["mpi_launcher"]
+    )
+    return " ".join(part for part in (launcher, f"-n {ranks}", wrapper) if part)
 
 
 def tie_prefix():

@@ -1,7 +1,8 @@
 # Reconstruct stage: `xrayflow reconstruct` under MPI. `tasks` is the rank count (an int from a
 # callable, so that the Slurm plugin renders --ntasks=N); `mpi` is the launcher (config key
 # mpi_launcher, set per machine by the profiles) for multi-rank jobs and "" for single-rank
-# jobs, which run without a launcher (the Slurm plugin rejects MPI jobs with tasks=1).
+# jobs, which run without a launcher (the Slurm plugin rejects MPI jobs with tasks=1), through
+# the per-rank wrapper when they use a GPU (launch_prefix in common.smk).
 
 
 rule reconstruct:
@@ -53,10 +54,13 @@ rule reconstruct_scan:
         runtime=RES["reconstruct"]["runtime"],
         gpu=gpus_for(scan_ranks),
         tasks=scan_ranks,
-        # same launcher string for every scan: jobs of one group must agree on string resources
-        mpi=config["mpi_launcher"],
+        # "" for every scan (group members must agree on string resources): the launcher comes
+        # from config mpi_launcher at run time; on Slurm an `mpi` key (even empty) makes the
+        # jobstep run the group's jobs directly instead of inside one srun step holding the
+        # whole allocation, and "" keeps the submission free of the MPI-only checks.
+        mpi="",
     params:
-        launch=launch_prefix,
+        launch=scan_launch_prefix,
         sets=lambda wc: set_args(
             BEAMTIME["reconstruct_set"]
             + split_overrides(scan_row(wc.scan).get("reconstruct_set", ""))

@@ -3,7 +3,7 @@
 
 
 rule scaling_plot:
-    """Strong/weak-scaling plots and table from the benchmark files."""
+    """Strong/weak-scaling table and plots: time per iteration from the result files."""
     input:
         benchmarks=[
             f"{RESULTS}/scaling/benchmarks/{series}/n{n}_size{size}.tsv"

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import stat
+import time
 
 import pytest
 from wfhelpers import REPO
@@ -22,20 +23,41 @@ submit = load("submit")
 status = load("status")
 
 
-def args(tmp_path, *extra):
-    return submit.parse_args([*extra, "--logdir", str(tmp_path / "pbs"), "jobscript.sh"])
+def fake_qselect(tmp_path, queued=None):
+    """A qselect that lists `queued[queue]` job ids for a queue (none by default)."""
+    script = tmp_path / "qselect"
+    table = json.dumps(queued or {})
+    script.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"ids = json.loads({table!r}).get(sys.argv[sys.argv.index('-q') + 1], 0)\n"
+        "print('\\n'.join(f'{i}.pbs' for i in range(ids)))\n"
+    )
+    script.chmod(0o755)
+    return str(script)
 
 
-def props(rule="reconstruct", **resources):
-    return {"type": "single", "rule": rule, "resources": resources}
+def args(tmp_path, *extra, queued=None):
+    return submit.parse_args(
+        [*extra, "--logdir", str(tmp_path / "pbs"), "--qselect", fake_qselect(tmp_path, queued)]
+        + ["jobscript.sh"]
+    )
+
+
+def props(rule="reconstruct", threads=1, **resources):
+    return {"type": "single", "rule": rule, "threads": threads, "resources": resources}
 
 
 def opt(cmd, flag):
     return [cmd[i + 1] for i, a in enumerate(cmd) if a == flag]
 
 
+def qsub(tmp_path, p, *extra, queued=None, env=None, sleep=None):
+    env = {"XRAYFLOW_ACCOUNT": "PRJ", "USER": "me", **(env or {})}
+    return submit.build_qsub(p, args(tmp_path, *extra, queued=queued), env, sleep or time.sleep)
+
+
 def test_qsub_polaris_small_job(tmp_path):
-    cmd = submit.build_qsub(props(tasks=2, runtime=30), args(tmp_path), {"XRAYFLOW_ACCOUNT": "PRJ"})
+    cmd = qsub(tmp_path, props(tasks=2, runtime=30))
     assert cmd[0] == "qsub" and cmd[-1] == "jobscript.sh"
     assert opt(cmd, "-A") == ["PRJ"]
     assert opt(cmd, "-q") == ["debug"]
@@ -54,32 +76,123 @@ def test_qsub_polaris_small_job(tmp_path):
         (8, 60, 2, "debug"),
         (16, 60, 4, "debug-scaling"),
         (64, 120, 16, "prod"),
-        (8, 300, 2, "preemptable"),
+        (400, 600, 100, "prod"),
+        (8, 300, 2, "capacity"),  # not preemptable: never chosen unless asked for
+        (1, 24 * 60, 1, "capacity"),
     ],
 )
 def test_qsub_polaris_queue_and_nodes(tmp_path, tasks, runtime, nodes, queue):
-    cmd = submit.build_qsub(
-        props(tasks=tasks, runtime=runtime), args(tmp_path), {"XRAYFLOW_ACCOUNT": "PRJ"}
-    )
+    cmd = qsub(tmp_path, props(tasks=tasks, runtime=runtime))
     assert opt(cmd, "-q") == [queue]
     assert f"select={nodes}:system=polaris" in opt(cmd, "-l")
 
 
-def test_qsub_resource_overrides_and_aurora(tmp_path):
-    a = args(tmp_path, "--system", "aurora", "--filesystems", "flare:home", "--ppn", "12")
-    cmd = submit.build_qsub(
-        props(tasks=24, runtime=10, pbs_queue="capacity", pbs_select="ncpus=208"),
-        a,
-        {"XRAYFLOW_ACCOUNT": "PRJ"},
-    )
-    assert opt(cmd, "-q") == ["capacity"]
-    assert "select=2:ncpus=208" in opt(cmd, "-l")
+def test_qsub_polaris_no_queue_without_preemption(tmp_path):
+    with pytest.raises(SystemExit, match="no polaris queue takes 6 nodes for 120 min.*pbs_queue"):
+        qsub(tmp_path, props(tasks=24, runtime=120))
+    cmd = qsub(tmp_path, props(tasks=24, runtime=120, pbs_queue="preemptable"))
+    assert opt(cmd, "-q") == ["preemptable"]
+    with pytest.raises(SystemExit, match="prod takes 10-496 nodes"):
+        qsub(tmp_path, props(tasks=8, runtime=120, pbs_queue="prod"))
+    with pytest.raises(SystemExit, match="prod takes .* at most 180 min"):
+        qsub(tmp_path, props(tasks=40, runtime=240, pbs_queue="prod"))  # 10 nodes: small, 3 h
+
+
+@pytest.mark.parametrize(
+    ("tasks", "runtime", "nodes", "queue"),
+    [
+        (12, 30, 1, "debug"),
+        (24, 60, 2, "debug"),
+        (48, 30, 4, "debug-scaling"),
+        (12, 120, 1, "prod"),  # tiny, from 1 node
+        (32 * 12, 120, 32, "prod"),
+        (300 * 12, 600, 300, None),  # tiny: at most 6 h
+    ],
+)
+def test_qsub_aurora_queues(tmp_path, tasks, runtime, nodes, queue):
+    p = props(tasks=tasks, runtime=runtime)
+    if queue is None:
+        with pytest.raises(SystemExit, match="no aurora queue"):
+            qsub(tmp_path, p, "--system", "aurora")
+        return
+    cmd = qsub(tmp_path, p, "--system", "aurora")
+    assert opt(cmd, "-q") == [queue]
+    assert f"select={nodes}" in opt(cmd, "-l")
     assert "filesystems=flare:home" in opt(cmd, "-l")
+
+
+def test_qsub_aurora_refuses_queues_it_does_not_have(tmp_path):
+    with pytest.raises(SystemExit, match="'capacity' is not a aurora queue"):
+        qsub(tmp_path, props(pbs_queue="capacity"), "--system", "aurora")
+
+
+def test_qsub_resources_become_nodes(tmp_path):
+    cmd = qsub(tmp_path, props(tasks=2, gpu=8, runtime=30))  # 8 GPUs: 2 Polaris nodes
+    assert "select=2:system=polaris" in opt(cmd, "-l")
+    cmd = qsub(tmp_path, props(tasks=2, mem_mb=700_000, runtime=30))
+    assert "select=2:system=polaris" in opt(cmd, "-l")
+    group = {"type": "group", "groupid": "scans", "threads": 48, "resources": {"tasks": 6}}
+    cmd = qsub(tmp_path, group)  # 6 single-rank jobs x 8 cores side by side: 2 nodes
+    assert "select=2:system=polaris" in opt(cmd, "-l")
+    cmd = qsub(tmp_path, props(tasks=2, nodes=3, runtime=30))
+    assert "select=3:system=polaris" in opt(cmd, "-l")
+
+
+@pytest.mark.parametrize(
+    ("resources", "threads", "message"),
+    [
+        ({"gpu": 5}, 1, "gpu 5 is more than one node has \\(4\\)"),
+        ({"mem_mb": 600_000}, 1, "mem_mb 600000 is more than one node has"),
+        ({}, 64, "threads 64 is more than one node has \\(32\\)"),
+        ({"tasks_per_gpu": 1}, 1, "tasks_per_gpu cannot be requested from PBS"),
+        ({"slurm_partition": "x", "qos": "y"}, 1, "qos, slurm_partition cannot be"),
+        ({"runtime": "2h"}, 1, "resource runtime must be an integer"),
+    ],
+)
+def test_qsub_refuses_what_it_cannot_pass(tmp_path, resources, threads, message):
+    with pytest.raises(SystemExit, match=message):
+        qsub(tmp_path, props(threads=threads, **resources))
+
+
+def test_qsub_passes_over_snakemake_derived_keys(tmp_path):
+    derived = {"mem": "2 GB", "mem_mib": 1908, "disk_mb": 1000, "disk": "1 GB", "tmpdir": "/tmp"}
+    cmd = qsub(tmp_path, props(tasks=1, mpi="", **derived))
+    assert "select=1:system=polaris" in opt(cmd, "-l")
+
+
+def test_qsub_per_user_job_limits(tmp_path):
+    # debug-scaling (1 job per user) taken: a 3-node 1 h job goes to capacity instead
+    p = props(tasks=12, runtime=60)
+    assert opt(qsub(tmp_path, p), "-q") == ["debug-scaling"]
+    assert opt(qsub(tmp_path, p, queued={"debug-scaling": 1}), "-q") == ["capacity"]
+    # both full: wait (here: no time) and then name the queues
+    waits = []
+    full = {"debug-scaling": 1, "capacity": 2}
+    with pytest.raises(SystemExit, match="debug-scaling, capacity still at their per-user"):
+        qsub(tmp_path, p, queued=full, env={"XRAYFLOW_PBS_WAIT": "0"}, sleep=waits.append)
+    # a named queue at its limit waits for room the same way
+    with pytest.raises(SystemExit, match="debug-scaling still at"):
+        qsub(
+            tmp_path,
+            props(tasks=12, runtime=60, pbs_queue="debug-scaling"),
+            queued=full,
+            env={"XRAYFLOW_PBS_WAIT": "0"},
+            sleep=waits.append,
+        )
+
+
+def test_qsub_resource_overrides(tmp_path):
+    cmd = qsub(
+        tmp_path,
+        props(tasks=4, runtime=10, pbs_select="ngpus=4", pbs_place="pack", pbs_filesystems="home"),
+    )
+    assert "select=1:system=polaris:ngpus=4" in opt(cmd, "-l")
+    assert {"place=pack", "filesystems=home"} <= set(opt(cmd, "-l"))
 
 
 def test_qsub_group_job_name(tmp_path):
     p = {"type": "group", "groupid": "scans", "resources": {"tasks": 3, "runtime": 40}}
-    cmd = submit.build_qsub(p, args(tmp_path), {"XRAYFLOW_ACCOUNT": "PRJ"})
+    cmd = qsub(tmp_path, p)
     assert opt(cmd, "-N") == ["smk-scans"]
 
 
@@ -101,11 +214,16 @@ def test_submit_main_with_fake_qsub(tmp_path, monkeypatch):
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("XRAYFLOW_ACCOUNT", "PRJ")
-    rc = submit.main(["--qsub", str(fake), "--logdir", str(tmp_path / "logs"), str(jobscript)])
+    logs = tmp_path / "logs"
+    rc = submit.main(
+        ["--qsub", str(fake), "--qselect", fake_qselect(tmp_path), "--logdir", str(logs)]
+        + [str(jobscript)]
+    )
     assert rc == 0
     argv = json.loads(record.read_text())
     assert argv[-1] == str(jobscript)
     assert "select=1:system=polaris" in argv
+    assert (logs / "jobids").read_text() == "4242.polaris-pbs-01\n"  # to qdel after a kill
 
 
 def qstat_json(jobid, **job):

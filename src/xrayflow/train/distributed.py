@@ -97,24 +97,47 @@ def _rendezvous(rank: int, size: int) -> tuple[str, str]:
     return comm.bcast(payload, root=0)
 
 
+def _xpu_available() -> bool:
+    """Intel GPUs through PyTorch's XPU device (torch >= 2.4 XPU builds)."""
+    xpu = getattr(torch, "xpu", None)
+    return xpu is not None and xpu.is_available()
+
+
+def _accelerator(device: str) -> str:
+    """``cuda`` | ``xpu`` | ``cpu`` for a requested device; ``auto``: CUDA, else XPU, else CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "xpu" if _xpu_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device: cuda requested but torch sees no CUDA device")
+    if device == "xpu" and not _xpu_available():
+        raise ConfigError("training.device: xpu requested but torch sees no XPU device")
+    return device
+
+
 def init_distributed(device: str = "auto", backend: str = "auto") -> DistInfo:
     """Initialise torch.distributed when launched with more than one rank.
 
     Args:
-        device: ``cpu`` | ``cuda`` | ``auto`` (CUDA when available, GPU ``local_rank % count``).
-        backend: ``gloo`` | ``nccl`` | ``auto`` (NCCL on CUDA, gloo on CPU).
+        device: ``cpu`` | ``cuda`` | ``xpu`` | ``auto`` (CUDA when available, else an Intel
+            GPU through ``torch.xpu``, else CPU; GPU ``local_rank % count``).
+        backend: ``gloo`` | ``nccl`` | ``xccl`` | ``auto`` (NCCL on CUDA, XCCL on XPU, gloo
+            on CPU).
     """
     rank, size, local = env_rank_size()
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise ConfigError("training.device: cuda requested but torch sees no CUDA device")
-    if use_cuda:
-        dev = torch.device("cuda", local % torch.cuda.device_count())
-        torch.cuda.set_device(dev)
-    else:
+    kind = _accelerator(device)
+    if kind == "cpu":
         dev = torch.device("cpu")
+    else:
+        module = getattr(torch, kind)
+        dev = torch.device(kind, local % module.device_count())
+        module.set_device(dev)
     if backend == "auto":
-        backend = "nccl" if use_cuda else "gloo"
+        backend = {"cuda": "nccl", "xpu": "xccl", "cpu": "gloo"}[kind]
+    if size > 1 and backend == "xccl" and not dist.is_xccl_available():
+        raise ConfigError(
+            "training on XPU with several ranks needs torch.distributed's XCCL backend, which "
+            "this torch build lacks (use the site's PyTorch XPU build, or training.device: cpu)"
+        )
     info = DistInfo(rank, size, local, dev, None)
     if size > 1:
         if not dist.is_initialized():

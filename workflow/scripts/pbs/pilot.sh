@@ -4,11 +4,16 @@
 #   XRAYFLOW_SNAKEMAKE_ARGS="--configfile config/beamtime.yaml" qsub -A ... pilot.sh
 #   workflow/scripts/pbs/pilot.sh [snakemake args]     # outside PBS: runs locally
 # Inside PBS, Snakemake runs on the head node with the local executor; the allocation's GPUs
-# are a global resource (gpu = nodes x XRAYFLOW_GPUS_PER_NODE), so concurrently running
-# reconstructions never ask for more GPUs than the allocation has, and every multi-rank job
-# is launched with `mpiexec --ppn 4 ... -n RANKS` across the allocation's nodes (PALS places
-# ranks from the first node of $PBS_NODEFILE: size groups/ranks to whole nodes for disjoint
-# placement). Defaults below are for Polaris; override with the XRAYFLOW_PILOT_* variables.
+# are a global resource (gpu = nodes x XRAYFLOW_GPUS_PER_NODE), so running jobs never ask for
+# more GPUs than the allocation has. Multi-rank jobs run `mpiexec --ppn 4 ... -n RANKS
+# set_affinity_gpu.sh ...` across the allocation's nodes; single-rank GPU jobs run
+# `set_affinity_gpu.sh xrayflow ...` on the head node. The wrapper gives every process a GPU
+# of its node that no other process holds (a lock per GPU), so jobs running side by side never
+# share a GPU; a process that finds every GPU of its node taken waits for one (PALS places
+# ranks from the first node of $PBS_NODEFILE, and single-rank jobs stay on the head node: for
+# many single-rank scans a 1-node pilot, or group jobs, use the GPUs best).
+# Defaults below are for Polaris; override with the XRAYFLOW_PILOT_* / XRAYFLOW_GPUS_PER_NODE /
+# XRAYFLOW_CORES_PER_NODE variables. Snakemake runs in $PBS_O_WORKDIR (the repository).
 #PBS -N xrayflow-pilot
 #PBS -l select=2:system=polaris
 #PBS -l place=scatter
@@ -30,7 +35,8 @@ snakemake="${XRAYFLOW_SNAKEMAKE:-snakemake}"
 
 if [ -n "${PBS_NODEFILE:-}" ] && [ -s "${PBS_NODEFILE}" ]; then
   nodes=$(sort -u "$PBS_NODEFILE" | wc -l)
-  gpus_per_node=${XRAYFLOW_GPUS_PER_NODE:-4}
+  export XRAYFLOW_GPUS_PER_NODE=${XRAYFLOW_GPUS_PER_NODE:-4}
+  gpus_per_node=$XRAYFLOW_GPUS_PER_NODE
   cores_per_node=${XRAYFLOW_CORES_PER_NODE:-32}
   launcher=${XRAYFLOW_PILOT_LAUNCHER:-"mpiexec --ppn ${gpus_per_node} --depth 8 --cpu-bind depth"}
   wrapper=${XRAYFLOW_PILOT_WRAPPER:-workflow/scripts/polaris/set_affinity_gpu.sh}
