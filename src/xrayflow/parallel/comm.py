@@ -108,7 +108,13 @@ class Comm:
         return self._transports[xp_name]
 
     def select_gpu(self) -> int:
-        """Make GPU ``node-local rank % device count`` current (call before allocating)."""
+        """Make GPU ``node-local rank % device count`` current (call before allocating).
+
+        The index is among the devices this process sees: the workflow's launchers and
+        wrappers narrow that to the process's own GPU (``srun --gpus-per-task=1``, or
+        ``workflow/scripts/polaris/set_affinity_gpu.sh``, which gives every rank and every
+        single-rank job a GPU no other process on the node holds), so a single-rank job's
+        device 0 is its own GPU, not the node's first one."""
         import cupy
 
         local = 0
@@ -121,6 +127,15 @@ class Comm:
         dev = local % cupy.cuda.runtime.getDeviceCount()
         cupy.cuda.Device(dev).use()
         return dev
+
+    def alltoallv(self, send, scounts, recv, rcounts):
+        """Consecutive segments of the flat real buffer ``send`` (``scounts`` elements for
+        ranks 0, 1, ...) to every rank; ``recv`` receives ``rcounts`` elements from ranks
+        0, 1, ... (through the transport of the arrays' module; segments of 0 elements are
+        not sent, so mostly-zero counts make it a neighbour exchange)."""
+        return self._transport(type(send).__module__.split(".")[0]).alltoallv(
+            send, scounts, recv, rcounts
+        )
 
     # -- sums ------------------------------------------------------------------------
     def allreduce(self, tree):
