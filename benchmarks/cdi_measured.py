@@ -41,8 +41,10 @@ from xrayflow.modalities.bragg_cdi import settings
 from xrayflow.modalities.bragg_cdi.grid import embed
 from xrayflow.modalities.bragg_cdi.model import BraggCDIModel
 from xrayflow.phantoms import faceted_crystals
-from xrayflow.simulate import simulate
 from xrayflow.solvers.phase_retrieval import refine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cdi_refine import simulate_crystal
 
 KINDS = {"hard": (0.5, 1.0), "moderate": (0.3, 0.6)}  # density modulation a, phase rms (rad)
 
@@ -70,23 +72,8 @@ def measured_like(n: int, seed: int, kind: str, photons: float = 1e8):
 
 def simulated(seed: int, n: int = 32, photons: float = 1e8):
     """The simulate stage's counts as amplitudes, and the true object."""
-    vox = 1.378e-10 / (n * 55e-6)
-    cfg = {
-        "modality": "bragg_cdi",
-        "seed": seed,
-        "energy_ev": 9000,
-        "geometry": {"shape": n, "distance": 1.0, "pixel_size": 55e-6},
-        "phantom": {
-            "type": "faceted_crystals",
-            "shape": [None, None, None],
-            "params": {"n_crystals": 1, "radius_range": [0.11 * n * vox, 0.118 * n * vox]},
-        },
-        "bragg": {"strain": {"amplitude": 5e-11, "correlation_length": 100e-9}},
-        "noise": {"photons_per_probe": photons, "poisson": True},
-        "output": {"compression": "none"},
-    }
-    d = simulate(cfg)
-    return np.sqrt(d.data.astype(np.float64)), embed(d.truth["object"], d.data.shape)
+    counts, obj = simulate_crystal(n, photons, seed)
+    return np.sqrt(counts), obj
 
 
 def floor_r(amplitude, obj) -> float:

@@ -5,6 +5,7 @@ glue (file in, result file out)."""
 import numpy as np
 import pytest
 import torch
+from bcdi_util import crystal_config
 from scipy import ndimage
 
 from xrayflow import ad
@@ -62,30 +63,9 @@ def _from_network(net, data, config, centred=True):
     return refine_from_network(BraggCDIModel(data, centred=centred), net, settings(config))
 
 
-def _crystal_config(n, seed, radii, photons, poisson=True):
-    """Simulate config of one faceted crystal on an n^3 grid (9 keV, 1 m, 55 um pixels);
-    ``radii``: its radius range in units of the grid's extent."""
-    vox = 1.378e-10 / (n * 55e-6)  # lambda z / (N p) at 9 keV, 1 m
-    return {
-        "modality": "bragg_cdi",
-        "seed": seed,
-        "energy_ev": 9000,
-        "geometry": {"shape": n, "distance": 1.0, "pixel_size": 55e-6},
-        "phantom": {
-            "type": "faceted_crystals",
-            "shape": [None, None, None],
-            "params": {"n_crystals": 1, "radius_range": [r * n * vox for r in radii]},
-        },
-        "noise": {"photons_per_probe": photons, "poisson": poisson},
-        "output": {"compression": "none"},
-    }
-
-
 def _simulate(photons=1e8, poisson=True, seed=1):
     # facets 3.5-3.8 voxels from the centre: the largest that fits the 16^3 box
-    cfg = _crystal_config(N, seed, (0.11, 0.118), photons, poisson)
-    cfg["bragg"] = {"strain": {"amplitude": 5e-11, "correlation_length": 100e-9}}
-    d = simulate(cfg)
+    d = simulate(crystal_config(N, seed, (0.11, 0.118), photons, poisson, strained=True))
     return d.data.astype(np.float64), embed(d.truth["object"], d.data.shape)
 
 
@@ -421,7 +401,7 @@ def test_network_predict_rejects_wrong_sizes_and_models(noisy):
 
 # ----------------------------------------------------------------------------- file entry
 def _tiny_cxi(path, n=16):
-    d = simulate(_crystal_config(n, 4, (0.1, 0.11), 1e7))
+    d = simulate(crystal_config(n, 4, (0.1, 0.11), 1e7))
     write_cxi(path, d)
     return d
 

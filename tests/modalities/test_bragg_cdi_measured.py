@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
+from bcdi_util import crystal_config
 from scipy import ndimage
 
 from xrayflow.cli import main
@@ -44,21 +45,7 @@ def _config(**sections) -> dict:
 def _crystal(seed: int = 3, n: int = N, photons: float = 1e8):
     """The simulate stage's 3D pattern of a strained faceted crystal (n^3, 9 keV, 1 m,
     55 um pixels; counts, centred) and the true object on the same grid."""
-    vox = 1.378e-10 / (n * 55e-6)
-    cfg = {
-        "modality": "bragg_cdi",
-        "seed": seed,
-        "energy_ev": 9000,
-        "geometry": {"shape": n, "distance": 1.0, "pixel_size": 55e-6},
-        "phantom": {
-            "type": "faceted_crystals",
-            "shape": [None, None, None],
-            "params": {"n_crystals": 1, "radius_range": [0.11 * n * vox, 0.118 * n * vox]},
-        },
-        "bragg": {"strain": {"amplitude": 5e-11, "correlation_length": 100e-9}},
-        "noise": {"photons_per_probe": photons, "poisson": True},
-        "output": {"compression": "none"},
-    }
+    cfg = crystal_config(n, seed, (0.11, 0.118), photons, strained=True)
     d = simulate(cfg)
     return d, embed(d.truth["object"], d.data.shape)
 

@@ -4,7 +4,6 @@ locally when it is not inside a PBS job."""
 
 import os
 import signal
-import subprocess
 
 from wfhelpers import (
     FAKE_CLI,
@@ -13,6 +12,7 @@ from wfhelpers import (
     fake_calls,
     make_workdir,
     profile,
+    run_pilot,
     snakemake,
     snakemake_env,
     start_until,
@@ -71,15 +71,7 @@ def test_pilot_script_runs_the_demo_locally(tmp_path):
         env.pop(var, None)
     env["XRAYFLOW_SNAKEMAKE"] = str(VENV_BIN / "snakemake")
     env["XRAYFLOW_SNAKEMAKE_ARGS"] = f"-s {REPO / 'Snakefile'} --cores 2"
-    proc = subprocess.run(
-        [str(workdir / "workflow" / "scripts" / "pbs" / "pilot.sh")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_pilot(workdir / "workflow" / "scripts" / "pbs" / "pilot.sh", tmp_path, env)
     assert "not inside a PBS job; running locally" in proc.stderr
     assert (workdir / "results" / "summary.tsv").exists()
     stages = {a[0] for a in fake_calls(log)}

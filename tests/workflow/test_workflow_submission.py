@@ -25,6 +25,7 @@ from wfhelpers import (
     REPO,
     VENV_BIN,
     profile,
+    run_pilot,
     snakemake,
     snakemake_env,
 )
@@ -307,15 +308,7 @@ def test_pbs_pilot_gives_each_job_its_own_gpu(tmp_path, workdir):
         },
         [FAKE_CLI],
     )
-    proc = subprocess.run(
-        [str(REPO / "workflow" / "scripts" / "pbs" / "pilot.sh")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_pilot(REPO / "workflow" / "scripts" / "pbs" / "pilot.sh", tmp_path, env)
     assert "pilot: 1 nodes, 4 GPUs" in proc.stderr
     recon = [c for c in recorded(log) if c["argv"][0] == "reconstruct"]
     assert sorted(scan_of(c) for c in recon) == ["scan001", "scan002", "scan002", "scan003"]

@@ -100,6 +100,16 @@ def snakemake(workdir, *args, env=None, path_prefix=(), timeout=300, check=False
     return proc
 
 
+def run_pilot(script: Path, cwd: Path, env: dict, timeout: float = 300):
+    """Run the PBS pilot script ``script`` (the job's whole run) in ``cwd``; asserts success
+    (the end of its output in the message) and returns the completed process."""
+    proc = subprocess.run(
+        [str(script)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 def profile(name: str) -> str:
     return str(REPO / "profiles" / name)
 
