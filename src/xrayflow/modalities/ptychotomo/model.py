@@ -132,7 +132,8 @@ class TomoModel:
         t = self.transmission(delta, beta, self._angle(frames))
         ci, frac = split_positions(self.corners[frames])
         if np.any(frac):
-            probe = shift_probe(probe, frac.astype(self.backend.real_dtype), self.backend)
+            shifts = self.backend.asarray(frac, dtype=self.backend.real_dtype)  # to the device
+            probe = shift_probe(probe, shifts, self.backend)
         psi = ad.multislice_object(
             probe,
             t,

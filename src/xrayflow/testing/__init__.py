@@ -1,0 +1,1 @@
+"""Test helpers shipped with xrayflow (nothing here is used by the pipeline itself)."""
