@@ -94,19 +94,7 @@ def bench_forward(backend, n: int, S: int, batch: int, repeats: int) -> dict:
     model = MultisliceModel(vol, probe, 1e-6, 1e-10, 1e-8, backend, propagator="fresnel")
     out = backend.xp.empty((batch,) + model.n_shape, dtype=model.rdt)
     t = _best(lambda: model.intensities(corners, out=out), backend, repeats)
-    n_fft = 2 * (S - 1) + 1
-    floor = _fft_floor(backend, (batch, n, n), n_fft, repeats)
-    return {
-        "n": n,
-        "slices": S,
-        "batch": batch,
-        "ffts_counted": n_fft,
-        "time_s": t,
-        "floor_time_s": floor,
-        "positions_per_s": batch / t,
-        "floor_positions_per_s": batch / floor,
-        "ratio": floor / t,
-    }
+    return _against_floor(backend, n, S, batch, t, 2 * (S - 1) + 1, repeats)
 
 
 def bench_gradient(backend, n: int, S: int, batch: int, repeats: int) -> dict:
@@ -118,7 +106,12 @@ def bench_gradient(backend, n: int, S: int, batch: int, repeats: int) -> dict:
     vg = ad.value_and_grad(loss, (0, 1))
     probe, obj = dev(probe), dev(obj)
     t = _best(lambda: vg(probe, obj), backend, repeats)
-    n_fft = gb.fft_counts(S)["reversible"]
+    return _against_floor(backend, n, S, batch, t, gb.fft_counts(S)["reversible"], repeats)
+
+
+def _against_floor(backend, n: int, S: int, batch: int, t: float, n_fft: int, repeats: int):
+    """The row of an operation that took ``t`` s on ``batch`` positions of n x n with S
+    slices, against the time of its ``n_fft`` batched FFTs alone (the floor)."""
     floor = _fft_floor(backend, (batch, n, n), n_fft, repeats)
     return {
         "n": n,
