@@ -4,9 +4,9 @@ the whole object, its gradient or its optimizer state.
 
 Rank ``r`` owns object rows ``own(r)`` and holds ``held(r) = own(r)`` plus ``n - 1`` halo
 rows below (``n``: the window height). It computes the frames whose window's top row it
-owns; such a window lies inside its held rows, so the unchanged
-:class:`~xrayflow.modalities.ptycho2d.model.PtychoModel` runs on the held slab with the
-window corners shifted by the slab's first row. Object gradients and the illumination that
+owns; such a window lies inside its held rows, so the modality's unchanged ptychography model
+(the gradient solver's model interface) runs on the held slab with the window corners
+shifted by the slab's first row. Object gradients and the illumination that
 fall in halo rows are added into their owners (:meth:`SlabPartition.sum_halos`); loss,
 probe gradient and object power on the window are summed over all ranks in a fixed order
 (:meth:`xrayflow.parallel.Comm.block_sum`, one block per rank). After a rank updates its
