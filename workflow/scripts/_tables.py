@@ -18,14 +18,41 @@ def flatten(tree, prefix=""):
     return flat
 
 
+#: Metrics-JSON branches left out of the tables: the evaluate config and the provenance
+#: (its config again) repeat settings, they are not results.
+SETTINGS = ("config.", "provenance.")
+
+#: The columns the HTML summary shows (those present, in this order); the TSV has all.
+KEY_COLUMNS = (
+    "dataset",
+    "scan",
+    "ranks",
+    "runtime_s",
+    "max_rss_mb",
+    "nrmse",
+    "phase.ssim",
+    "amplitude.ssim",
+    "ssim",
+    "psnr",
+    "frc.resolution_m",
+    "note",
+    "comment",
+)
+
+
 def read_metrics(path):
-    """Numeric leaves of a metrics JSON (strings such as units or file names are left out)."""
+    """Numeric leaves of a metrics JSON (strings such as units or file names, and the
+    settings branches :data:`SETTINGS`, are left out)."""
     path = Path(path)
     if not path.exists():
         return {}
     with open(path) as handle:
         flat = flatten(json.load(handle))
-    return {k: v for k, v in flat.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {
+        k: v
+        for k, v in flat.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and not k.startswith(SETTINGS)
+    }
 
 
 def read_benchmark(path):
@@ -41,11 +68,15 @@ def read_benchmark(path):
 
 
 def write_tables(frame, tsv, html, title):
+    """The whole table as TSV; the HTML page shows the :data:`KEY_COLUMNS` present and
+    points to the TSV for the rest."""
     frame.to_csv(tsv, sep="\t", index=False, na_rep="")
-    body = frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
+    keys = [c for c in KEY_COLUMNS if c in frame.columns]
+    body = frame[keys].to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
     Path(html).write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-        f"<body><h1>{title}</h1>{body}</body></html>\n"
+        f"<body><h1>{title}</h1>{body}<p>{len(keys)} of {frame.shape[1]} columns; all of "
+        f"them in {Path(tsv).name}.</p></body></html>\n"
     )
 
 
