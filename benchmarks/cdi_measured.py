@@ -27,8 +27,6 @@ pattern and its truth (``DIR/<kind>_<seed>.npy``, ``DIR/<kind>_<seed>_truth.npy`
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,7 +34,6 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from xrayflow.io.atomic import atomic_path
 from xrayflow.modalities.bragg_cdi import settings
 from xrayflow.modalities.bragg_cdi.grid import embed
 from xrayflow.modalities.bragg_cdi.model import BraggCDIModel
@@ -44,7 +41,7 @@ from xrayflow.phantoms import faceted_crystals
 from xrayflow.solvers.phase_retrieval import refine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cdi_refine import simulate_crystal
+from cdi_refine import simulate_crystal, write_report
 
 KINDS = {"hard": (0.5, 1.0), "moderate": (0.3, 0.6)}  # density modulation a, phase rms (rad)
 
@@ -145,16 +142,7 @@ def main(argv=None) -> int:
                 "median_r_over_floor": float(np.median(ratios)),
             }
             print(f"{name}, {label}: {summary[f'{name}, {label}']}")
-    out = {
-        "benchmark": "cdi_measured",
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "summary": summary,
-        "rows": rows,
-    }
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_report(args.out, "cdi_measured", summary=summary, rows=rows)
     return 0
 
 

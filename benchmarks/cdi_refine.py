@@ -140,18 +140,22 @@ def main(argv=None) -> int:
                     f"{r['iterations']:>5} {r['r_factor']:7.4f} {floor:7.4f} {r['ssim']:6.3f} "
                     f"{r['phase_error_rad']:6.3f} {r['converged']}"
                 )
+    write_report(args.out, "cdi_refine", device=backend.device, photons=args.photons, rows=rows)
+    return 0
+
+
+def write_report(path, name: str, **fields) -> None:
+    """The benchmark's JSON at ``path`` (atomically): its ``name``, the platform, the Python
+    version and ``fields``."""
     out = {
-        "benchmark": "cdi_refine",
-        "device": backend.device,
+        "benchmark": name,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "photons": args.photons,
-        "rows": rows,
+        **fields,
     }
-    with atomic_path(args.out) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
-    return 0
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
