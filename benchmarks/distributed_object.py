@@ -123,7 +123,7 @@ def worker(args) -> None:
         for _ in range(args.repeat + 1):
             comm.barrier()
             t0 = time.perf_counter()
-            tot = sg.gradient(slab, corners, target, names)
+            tot = sg.gradient(slab, [(mine, corners, target)], names)
             times.append(max(comm.allgather(time.perf_counter() - t0)))
         pre = sg.preconditioners(tot, factor, alpha)
         opt = make_optimizer("adam", rec.opt.settings)
@@ -193,6 +193,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=8, help="scan step, px")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--timeout", type=float, default=600)
+    p.add_argument(
+        "--weak",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also weak scaling: --rows object rows per rank",
+    )
+    p.add_argument("--capacity-slices", type=int, default=500)
+    p.add_argument("--capacity-window", type=int, default=256)
     p.add_argument("--mpiexec", default=str(Path(sys.executable).parent / "mpiexec"))
     p.add_argument(
         "--out", default=str(ROOT / "benchmarks" / "results" / "distributed_object.json")
@@ -201,30 +209,82 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def largest_object(ranks: int, slices: int, window: int, gpu_bytes: float) -> int:
+    """Largest square object side N (px) whose ``slices`` complex64 slices, with the
+    reconstruction's five object-sized copies (parameter, gradient, summed gradient, two Adam
+    moments: ``memory_parts`` of the reconstruct stage) over a slab of ``N / ranks`` rows
+    plus the ``window - 1`` halo rows, fill at most 80 % of ``gpu_bytes`` (the rest for the
+    batch's wavefields and the frames)."""
+    per_row = 5 * 8 * slices  # bytes per object pixel column and row, all copies
+    lo, hi = 1, 1 << 20
+    while lo < hi:
+        n = (lo + hi + 1) // 2
+        fits = per_row * n * (-(-n // ranks) + window - 1) <= 0.8 * gpu_bytes
+        lo, hi = (n, hi) if fits else (lo, n - 1)
+    return lo
+
+
+def scaled(args, ranks: int):
+    """Weak scaling: ``args`` with ``rows`` per rank (the object grows with the ranks)."""
+    return argparse.Namespace(**{**vars(args), "rows": args.rows * ranks})
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.worker:
         worker(args)
         return 0
     rows = [run_config(args, k) for k in args.ranks]
+    weak = [run_config(scaled(args, k), k) for k in args.ranks if args.weak]
+    for r in rows:  # the target: the replicated bytes over R plus the halo rows' share
+        share = 1 / r["ranks"] + (args.window - 1) / args.rows
+        r["object_bytes_per_rank_target"] = r["object_bytes_per_rank_replicated"] * share
+    gpu = 80e9
+    capacity = {
+        str(k): largest_object(k, args.capacity_slices, args.capacity_window, gpu)
+        for k in (1, 2, 4, 8, 16, 64, 256)
+    }
     res = {
         "benchmark": "distributed_object",
         "workload": "multislice ptychography gradient of all frames (one batch), float64",
         "problem": {k: getattr(args, k) for k in ("rows", "cols", "window", "slices", "step")},
         "rows": rows,
+        "weak_scaling": weak,
+        "largest_object_80GB": {
+            "slices": args.capacity_slices,
+            "window": args.capacity_window,
+            "precision": "complex64, Adam",
+            "side_px_by_ranks": capacity,
+        },
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "command": " ".join(sys.argv),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    print("strong scaling (the same object):")
+    print("ranks  MiB/rank  target  replicated  s/iter  halo KiB  max rel diff")
     for r in rows:
         print(
-            f"ranks {r['ranks']}: {r['object_bytes_per_rank'] / 2**20:.2f} MiB/rank "
-            f"(replicated {r['object_bytes_per_rank_replicated'] / 2**20:.2f}), "
-            f"{r['s_per_iter']:.3f} s/iter, halo {r['halo_bytes_per_iter'] / 2**10:.0f} KiB, "
-            f"max rel diff {r['max_rel_diff']:.2e}"
+            f"{r['ranks']:5d}  {r['object_bytes_per_rank'] / 2**20:8.2f}  "
+            f"{r['object_bytes_per_rank_target'] / 2**20:6.2f}  "
+            f"{r['object_bytes_per_rank_replicated'] / 2**20:10.2f}  {r['s_per_iter']:6.3f}  "
+            f"{r['halo_bytes_per_iter'] / 2**10:8.0f}  {r['max_rel_diff']:.2e}"
         )
+    if weak:
+        print(f"weak scaling ({args.rows} object rows per rank):")
+        print("ranks  rows  MiB/rank  s/iter  efficiency")
+        for r in weak:
+            eff = weak[0]["s_per_iter"] / r["s_per_iter"]
+            print(
+                f"{r['ranks']:5d}  {sum(r['own_rows']):4d}  "
+                f"{r['object_bytes_per_rank'] / 2**20:8.2f}  {r['s_per_iter']:6.3f}  {eff:10.2f}"
+            )
+    print(
+        f"largest square object on an 80 GB GPU per rank ({args.capacity_slices} slices, "
+        f"window {args.capacity_window}, complex64 + Adam): "
+        + ", ".join(f"{k} ranks {v} px" for k, v in capacity.items())
+    )
     return 0
 
 

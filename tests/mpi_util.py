@@ -34,15 +34,20 @@ def run_mpi(script: str, n: int, *args, timeout: float = 60.0, mpi: bool = True)
     return run_ranks([sys.executable, str(SCRIPTS / script), *map(str, args)], n, timeout, mpi)
 
 
-def run_ranks(cmd: list, n: int, timeout: float, mpi: bool):
-    """Run ``cmd`` on ``n`` ranks under mpiexec (or as a plain process if not ``mpi``), with
-    a clean MPI environment and one FFT worker per rank."""
+def ranks_env() -> dict:
+    """A clean MPI environment with one FFT worker per rank."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(_JOB_PREFIXES) and k not in _JOB_NAMES
     }
     env["XRAYFLOW_FFT_WORKERS"] = "1"
+    return env
+
+
+def run_ranks(cmd: list, n: int, timeout: float, mpi: bool):
+    """Run ``cmd`` on ``n`` ranks under mpiexec (or as a plain process if not ``mpi``), with
+    a clean MPI environment and one FFT worker per rank."""
     if mpi:
         cmd = [mpiexec(), "-n", str(n), *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ranks_env())

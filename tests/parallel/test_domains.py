@@ -84,3 +84,17 @@ def test_distributed_gradient_equals_replicated(tmp_path, size):
         assert max(rec["held_rows"]) > max(rec["own_rows"])  # windows cross slab boundaries
         assert rec["object_bytes_per_rank"] < rec["object_bytes_per_rank_replicated"]
         assert rec["halo_bytes_per_iter"] > 0
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("size", [1, 2, 4])
+def test_distributed_tomography_gradient_equals_replicated(tmp_path, size):
+    out = tmp_path / "tomo.json"
+    r = run_mpi("tomo_slab_grad.py", size, out, mpi=size > 1, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    assert rec["size"] == size and sum(rec["frames_per_rank"]) == rec["frames"] == 72
+    assert max(rec["max_rel_diff"].values()) < 1e-6, rec["max_rel_diff"]
+    if size > 1:  # the rotation's windows cross the slab boundaries
+        assert max(rec["held_rows"]) > max(rec["own_rows"])
+        assert sum(f > 0 for f in rec["frames_per_rank"]) >= 2

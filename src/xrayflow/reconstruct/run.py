@@ -25,12 +25,16 @@ volume (z along the beam at angle 0, rotation about y), with ``angles`` float64 
 frame and ``voxel_size`` (= ``pixel_size``).
 
 Root attributes: ``model``, ``units``, ``n_slices``, ``slice_spacing``, ``wavelength``,
-``energy_ev``, ``iterations``, ``n_ranks`` (MPI processes), ``transport`` (how gradients
-travelled between them: ``serial``, ``mpi``, ``nccl``, ``cuda-aware-mpi``, ``host``),
-``n_blocks`` (fixed blocks of frames, see ``run.block_frames``).
+``energy_ev``, ``distance`` (sample-detector, m; NaN when unknown), near field
+``propagation_distance`` (sample-plane distance of the first frame, m), ``iterations``,
+``n_ranks`` (MPI processes), ``transport`` (how gradients travelled between them:
+``serial``, ``mpi``, ``nccl``, ``cuda-aware-mpi``, ``host``),
+``n_blocks`` (fixed blocks of frames, see ``run.block_frames``), ``object_mode``
+(``replicated`` or ``distributed``: ``parallel.object``, see docs/scaling.md).
 
 Under MPI every rank runs :func:`reconstruct` on its share of the frames; rank 0 writes the
-output (and the checkpoints) atomically.
+output (and the checkpoints) atomically. With a distributed object every rank writes its
+own checkpoint and its rows of the output, in turn (:mod:`xrayflow.io.slabs`).
 """
 
 from __future__ import annotations
@@ -40,18 +44,17 @@ from pathlib import Path
 import numpy as np
 
 from xrayflow.backend import uses_gpu
-from xrayflow.errors import ConfigError
-from xrayflow.io.atomic import atomic_write
+from xrayflow.errors import ConfigError, ResourceError
 from xrayflow.io.cxi import read_cxi_meta
 from xrayflow.io.fingerprint import file_fingerprint, run_fingerprint
-from xrayflow.io.hdf5 import write_h5
 from xrayflow.memory import check_memory
 from xrayflow.modalities import get_modality
 from xrayflow.modalities.transmission import slice_spacing
 from xrayflow.optics.constants import xray_energy_problem
-from xrayflow.parallel import Comm, get_comm, on_root
+from xrayflow.parallel import Comm, get_comm
 from xrayflow.provenance import provenance
 from xrayflow.reconstruct.data import ReconData, load_data
+from xrayflow.solvers.distributed_reconstructor import DistributedReconstructor
 from xrayflow.solvers.gradient import Reconstructor, _config_core
 
 
@@ -76,8 +79,10 @@ def check_config(cfg: dict) -> None:
         )
 
 
-def memory_parts(cfg: dict, data: ReconData) -> dict:
-    """Estimated peak allocations (bytes) of this rank's reconstruction, by name."""
+def memory_parts(cfg: dict, data: ReconData, rows_share: float = 1.0) -> dict:
+    """Estimated peak allocations (bytes) of this rank's reconstruction, by name;
+    ``rows_share``: the fraction of the object rows this rank holds (a distributed object,
+    :func:`held_share`)."""
     m, o, r = cfg["model"], cfg["optimizer"], cfg["run"]
     double = r["precision"] == "double"
     creal, ccplx = (8, 16) if double else (4, 8)
@@ -96,9 +101,12 @@ def memory_parts(cfg: dict, data: ReconData) -> dict:
         obj_name, obj = f"object ({S}, {Ny}, {Nx}) complex", S * Ny * Nx * ccplx
     n_local = int(data.local.size)
     batch = max(1, min(int(o["batch_size"]), n_local or 1))
+    held = "" if rows_share >= 1 else f", {rows_share:.1%} of its rows on this rank"
     return {
-        f"{obj_name} x{copies} (parameter, gradients, optimizer state)": float(obj * copies),
-        "illumination on the object grid": float(2 * Ny * Nx * creal),
+        f"{obj_name} x{copies} (parameter, gradients, optimizer state){held}": float(
+            obj * copies * rows_share
+        ),
+        "illumination on the object grid": float(2 * Ny * Nx * creal * rows_share),
         f"probe ({M}, {ny}, {nx}) x{copies}": float(M * ny * nx * ccplx * copies),
         # per slice: incident and exit wave, far field, kept for the backward pass
         f"wavefields of a batch ({batch} frames x {M} modes x {S} slices)": float(
@@ -132,12 +140,35 @@ def check_frames_fit(cfg: dict, data_path, comm: Comm) -> None:
     )
 
 
-def check_reconstruct_memory(cfg: dict, data: ReconData) -> float:
+def held_share(data: ReconData, size: int) -> float:
+    """Fraction of the object rows the largest rank holds when the object is distributed
+    over ``size`` ranks: its slab plus the halo of the window height."""
+    rows = int(data.object_shape[0])
+    return min(1.0, (-(-rows // size) + int(data.frame_shape[0]) - 1) / rows)
+
+
+def object_mode(cfg: dict, data: ReconData, comm: Comm) -> str:
+    """``parallel.object``, with ``auto`` resolved: ``distributed`` when the run has several
+    ranks, the modality's frames tile a scanned object and the replicated object's memory
+    estimate does not fit; else ``replicated``."""
+    mode = cfg["parallel"]["object"]
+    if mode != "auto":
+        return mode
+    if comm.size == 1 or not get_modality(cfg["model"]["type"], "model.type").scanned:
+        return "replicated"
+    try:
+        check_reconstruct_memory(cfg, data)
+    except ResourceError:
+        return "distributed"
+    return "replicated"
+
+
+def check_reconstruct_memory(cfg: dict, data: ReconData, rows_share: float = 1.0) -> float:
     """Refuse (ResourceError) a run whose estimated peak memory does not fit (on a GPU run
     also the device's free memory)."""
 
     return check_memory(
-        memory_parts(cfg, data),
+        memory_parts(cfg, data, rows_share),
         "reconstruct (per rank)",
         limit_gb=cfg["run"]["max_memory_gb"],
         key="run.max_memory_gb",
@@ -182,7 +213,8 @@ def result_tree(cfg, data, rec, res) -> dict:
         "config": cfg,
         "provenance": provenance(cfg, cfg["optimizer"]["seed"]),
     }
-    tree.update(rec.model.result_entries(res.params, data))
+    entries = rec.model.result_entries(res.params, data)
+    tree.update(entries)
     attrs = {
         "model": cfg["model"]["type"],
         "units": data.units,
@@ -190,13 +222,21 @@ def result_tree(cfg, data, rec, res) -> dict:
         "slice_spacing": float(slice_spacing(cfg, data)),
         "wavelength": float(data.wavelength) if data.wavelength else float("nan"),
         "energy_ev": float(data.energy_ev) if data.energy_ev else float("nan"),
+        # sample-detector distance (m); near field also the sample-plane propagation
+        # distance of the first frame (what xrayflow export writes for other codes)
+        "distance": float(data.distance) if data.distance else float("nan"),
         "iterations": its,
         "positions_units": units,
         "n_ranks": int(rec.comm.size),
         "transport": rec.transport,
         "n_blocks": len(data.chunk_starts),
+        "object_mode": rec.object_mode,
     }
-    return tree, attrs
+    if data.distances is not None and len(data.distances):
+        attrs["propagation_distance"] = float(data.distances[0])
+    # arrays of two or more dimensions among the object datasets are on the object rows
+    row_keys = [k for k, v in entries.items() if np.ndim(v) >= 2]
+    return tree, attrs, row_keys
 
 
 def default_plot(cfg: dict, data, tree: dict) -> dict:
@@ -223,14 +263,15 @@ def reconstruct(
     check_config(cfg)
     check_frames_fit(cfg, data_path, comm)
     data = load_data(data_path, cfg, comm)
-    check_reconstruct_memory(cfg, data)
+    mode = object_mode(cfg, data, comm)
+    distributed = mode == "distributed"
+    check_reconstruct_memory(cfg, data, held_share(data, comm.size) if distributed else 1.0)
     ck = default_checkpoint_path(cfg, out_path)
     fp = input_fingerprint(cfg, data_path) if comm.is_root else None
-    rec = Reconstructor(
-        cfg, data, checkpoint_path=ck, log=log, comm=comm, fingerprint=comm.bcast(fp)
-    )
+    solver = DistributedReconstructor if distributed else Reconstructor
+    rec = solver(cfg, data, checkpoint_path=ck, log=log, comm=comm, fingerprint=comm.bcast(fp))
     rec.log(
-        f"reconstruct: {comm.size} rank(s), transport {rec.transport}, "
+        f"reconstruct: {comm.size} rank(s), object {mode}, transport {rec.transport}, "
         f"{len(data.chunk_starts)} blocks of frames (run.block_frames: "
         f"{cfg['run']['block_frames']}), "
         f"rank 0 holds {data.local.size} of {data.n_positions} frames"
@@ -238,14 +279,7 @@ def reconstruct(
     res = rec.run(resume=resume)
     if res.stopped:
         return res
-    tree, attrs = result_tree(cfg, data, rec, res)
-    plot = default_plot(cfg, data, tree)
-    on_root(
-        lambda: atomic_write(
-            out_path, lambda tmp: write_h5(tmp, tree, attrs=attrs, default_plot=plot)
-        ),
-        comm,
-    )
-    if comm.is_root:  # a finished run's checkpoint could only be resumed into itself
-        Path(ck).unlink(missing_ok=True)
+    tree, attrs, row_keys = result_tree(cfg, data, rec, res)
+    rec.write_result(out_path, tree, attrs, default_plot(cfg, data, tree), row_keys)
+    rec.discard_checkpoint()
     return res

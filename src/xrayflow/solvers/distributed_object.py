@@ -1,23 +1,27 @@
-"""Distributed-object gradient of (multislice) ptychography: the object split into row slabs
-over the ranks (:class:`xrayflow.parallel.domains.SlabPartition`), so that no rank holds
-the whole object, its gradient or its optimizer state.
+"""Distributed-object gradient: the object unknowns split into row slabs over the ranks
+(:class:`xrayflow.parallel.domains.SlabPartition`), so that no rank holds the whole object,
+its gradient or its optimizer state.
+
+The model (the gradient solver's interface, :mod:`xrayflow.solvers.gradient`) must offer
+``object_rows`` (the rows of its object grid: Ny of a ptychography object, Y of a
+ptycho-tomography volume, the rotation axis) and ``on_rows(rows)``, the same model on a slab
+of rows. Object unknowns are arrays ``(..., rows, Nx)`` with the rows on axis -2; a frame
+sees rows ``[top, top + n)`` of them (``top``: the integer part of its window corner,
+``n``: the window height), whatever the rotation.
 
 Rank ``r`` owns object rows ``own(r)`` and holds ``held(r) = own(r)`` plus ``n - 1`` halo
-rows below (``n``: the window height). It computes the frames whose window's top row it
-owns; such a window lies inside its held rows, so the modality's unchanged ptychography model
-(the gradient solver's model interface) runs on the held slab with the window corners
-shifted by the slab's first row. Object gradients and the illumination that
-fall in halo rows are added into their owners (:meth:`SlabPartition.sum_halos`); loss,
-probe gradient and object power on the window are summed over all ranks in a fixed order
-(:meth:`xrayflow.parallel.Comm.block_sum`, one block per rank). After a rank updates its
-own rows, :meth:`SlabGradient.refresh` copies the owners' rows into the halos.
+rows below. It computes the frames whose window's top row it owns; such a window lies inside
+its held rows, so the modality's unchanged model runs on the held slab
+(``model.on_rows(held)``). Object gradients and the illumination that fall in halo rows are
+added into their owners (:meth:`SlabPartition.sum_halos`); loss, probe gradient and object
+power on the window are summed over all ranks in a fixed order
+(:meth:`xrayflow.parallel.Comm.block_sum`, one block per rank). After a rank updates its own
+rows, :meth:`SlabGradient.refresh` copies the owners' rows into the halos.
 
 The result equals the replicated gradient up to the order of floating-point additions.
 """
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 
@@ -28,19 +32,16 @@ from xrayflow.parallel.domains import SlabPartition
 
 
 class SlabGradient:
-    """The data-term gradient of ``model`` (a PtychoModel, object ``(S, Ny, Nx)``, window
-    ``(n, n)``) with the object's rows distributed over the ranks of ``comm``."""
+    """The data-term gradient of ``model`` (window ``(n, n)``, object unknowns ``(...,
+    object_rows, Nx)``) with the object's rows distributed over the ranks of ``comm``."""
 
     def __init__(self, model, comm: Comm):
         n = model.frame_shape[0]
-        ny, nx = model.object_shape
         self.comm = comm
         self.model = model
-        self.part = SlabPartition(ny, comm.size, before=0, after=n - 1)
+        self.part = SlabPartition(model.object_rows, comm.size, before=0, after=n - 1)
         self.rows = self.part.held(comm.rank)  # global rows of the held slab
-        self.local = copy.copy(model)  # the same model on the held slab
-        self.local.object_shape = (len(self.rows), nx)
-        self.local.last = {}
+        self.local = model.on_rows(self.rows)  # the same model on the held slab
 
     def owned_frames(self, corners) -> np.ndarray:
         """Indices of the frames (fractional window corners (P, 2), px) this rank computes:
@@ -70,50 +71,79 @@ class SlabGradient:
             v = slab_params[k]
             v[...] = self.part.fill_halos(self.comm, v[..., self.own, :])
 
-    def gradient(self, slab_params: dict, corners, target, active) -> dict:
+    def gradient(self, slab_params: dict, blocks, active, offset: float = 0.0, extra=None):
         """Loss, gradients and preconditioner sums of a batch, assembled over the ranks.
 
         Args:
             slab_params: this rank's parameters (:meth:`slab`), halos up to date.
-            corners: (B, 2) fractional window corners (global px) of this rank's frames of
-                the batch (:meth:`owned_frames`); B may be 0.
-            target: (B, n, n) their loss targets.
+            blocks: this rank's frames of the batch (:meth:`owned_frames`) as blocks
+                ``(frames, corners, target)``: global frame indices (B,), their fractional
+                window corners (B, 2) (global px) and loss targets (B, n, n); a block never
+                spans two rotation angles. May be empty.
             active: names of the parameters to differentiate.
+            offset: this rank's part of a constant added to the loss (Poisson offset).
+            extra: None or a callable ``(Tensors of slab_params by name) -> Tensor or
+                None``, this rank's part of further loss terms (regularisers).
 
         Returns:
-            ``loss`` (float, all frames of all ranks), ``probe`` (M, n, n) and ``opw``
-            (n, n) summed over all ranks; the ``active`` object unknowns' gradients
-            (S, len(own), Nx) and ``illum`` (len(own), Nx) on this rank's own rows.
+            ``loss`` and ``offset`` (floats, all frames of all ranks), ``probe`` (M, n, n)
+            and ``opw`` (n, n) summed over all ranks; the ``active`` object unknowns'
+            gradients (..., len(own), Nx) and ``illum`` (len(own), Nx) on this rank's own
+            rows (``opw``/``illum`` only for models with such preconditioner sums).
         """
-        corners = np.asarray(corners, np.float64) - [self.rows.start, 0]
         xp = self.model.backend.xp
-        rdt = self.model.backend.real_dtype
         tensors = {k: (ad.param(v) if k in active else ad.const(v)) for k, v in slab_params.items()}
-        out = {"loss": 0.0}
+        rest = {"loss": 0.0, "offset": float(offset)}
         grads = {k: xp.zeros_like(slab_params[k]) for k in active}
-        illum = xp.zeros(self.local.object_shape, rdt)
-        opw = xp.zeros(self.model.frame_shape, rdt)
-        if len(corners):
-            frames = np.arange(len(corners))
-            loss, _, ci = self.local.block_loss(tensors, frames, corners, target, False)
-            out["loss"] = float(loss.data)
+        sums = {}
+        for frames, corners, target in blocks:
+            if not len(frames):
+                continue
+            local = np.asarray(corners, np.float64) - [self.rows.start, 0]
+            loss, _, aux = self.local.block_loss(tensors, frames, local, target, False)
+            rest["loss"] += float(loss.data)
             if active:
                 g = ad.backward(loss, targets=[tensors[k] for k in active])
-                grads = dict(zip(active, g, strict=True))
-            s = self.local.preconditioner_sums(frames, ci)
-            illum, opw = s["illum"], s["opw"]
-        rest = {**out, "opw": opw, **({"probe": grads["probe"]} if "probe" in grads else {})}
+                for k, gk in zip(active, g, strict=True):
+                    grads[k] += gk
+            for k, v in self.local.preconditioner_sums(frames, aux).items():
+                sums[k] = sums[k] + v if k in sums else v
+        term = extra(tensors) if extra is not None else None
+        if term is not None:
+            rest["loss"] += float(term.data)
+            if active:
+                g = ad.backward(term, targets=[tensors[k] for k in active])
+                for k, gk in zip(active, g, strict=True):
+                    grads[k] += gk
+        if self._has_illumination:
+            rdt = self.model.backend.real_dtype
+            rest["opw"] = sums.get("opw", xp.zeros(self.model.frame_shape, rdt))
+            illum = sums.get("illum", xp.zeros((len(self.rows), self._width), rdt))
+        if "probe" in grads:
+            rest["probe"] = grads["probe"]
         size = self.comm.size
         total = self.comm.block_sum(size, lambda _: rest, [range(r, r + 1) for r in range(size)])
         for k in grads:
             if k != "probe":
                 total[k] = self.part.sum_halos(self.comm, grads[k])
-        total["illum"] = self.part.sum_halos(self.comm, illum)
+        if self._has_illumination:
+            total["illum"] = self.part.sum_halos(self.comm, illum)
         return total
+
+    @property
+    def _has_illumination(self) -> bool:
+        """The model's preconditioners need the illumination on the object grid."""
+        return hasattr(self.model, "object_shape") and hasattr(self.model, "illumination")
+
+    @property
+    def _width(self) -> int:
+        return self.model.object_shape[-1]
 
     def preconditioners(self, sums: dict, factor: float, alpha: float) -> dict:
         """The model's preconditioners from :meth:`gradient`'s sums: object unknowns on the
         own rows, probe (n, n); the illumination's maximum is taken over all ranks."""
+        if not self._has_illumination:
+            return self.model.preconditioners(None, sums, 0, factor, alpha)
         illum = sums["illum"]
         xp = self.model.backend.xp
         peak = max(self.comm.allgather(float(to_numpy(illum.max())) if illum.size else 0.0))
@@ -138,5 +168,7 @@ class SlabGradient:
 
         objs = [slab_params[k] for k in self.model.object_names]
         grads = [slab_params[k] for k in self.model.object_names if k in active]
-        illum = self.model.object_shape[1] * np.dtype(self.model.backend.real_dtype).itemsize
+        illum = 0
+        if self._has_illumination:
+            illum = self._width * np.dtype(self.model.backend.real_dtype).itemsize
         return to_owners * (sum(map(row, grads)) + illum) + to_halos * sum(map(row, objs))

@@ -50,6 +50,7 @@ from xrayflow.backend import BackendError, fftfreq, fftshift, get_backend, to_nu
 from xrayflow.errors import ConfigError, DataError, XrayflowError
 from xrayflow.io import checkpoint as ckpt
 from xrayflow.io.atomic import atomic_write
+from xrayflow.io.hdf5 import write_h5
 from xrayflow.modalities import get_modality
 from xrayflow.modalities.losses import loss_target
 from xrayflow.parallel import Comm, get_comm, on_root, partition
@@ -224,9 +225,8 @@ class Reconstructor:
         self.rng = np.random.default_rng(cfg["optimizer"]["seed"])
         init_rng = np.random.default_rng(cfg["init"]["seed"])
         probe = initial_probe(cfg, data, init_rng, self.model, self.comm)
-        objs = self.model.initial_object(cfg["init"]["object"], data.truth)
         self.params = {"probe": xp.asarray(probe.astype(be.complex_dtype))}
-        for k, v in objs.items():
+        for k, v in self._initial_object().items():
             dt = be.complex_dtype if np.iscomplexobj(v) else be.real_dtype
             self.params[k] = xp.asarray(v.astype(dt))
         self.positions = np.asarray(data.corners, np.float64).copy()
@@ -244,12 +244,7 @@ class Reconstructor:
         self.correct_positions = bool(cfg["model"]["position_correction"])
         self.pos_settings = ParamSettings(lr=pc["lr"], start=pc["start"], stop=pc["stop"])
         self.pos_opt = GradientDescent({"positions": self.pos_settings}, rule="fixed")
-        # this rank's frames: targets indexed through row_of[global frame]
-        P = data.n_positions
-        self.row_of = np.full(P, -1, np.int64)
-        self.row_of[data.local] = np.arange(data.local.size)
-        target = loss_target(data.intensities, cfg["loss"]["type"])
-        self.target = xp.asarray(target.astype(be.real_dtype))
+        self._hold_frames(data.local, data.intensities)
         self.chunk_starts = np.asarray(data.chunk_starts, np.int64)
         n_ch, size = len(self.chunk_starts), self.comm.size
         # first chunk of each rank, then the end: rank r owns chunks [c[r], c[r + 1])
@@ -259,12 +254,30 @@ class Reconstructor:
         self.iteration = 0
         self.checkpoint_path = checkpoint_path
         self.n_good = float(data.mask.sum())
-        # Poisson NLL: subtract its minimum (I = D) so that reported losses are >= 0
+
+    def _initial_object(self) -> dict:
+        """Start values of the object unknowns (``init.object``), NumPy arrays by name."""
+        return self.model.initial_object(self.cfg["init"]["object"], self.data.truth)
+
+    def _hold_frames(self, local, intensities) -> None:
+        """Keep this rank's frames ``local`` (sorted global frame indices, (L,)) with their
+        counts ``intensities`` (L, ny, nx): loss targets indexed through ``row_of[frame]``,
+        and the Poisson NLL's minimum per frame (``loss_offset``, subtracted so that
+        reported losses are >= 0)."""
+        cfg, be = self.cfg, self.backend
+        P = self.data.n_positions
+        self.row_of = np.full(P, -1, np.int64)
+        self.row_of[local] = np.arange(local.size)
+        target = loss_target(intensities, cfg["loss"]["type"])
+        self.target = be.xp.asarray(target.astype(be.real_dtype))
         self.loss_offset = np.zeros(P)
         if cfg["loss"]["type"] == "poisson":
-            D = data.intensities.astype(np.float64) * data.mask
+            D = intensities.astype(np.float64) * self.data.mask
             eps = cfg["loss"]["eps"]
-            self.loss_offset[data.local] = (D - D * np.log(D + eps)).sum(axis=(1, 2))
+            self.loss_offset[local] = (D - D * np.log(D + eps)).sum(axis=(1, 2))
+
+    #: How the object unknowns are held (``parallel.object``): whole on every rank.
+    object_mode = "replicated"
 
     @property
     def transport(self) -> str:
@@ -274,6 +287,25 @@ class Reconstructor:
     # -- state for checkpoints ---------------------------------------------------------
     def save(self, path):
         """Checkpoint (rank 0 writes it atomically; it holds no per-rank state)."""
+        on_root(lambda: self._write_checkpoint(path), self.comm)
+
+    def write_result(self, path, tree: dict, attrs: dict, plot: dict, row_keys=()) -> None:
+        """Rank 0 writes the result ``tree`` atomically (``row_keys``: the datasets on the
+        object rows, distributed only by :mod:`xrayflow.solvers.distributed_reconstructor`)."""
+        on_root(
+            lambda: atomic_write(
+                path, lambda tmp: write_h5(tmp, tree, attrs=attrs, default_plot=plot)
+            ),
+            self.comm,
+        )
+
+    def discard_checkpoint(self) -> None:
+        """Remove the checkpoint of a finished run (it could only be resumed into itself)."""
+        if self.comm.is_root and self.checkpoint_path is not None:
+            Path(self.checkpoint_path).unlink(missing_ok=True)
+
+    def _write_checkpoint(self, path) -> None:
+        """Write this process's state to ``path`` atomically."""
         state = self.opt.state_dict()
         state.update({f"__pos__{k}": v for k, v in self.pos_opt.state_dict().items()})
         params = dict(self.params)
@@ -291,7 +323,7 @@ class Reconstructor:
                 extra=self.fingerprint,
             )
 
-        on_root(lambda: atomic_write(path, write), self.comm)
+        atomic_write(path, write)
 
     def restore(self, path) -> None:
         c = ckpt.load_checkpoint(path)
@@ -439,9 +471,14 @@ class Reconstructor:
         curvature factor of the data term: 2 for the amplitude loss (its Gauss-Newton
         curvature), 4 for the Poisson NLL (whose gradient is about twice as large near the
         solution and much larger where I << D)."""
-        f = 2.0 if self.cfg["loss"]["type"] == "gaussian" else 4.0
         alpha = self.cfg["optimizer"]["precondition_alpha"]
-        return self.model.preconditioners(self.params, sums, len(idx), f, alpha)
+        return self.model.preconditioners(
+            self.params, sums, len(idx), self._curvature_factor(), alpha
+        )
+
+    def _curvature_factor(self) -> float:
+        """Curvature of the data term (:meth:`_preconditioners`)."""
+        return 2.0 if self.cfg["loss"]["type"] == "gaussian" else 4.0
 
     def _position_curvature(self):
         """Gauss-Newton curvature of the data term per unit shift (y, x), per position."""

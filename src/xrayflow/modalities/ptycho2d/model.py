@@ -26,6 +26,8 @@ fused :func:`xrayflow.ad.far_field_intensity`: probe shift and far field cost fo
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from xrayflow import ad
@@ -56,6 +58,21 @@ class PtychoModel(ObjectModel):
         self.object_shape = tuple(int(v) for v in object_shape)
         self.n_slices = int(n_slices)
         self.transfer = transfer
+
+    @property
+    def object_rows(self) -> int:
+        """Rows Ny of the object grid (the axis split by a distributed object)."""
+        return self.object_shape[0]
+
+    def on_rows(self, rows: range) -> PtychoModel:
+        """The same model on the object rows ``rows`` (a slab): unknowns ``(S,
+        len(rows), Nx)``, window corners relative to ``rows.start``. A window's exit wave
+        depends only on the object inside it, so a slab holding a window computes its frame
+        exactly (:mod:`xrayflow.solvers.distributed_object`)."""
+        m = copy.copy(self)
+        m.object_shape = (len(rows), self.object_shape[1])
+        m.last = {}
+        return m
 
     @staticmethod
     def split(corners):

@@ -18,6 +18,8 @@ degrees(θ), axes=(0, 2))``, frames angle-major. Gradients come from :mod:`xrayf
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from xrayflow import ad
@@ -108,6 +110,23 @@ class TomoModel:
     @property
     def n_slices(self) -> int:
         return len(self.thickness)
+
+    @property
+    def object_rows(self) -> int:
+        """Rows Y of the volume (the rotation axis; the axis split by a distributed
+        object)."""
+        return self.volume_shape[1]
+
+    def on_rows(self, rows: range) -> TomoModel:
+        """The same model on the volume rows ``rows`` (a slab (Z, len(rows), X)), frame
+        corners relative to ``rows.start``. The rotation about y never mixes rows, so a slab
+        holding a frame's window rows computes that frame exactly
+        (:mod:`xrayflow.solvers.distributed_object`)."""
+        m = copy.copy(self)
+        Z, _, X = self.volume_shape
+        m.volume_shape = (Z, len(rows), X)
+        m.corners = self.corners - [rows.start, 0]
+        return m
 
     def transmission(self, delta, beta, angle: float):
         """(S, Y, X) complex slab transmissions of the volume rotated by ``angle`` rad."""
