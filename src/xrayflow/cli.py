@@ -3,7 +3,9 @@
 Stages are discovered, not hard-wired: a stage ``X`` is listed when the module
 ``xrayflow.X.cli`` exists and provides ``add_arguments(parser)`` and ``run(args) -> int``.
 Options every stage gets (added here when the stage did not add them itself):
-``--config FILE``, ``--set KEY=VALUE`` (repeatable, ``args.overrides``) and ``--out PATH``.
+``--config FILE``, ``--set KEY=VALUE`` (repeatable, ``args.overrides``) and ``--out PATH``;
+a stage module turns some off with ``COMMON_ARGUMENTS`` (keyword arguments of
+:func:`add_common_arguments`, e.g. ``{"config": False}``).
 
 Errors of the user's making (:class:`~xrayflow.errors.XrayflowError`: ConfigError,
 DataError, PhysicsError, OutputError, ResourceError, BackendError; and OSError from files
@@ -35,6 +37,7 @@ STAGES: dict[str, str] = {
     "evaluate": "compare a reconstruction with ground truth or two half-datasets",
     "ingest": "turn detector files (NeXus/HDF5 master, external links, dark/flat, positions) "
     "into a CXI file",
+    "export": "convert a reconstruction result for ptychodus/pty-chi, PtyPy, cohere or VTK",
 }
 
 EXIT_USER_ERROR = 2
@@ -119,7 +122,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
-        add_common_arguments(p)
+        add_common_arguments(p, **getattr(mod, "COMMON_ARGUMENTS", {}))
         p.set_defaults(_run=mod.run)
     _add_info(sub)
     return parser

@@ -20,7 +20,7 @@ from xrayflow.modalities import (
 )
 
 #: Packages and modules of the stages (and the CLI), which dispatch through the registry.
-STAGES = ("simulate", "reconstruct", "train", "evaluate", "solvers", "cli.py")
+STAGES = ("simulate", "reconstruct", "train", "evaluate", "export", "solvers", "cli.py")
 #: Older names of built-in modalities that must not come back.
 OLD_NAMES = ("bragg_cdi3d", "cdi3d", "bcdi")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,6 +26,14 @@ from xrayflow.errors import ConfigError
 EVALUATE_KINDS = ("object", "refractive", "density", "element_maps")
 #: Solvers of the reconstruct stage (:attr:`Modality.solver`).
 SOLVERS = ("gradient", "phase_retrieval", "linear_inverse")
+#: Names of export formats (:attr:`Modality.exports`).
+_FORMAT_NAME = re.compile(r"[a-z][a-z0-9_]*")
+#: The export formats of ptychography results (object slices, probe modes, scan
+#: positions): the ptychodus/pty-chi product file and the PtyPy ``.ptyr`` file.
+PTYCHO_EXPORTS = {
+    "ptychodus": "xrayflow.export.ptychodus:write_product",
+    "ptypy": "xrayflow.export.ptypy:write_ptyr",
+}
 
 
 def _frozen(d: Mapping | None) -> Mapping:
@@ -90,6 +99,16 @@ class Modality:
             arrays, config) -> [paths]``, ``summary_line(metrics, out) -> str`` and
             ``FIGURE_NAMES``; ``xrayflow evaluate`` calls it when the result or the
             reference file records this modality. Imported only by the evaluate stage.
+
+    Export:
+        exports: the formats ``xrayflow export`` writes this modality's results in,
+            ``{format name: writer}``; a writer is a callable or its dotted path
+            (``"package.module:function"``), imported only by the export stage. It is called
+            as ``writer(result, out)`` with the opened result
+            (:class:`xrayflow.export.result.ResultFile`) and the output path, writes ``out``
+            atomically and returns it; a writer whose ``output_kind`` attribute is ``"dir"``
+            writes a folder. The generic writers live in :mod:`xrayflow.export` (one module
+            per target format). Empty: the results cannot be exported.
     """
 
     name: str
@@ -109,6 +128,7 @@ class Modality:
     training: str | None = None
     evaluate: str = "object"
     evaluator: str | None = None
+    exports: Mapping[str, str | Callable] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.evaluate not in EVALUATE_KINDS:
@@ -117,10 +137,31 @@ class Modality:
             raise ValueError(f"Modality.solver must be one of {SOLVERS}")
         object.__setattr__(self, "simulate_sections", _frozen(self.simulate_sections))
         object.__setattr__(self, "reconstruct_sections", _frozen(self.reconstruct_sections))
+        for fmt, writer in dict(self.exports or {}).items():
+            if not (isinstance(fmt, str) and _FORMAT_NAME.fullmatch(fmt)):
+                raise ValueError(f"Modality.exports: format names are lowercase words, got {fmt!r}")
+            if not (callable(writer) or isinstance(writer, str)):
+                raise ValueError(f"Modality.exports[{fmt!r}]: a callable or a dotted path")
+        object.__setattr__(self, "exports", MappingProxyType(dict(self.exports or {})))
 
     def evaluator_module(self) -> Any:
         """The imported evaluation module (see :attr:`evaluator`), or None."""
         return None if self.evaluator is None else importlib.import_module(self.evaluator)
+
+    def exporter(self, fmt: str) -> Callable:
+        """The writer of export format ``fmt`` (see :attr:`exports`), imported; ConfigError
+        listing the formats this modality supports when it has none of that name."""
+        if fmt not in self.exports:
+            known = ", ".join(sorted(self.exports)) or "none"
+            raise ConfigError(
+                f"a {self.name} result cannot be exported as {fmt!r}; the formats for "
+                f"{self.name} are: {known}"
+            )
+        writer = self.exports[fmt]
+        if callable(writer):
+            return writer
+        module, _, name = writer.partition(":") if ":" in writer else writer.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
     def training_hooks(self) -> Any:
         """The imported training module (see :attr:`training`)."""

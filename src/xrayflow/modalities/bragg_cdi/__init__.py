@@ -34,4 +34,8 @@ MODALITY = Modality(
     reconstruct_sections=RECONSTRUCT_SECTIONS,
     training="xrayflow.modalities.bragg_cdi.training",
     evaluate="density",
+    exports={
+        "cohere": "xrayflow.export.cohere:write_results",
+        "vtk": "xrayflow.export.vtk:write_density",
+    },
 )

@@ -5,7 +5,7 @@ Fresnel (or angular-spectrum) propagator between them.
 """
 
 from xrayflow.modalities.ptycho2d import model, simulate
-from xrayflow.modalities.registry import Modality
+from xrayflow.modalities.registry import PTYCHO_EXPORTS, Modality
 
 MODALITY = Modality(
     name="multislice_ptycho",
@@ -14,4 +14,5 @@ MODALITY = Modality(
     simulate_memory=simulate.memory_parts,
     build_model=model.build,
     evaluate="object",
+    exports=PTYCHO_EXPORTS,
 )

@@ -3,7 +3,7 @@
 in-line holograms on the detector; single slice or multislice."""
 
 from xrayflow.modalities.nearfield_ptycho import model, simulate
-from xrayflow.modalities.registry import Modality
+from xrayflow.modalities.registry import PTYCHO_EXPORTS, Modality
 
 MODALITY = Modality(
     name="nearfield_ptycho",
@@ -14,4 +14,5 @@ MODALITY = Modality(
     build_model=model.build,
     real_space_frames=True,
     evaluate="object",
+    exports=PTYCHO_EXPORTS,
 )

@@ -8,7 +8,7 @@ slices).
 from functools import partial
 
 from xrayflow.modalities.ptycho2d import model, simulate
-from xrayflow.modalities.registry import Modality
+from xrayflow.modalities.registry import PTYCHO_EXPORTS, Modality
 
 MODALITY = Modality(
     name="ptycho2d",
@@ -18,4 +18,5 @@ MODALITY = Modality(
     build_model=partial(model.build, single_slice=True),
     training="xrayflow.modalities.ptycho2d.training",
     evaluate="object",
+    exports=PTYCHO_EXPORTS,
 )

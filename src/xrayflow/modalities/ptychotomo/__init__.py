@@ -16,4 +16,5 @@ MODALITY = Modality(
     object_memory=model.object_memory,
     rotation_series=True,
     evaluate="refractive",
+    exports={"vtk": "xrayflow.export.vtk:write_refractive"},
 )
