@@ -66,3 +66,39 @@ def test_explicit_devices_that_are_missing(xpu):
         D.init_distributed("xpu")
     with pytest.raises(ConfigError, match="cuda requested"):
         D.init_distributed("cuda")
+
+
+def test_train_and_infer_configs_accept_xpu():
+    from xrayflow.config import load_config
+
+    cfg = load_config({"training": {"device": "xpu"}, "infer": {"device": "xpu"}}, "train")
+    assert cfg["training"]["device"] == cfg["infer"]["device"] == "xpu"
+    with pytest.raises(ConfigError, match="infer.device"):
+        load_config({"infer": {"device": "tpu"}}, "train")
+
+
+def test_a_missing_device_is_named_by_its_key(monkeypatch):
+    monkeypatch.setattr(torch, "xpu", FakeXPU(0), raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="infer.device: xpu requested"):
+        D.accelerator("xpu", "infer.device")
+    with pytest.raises(ConfigError, match="training.device: cuda requested"):
+        D.accelerator("cuda")
+    assert D.accelerator("auto") == "cpu"
+
+
+def test_inference_on_xpu_goes_to_the_xpu(xpu, monkeypatch, tmp_path):
+    """infer() asks the same selection (it used to fall back to the CPU silently)."""
+    from xrayflow.train import infer as I
+
+    seen = []
+
+    def stop(path, dev, build):
+        seen.append(dev)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(I, "load_model", stop)
+    (tmp_path / "d.h5").write_bytes(b"")
+    with pytest.raises(RuntimeError, match="stop here"):
+        I.infer(tmp_path / "m.pt", tmp_path / "d.h5", tmp_path / "o.h5", device="xpu")
+    assert seen == [torch.device("xpu")]

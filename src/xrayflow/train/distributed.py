@@ -103,14 +103,15 @@ def _xpu_available() -> bool:
     return xpu is not None and xpu.is_available()
 
 
-def _accelerator(device: str) -> str:
-    """``cuda`` | ``xpu`` | ``cpu`` for a requested device; ``auto``: CUDA, else XPU, else CPU."""
+def accelerator(device: str, key: str = "training.device") -> str:
+    """``cuda`` | ``xpu`` | ``cpu`` for a requested device; ``auto``: CUDA, else XPU, else CPU.
+    A device torch does not see is a ConfigError naming ``key``."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "xpu" if _xpu_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device: cuda requested but torch sees no CUDA device")
+        raise ConfigError(f"{key}: cuda requested but torch sees no CUDA device")
     if device == "xpu" and not _xpu_available():
-        raise ConfigError("training.device: xpu requested but torch sees no XPU device")
+        raise ConfigError(f"{key}: xpu requested but torch sees no XPU device")
     return device
 
 
@@ -124,7 +125,7 @@ def init_distributed(device: str = "auto", backend: str = "auto") -> DistInfo:
             on CPU).
     """
     rank, size, local = env_rank_size()
-    kind = _accelerator(device)
+    kind = accelerator(device)
     if kind == "cpu":
         dev = torch.device("cpu")
     else:

@@ -51,6 +51,7 @@ from xrayflow.io.cxi import DATA_PATHS, is_centred, read_cxi, read_cxi_meta
 from xrayflow.memory import check_memory
 from xrayflow.networks import count_parameters, load_model
 from xrayflow.provenance import provenance
+from xrayflow.train.distributed import accelerator
 from xrayflow.train.hooks import training_hooks
 from xrayflow.train.loop import build_network, forward
 from xrayflow.train.shards import check_block, shard_info
@@ -211,9 +212,7 @@ def infer(
 
     Returns a summary dict with ``n_patterns``, ``time_per_pattern_s``, ``total_time_s``.
     """
-    dev = torch.device(
-        "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-    )
+    dev = torch.device(accelerator(device, "infer.device"))
     data_path, out_path = Path(data_path), Path(out_path)
     if not data_path.is_file():
         raise DataError(f"{str(data_path)!r}: input file does not exist")
