@@ -150,10 +150,30 @@ def test_resume_with_a_missing_rank_checkpoint_starts_again(case, tmp_path):
     assert _read(tmp_path / "o.h5")["loss"].size == 5
 
 
+@pytest.mark.mpi
+def test_position_correction_moves_frames_between_ranks(case, tmp_path):
+    """Refined positions: shift gradients from each frame's owner, the same update on every
+    rank, frames handed over when their window's top row enters another rank's rows."""
+    sets = ["model.position_correction=true", "optimizer.positions.start=1"]
+    sets += ["optimizer.positions.lr=1.0", "optimizer.iterations=6"]
+    extra = [s for kv in sets for s in ("--set", kv)]
+    args = ["-c", case / "r.yaml", "-d", case / "d.cxi", *extra]
+    r = _cli([*args, "-o", tmp_path / "rep.h5"])
+    assert r.returncode == 0, r.stderr
+    r = _cli([*args, "-o", tmp_path / "dist.h5", *DIST], 4)
+    assert r.returncode == 0, r.stderr
+    assert "frame(s) moved to another rank's rows" in r.stderr
+    rep, dist = _read(tmp_path / "rep.h5"), _read(tmp_path / "dist.h5")
+    with h5py.File(tmp_path / "rep.h5") as f:
+        moved = np.abs(f["positions_px"][()] - f["initial_positions_px"][()]).max()
+    assert moved > 0.5  # the positions did move
+    for k in ("object", "probe", "loss", "positions_px"):
+        assert _rel(dist[k], rep[k]) < 1e-6, k
+
+
 @pytest.mark.parametrize(
     "sets,key",
     [
-        (["model.position_correction=true"], "model.position_correction"),
         (["optimizer.step_rule=backtracking"], "optimizer.step_rule"),
         (["parallel.object=sideways"], "parallel.object"),
     ],

@@ -71,7 +71,9 @@ class SlabGradient:
             v = slab_params[k]
             v[...] = self.part.fill_halos(self.comm, v[..., self.own, :])
 
-    def gradient(self, slab_params: dict, blocks, active, offset: float = 0.0, extra=None):
+    def gradient(
+        self, slab_params: dict, blocks, active, offset: float = 0.0, extra=None, refine=False
+    ):
         """Loss, gradients and preconditioner sums of a batch, assembled over the ranks.
 
         Args:
@@ -84,28 +86,34 @@ class SlabGradient:
             offset: this rank's part of a constant added to the loss (Poisson offset).
             extra: None or a callable ``(Tensors of slab_params by name) -> Tensor or
                 None``, this rank's part of further loss terms (regularisers).
+            refine: also differentiate the frames' sub-pixel shifts (position correction).
 
         Returns:
             ``loss`` and ``offset`` (floats, all frames of all ranks), ``probe`` (M, n, n)
             and ``opw`` (n, n) summed over all ranks; the ``active`` object unknowns'
             gradients (..., len(own), Nx) and ``illum`` (len(own), Nx) on this rank's own
-            rows (``opw``/``illum`` only for models with such preconditioner sums).
+            rows (``opw``/``illum`` only for models with such preconditioner sums); with
+            ``refine``, ``gpos`` (B, 2): the loss gradient of each of this rank's frames'
+            shifts, in the order of ``blocks`` (not summed over ranks: one owner per frame).
         """
         xp = self.model.backend.xp
         tensors = {k: (ad.param(v) if k in active else ad.const(v)) for k, v in slab_params.items()}
         rest = {"loss": 0.0, "offset": float(offset)}
         grads = {k: xp.zeros_like(slab_params[k]) for k in active}
-        sums = {}
+        sums, gpos = {}, []
         for frames, corners, target in blocks:
             if not len(frames):
                 continue
             local = np.asarray(corners, np.float64) - [self.rows.start, 0]
-            loss, _, aux = self.local.block_loss(tensors, frames, local, target, False)
+            loss, shifts, aux = self.local.block_loss(tensors, frames, local, target, refine)
             rest["loss"] += float(loss.data)
-            if active:
-                g = ad.backward(loss, targets=[tensors[k] for k in active])
-                for k, gk in zip(active, g, strict=True):
+            wrt = [tensors[k] for k in active] + ([shifts] if refine else [])
+            if wrt:
+                g = ad.backward(loss, targets=wrt)
+                for k, gk in zip(active, g, strict=False):
                     grads[k] += gk
+                if refine:
+                    gpos.append(to_numpy(g[-1]))
             for k, v in self.local.preconditioner_sums(frames, aux).items():
                 sums[k] = sums[k] + v if k in sums else v
         term = extra(tensors) if extra is not None else None
@@ -128,6 +136,8 @@ class SlabGradient:
                 total[k] = self.part.sum_halos(self.comm, grads[k])
         if self._has_illumination:
             total["illum"] = self.part.sum_halos(self.comm, illum)
+        if refine:
+            total["gpos"] = np.concatenate(gpos) if gpos else np.zeros((0, 2))
         return total
 
     @property

@@ -14,9 +14,11 @@ summed like the data term's. Probe, loss and positions are the same on every ran
 Checkpoints are one file per rank (``<checkpoint>.rank<r>of<R>.h5``: its rows, its Adam
 state, the probe and the run's state), written by every rank; ``--resume`` needs the same
 number of ranks. The result is written by the ranks in turn (:func:`xrayflow.io.slabs.
-write_row_slabs`); no rank ever holds the whole object. Not supported (ConfigError): position
-correction (frames would move between owners) and the ``bb``/``backtracking`` step rules
-(they need dot products over the whole object).
+write_row_slabs`); no rank ever holds the whole object. Position correction: each frame's
+shift gradient comes from its owner, the positions are updated the same on every rank, and a
+frame whose window's top row moves into another rank's rows moves to that rank. Not supported
+(ConfigError): the ``bb``/``backtracking`` step rules (they need dot products over the
+whole object).
 """
 
 from __future__ import annotations
@@ -46,11 +48,6 @@ def rank_checkpoint_path(path, comm: Comm) -> Path:
 
 def check_distributable(cfg: dict) -> None:
     """Refuse (ConfigError naming the key) what the distributed object does not support."""
-    if cfg["model"]["position_correction"]:
-        raise ConfigError(
-            "model.position_correction: not with parallel.object: distributed (a refined "
-            "position moves its frame to another rank); use parallel.object: replicated"
-        )
     if cfg["optimizer"]["step_rule"] != "fixed":
         raise ConfigError(
             f"optimizer.step_rule: {cfg['optimizer']['step_rule']} needs dot products over the "
@@ -127,10 +124,25 @@ class DistributedReconstructor(Reconstructor):
         return self.slabs.local.initial_object(self.cfg["init"]["object"], truth)
 
     def _hold_frames(self, local, intensities) -> None:
-        top = np.floor(np.asarray(self.data.corners, np.float64)[:, 0]).astype(np.int64)
+        self._take_frames(local, intensities, self.data.corners)
+
+    def _take_frames(self, local, intensities, corners) -> None:
+        """Hold the frames whose window's top row (``corners``, (P, 2) px) this rank owns,
+        from ``local``/``intensities``, the frames it holds now (moved between ranks)."""
+        top = np.floor(np.asarray(corners, np.float64)[:, 0]).astype(np.int64)
         self.owner = self.slabs.part.owner(np.clip(top, 0, self.model.object_rows - 1))
-        mine, frames = exchange_frames(self.comm, local, intensities, self.owner)
-        super()._hold_frames(mine, frames)
+        self._local, self._frames = exchange_frames(self.comm, local, intensities, self.owner)
+        super()._hold_frames(self._local, self._frames)
+
+    def _follow_positions(self) -> None:
+        """After the positions changed: frames whose window's top row moved into another
+        rank's rows go to that rank."""
+        top = np.floor(self.positions[:, 0]).astype(np.int64)
+        owner = self.slabs.part.owner(np.clip(top, 0, self.model.object_rows - 1))
+        moved = int(np.count_nonzero(owner != self.owner))
+        if moved:
+            self._take_frames(self._local, self._frames, self.positions)
+            self.log(f"positions: {moved} frame(s) moved to another rank's rows")
 
     # -- one batch --------------------------------------------------------------------
     def _own(self) -> dict:
@@ -175,8 +187,12 @@ class DistributedReconstructor(Reconstructor):
         mine = [(f, self.positions[f], self.target[self.row_of[f]]) for f in mine if f.size]
         offset = float(sum(self.loss_offset[f].sum() for f, _, _ in mine))
         extra = self._slab_regularization(fraction)
-        tot = self.slabs.gradient(self.params, mine, active, offset, extra)
+        tot = self.slabs.gradient(self.params, mine, active, offset, extra, pos_active)
         lval = tot["loss"]
+        if pos_active:  # one owner per frame: the sum over ranks adds zeros, exactly
+            g = np.zeros((self.data.n_positions, 2))
+            g[np.concatenate([f for f, _, _ in mine]) if mine else []] = tot["gpos"]
+            gpos[idx] = self.comm.allreduce(g)[idx]
         if not np.isfinite(lval):
             self._check_finite(lval, it)
         if active:
@@ -190,6 +206,21 @@ class DistributedReconstructor(Reconstructor):
                     xp.maximum(own[n], 0, out=own[n])
             self.slabs.refresh(self.params)
         return lval - tot["offset"]
+
+    def run_iteration(self):
+        loss = super().run_iteration()
+        self._follow_positions()
+        return loss
+
+    def _object_power(self) -> float:
+        """Mean ``|object|²`` over all ranks' own rows."""
+        if "object" not in self.params:
+            return 1.0
+        xp = self.backend.xp
+        own = self._own()["object"]
+        s = float(xp.sum(xp.abs(own) ** 2))
+        parts = self.comm.allgather((s, own.size))
+        return sum(p[0] for p in parts) / max(sum(p[1] for p in parts), 1)
 
     def _check_finite(self, what_loss, it) -> None:
         """As the replicated check, over every rank's rows (all ranks raise together)."""
@@ -226,6 +257,7 @@ class DistributedReconstructor(Reconstructor):
 
     def restore(self, path) -> None:
         super().restore(path)
+        self._follow_positions()  # the checkpoint's positions
         its = self.comm.allgather(self.iteration)
         if len(set(its)) > 1:
             raise DataError(

@@ -490,11 +490,14 @@ class Reconstructor:
         fx = xp.asarray(fftfreq(n[1]))[None, :]
         cy = float(xp.sum(F * (2 * np.pi * fy) ** 2))
         cx = float(xp.sum(F * (2 * np.pi * fx) ** 2))
-        if "object" in self.params:
-            o2 = float(xp.mean(xp.abs(self.params["object"]) ** 2))
-        else:
-            o2 = 1.0
-        return 2 * np.array([cy, cx]) * max(o2, 1e-6)
+        return 2 * np.array([cy, cx]) * max(self._object_power(), 1e-6)
+
+    def _object_power(self) -> float:
+        """Mean ``|object|²`` of a complex transmission object (1 for other unknowns)."""
+        if "object" not in self.params:
+            return 1.0
+        xp = self.backend.xp
+        return float(xp.mean(xp.abs(self.params["object"]) ** 2))
 
     def run_iteration(self):
         o = self.cfg["optimizer"]
