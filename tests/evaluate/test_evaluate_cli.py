@@ -323,7 +323,7 @@ def test_refractive_volumes_from_tomography_files(tmp_path, capsys):
     assert m["beta"]["ssim"] == pytest.approx(1.0) and m["beta"]["rmse"] == 0
     assert m["frc"]["computed_on"] == "delta"
     assert len(m["frc"]["curve"]) > 5 and m["frc"]["curve"][0] > 0.99
-    assert {p.name for p in (tmp_path / "figs").iterdir()} >= {"comparison.png", "frc.png"}
+    assert {p.name for p in (tmp_path / "figs").iterdir()} >= {"refractive_slices.png", "frc.png"}
     # the same volumes as a pair: identical -> perfect
     assert report.evaluate(report.read_object(truth, "truth"), report.read_object(truth, "truth"))[
         "delta"

@@ -150,7 +150,7 @@ def test_cli_writes_metrics_and_figures(tmp_path, capsys):
         assert res["half_period_m"] == pytest.approx(res["half_period_px"] * 2e-6)
     assert m["loss"]["loss"]["n"] == 30
     names = sorted(p.name for p in figs.iterdir())
-    assert names == ["element_maps.png", "frc.png", "loss.png", "speckle_pattern.png"]
+    assert names == ["element_maps.png", "loss.png", "speckle_pattern.png", "sublattice_frc.png"]
     assert summary_line(m, "truth", out).startswith("evaluate (truth, element_maps): Co SSIM")
     # an existing folder of an object evaluation gets the element-map figures, not a mix
     (figs / "comparison.png").write_bytes(b"old")

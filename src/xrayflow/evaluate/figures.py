@@ -1,16 +1,25 @@
 """PNG figures of an evaluation (matplotlib, Agg canvas; no pyplot, no global state).
 
-* ``comparison.png``: amplitude and phase of the aligned result, the reference and their
-  difference (central z slice for volumes); for delta/beta volumes (kind ``refractive``),
-  delta and beta of the central (z, x) slice, perpendicular to the rotation axis y;
+* ``comparison.png`` (2D objects and projected multislice objects): amplitude and phase of
+  the aligned result, the reference and their difference;
+* ``density_slices.png`` (3D complex densities, kind ``volume``, e.g. Bragg CDI): amplitude
+  and phase of the aligned result, the reference and their difference in the three
+  orthogonal central slices (z-y-x), axes in nm or µm from the voxel size (voxels when
+  the files record none);
+* ``refractive_slices.png`` (delta/beta volumes, kind ``refractive``, e.g.
+  ptycho-tomography): delta and beta of the result, the reference and their difference in
+  the three orthogonal central slices, axes as above;
 * ``frc.png``: the FRC/FSC curve with the half-bit, one-bit, 0.5 and 1/7 thresholds and the
-  crossings;
+  crossings (the legend names the primary threshold);
 * ``loss.png``: the loss history of the result file(s), when there is one.
 
 Element maps (kind ``element_maps``): ``element_maps.png`` (one row per element: truth,
 result, raster scan at equal dose), ``speckle_pattern.png`` (the first illumination pattern
-and the transmission image of the data file), ``frc.png`` (the sub-lattice FRC of each map,
-result and raster, with the 1/7 and half-bit thresholds) and ``loss.png``.
+and the transmission image of the data file), ``sublattice_frc.png`` (the sub-lattice FRC of
+each map, result and raster, with the 1/7 and half-bit thresholds) and ``loss.png``.
+
+Shared helpers for other figure modules: :func:`orthogonal_slices_figure` (central slices
+of volumes with axes in physical units), :func:`length_unit`, :func:`curves_figure`.
 
 Each file is written atomically.
 """
@@ -28,15 +37,32 @@ from xrayflow.evaluate import frc as frcmod
 from xrayflow.io.atomic import atomic_path
 
 __all__ = [
+    "FIGURE_FILES",
     "comparison_figure",
+    "curves_figure",
+    "density_slices_figure",
     "element_maps_figure",
     "frc_figure",
+    "length_unit",
     "loss_figure",
+    "orthogonal_slices_figure",
     "pattern_figure",
     "refractive_figure",
     "sublattice_frc_figure",
     "write_figures",
 ]
+
+#: Every figure file :func:`write_figures` may write (which ones depends on the kind).
+FIGURE_FILES = (
+    "comparison.png",
+    "density_slices.png",
+    "refractive_slices.png",
+    "element_maps.png",
+    "speckle_pattern.png",
+    "sublattice_frc.png",
+    "frc.png",
+    "loss.png",
+)
 
 
 def _figure(w: float, h: float):
@@ -51,19 +77,10 @@ def _save(fig, path: Path, dpi: int) -> Path:
     return path
 
 
-def _section(a: np.ndarray) -> np.ndarray:
-    return a[a.shape[0] // 2] if a.ndim == 3 else a
-
-
-def comparison_figure(
-    est: np.ndarray, ref: np.ndarray, labels=("result", "reference"), amplitude_threshold=0.05
-):
-    """2x3 panels: amplitude and phase of ``est``, ``ref`` and ``est - ref``.
-
-    Phases are left blank where the reference amplitude is below ``amplitude_threshold`` of
-    its maximum (undefined there; the same mask as the phase metrics).
-    """
-    e, r = _section(np.asarray(est)), _section(np.asarray(ref))
+def _amplitude_phase_panels(e, r, labels, amplitude_threshold):
+    """Panels ``(array, title, colormap, limits)`` of amplitude and phase of ``e``, ``r``
+    (2D or 3D, same shape) and ``e - r``: amplitude row first, then phase. Phases are NaN
+    (blank) where the reference amplitude is below ``amplitude_threshold`` of its maximum."""
     ae, ar = np.abs(e), np.abs(r)
     undefined = ar < amplitude_threshold * ar.max()
     dphi = np.where(undefined, np.nan, np.angle(e * np.conj(r)))
@@ -71,33 +88,153 @@ def comparison_figure(
     lo, hi = float(min(ae.min(), ar.min())), float(max(ae.max(), ar.max()))
     plo = float(np.nanmin([np.nanmin(pe), np.nanmin(pr)])) if not undefined.all() else -np.pi
     phi = float(np.nanmax([np.nanmax(pe), np.nanmax(pr)])) if not undefined.all() else np.pi
-    return _panel_figure(
-        [
-            (ae, f"{labels[0]} amplitude", "gray", (lo, hi)),
-            (ar, f"{labels[1]} amplitude", "gray", (lo, hi)),
-            (ae - ar, "amplitude difference", "RdBu_r", None),
-            (pe, f"{labels[0]} phase (rad)", "twilight", (plo, phi)),
-            (pr, f"{labels[1]} phase (rad)", "twilight", (plo, phi)),
-            (dphi, "phase difference (rad)", "RdBu_r", None),
-        ]
-    )
+    return [
+        (ae, f"{labels[0]} amplitude", "gray", (lo, hi)),
+        (ar, f"{labels[1]} amplitude", "gray", (lo, hi)),
+        (ae - ar, "amplitude difference", "RdBu_r", None),
+        (pe, f"{labels[0]} phase (rad)", "twilight", (plo, phi)),
+        (pr, f"{labels[1]} phase (rad)", "twilight", (plo, phi)),
+        (dphi, "phase difference (rad)", "RdBu_r", None),
+    ]
 
 
-def refractive_figure(est: np.ndarray, ref: np.ndarray, labels=("result", "reference")):
-    """2x3 panels: delta and beta (``est.real``, ``est.imag`` of (Z, Y, X) volumes) of the
-    central (z, x) slice of ``est``, ``ref`` and ``est - ref``."""
-    y = np.asarray(est).shape[1] // 2
-    e, r = np.asarray(est)[:, y, :], np.asarray(ref)[:, y, :]
+def _refractive_panels(e, r, labels):
+    """Panels of delta (``.real``) and beta (``.imag``) of ``e``, ``r`` and ``e - r``."""
     panels = []
     for part, name in ((np.real, "delta"), (np.imag, "beta")):
         pe, pr = part(e), part(r)
         lim = (float(min(pe.min(), pr.min())), float(max(pe.max(), pr.max())))
         panels += [
-            (pe, f"{labels[0]} {name} (z, x at y={y})", "gray", lim),
+            (pe, f"{labels[0]} {name}", "gray", lim),
             (pr, f"{labels[1]} {name}", "gray", lim),
             (pe - pr, f"{name} difference", "RdBu_r", None),
         ]
-    return _panel_figure(panels)
+    return panels
+
+
+def comparison_figure(
+    est: np.ndarray, ref: np.ndarray, labels=("result", "reference"), amplitude_threshold=0.05
+):
+    """2x3 panels: amplitude and phase of the 2D objects ``est``, ``ref`` and ``est - ref``.
+
+    Phases are left blank where the reference amplitude is below ``amplitude_threshold`` of
+    its maximum (undefined there; the same mask as the phase metrics). Volumes: see
+    :func:`density_slices_figure`.
+    """
+    e, r = np.asarray(est), np.asarray(ref)
+    if e.ndim != 2:
+        raise ValueError(f"comparison_figure needs 2D objects, got {e.shape}")
+    return _panel_figure(_amplitude_phase_panels(e, r, labels, amplitude_threshold))
+
+
+def density_slices_figure(
+    est: np.ndarray,
+    ref: np.ndarray,
+    labels=("result", "reference"),
+    amplitude_threshold=0.05,
+    voxel_size=None,
+):
+    """Amplitude and phase of the (Z, Y, X) volumes ``est``, ``ref`` and ``est - ref``
+    (one row each) in the three orthogonal central slices (columns), axes in physical
+    units from ``voxel_size`` (m; voxels when None)."""
+    e, r = np.asarray(est), np.asarray(ref)
+    panels = _amplitude_phase_panels(e, r, labels, amplitude_threshold)
+    return orthogonal_slices_figure(panels, voxel_size)
+
+
+def refractive_figure(
+    est: np.ndarray, ref: np.ndarray, labels=("result", "reference"), voxel_size=None
+):
+    """Delta and beta (``est.real``, ``est.imag`` of (Z, Y, X) volumes) of ``est``, ``ref``
+    and ``est - ref`` (one row each) in the three orthogonal central slices (columns), axes
+    in physical units from ``voxel_size`` (m; voxels when None)."""
+    e, r = np.asarray(est), np.asarray(ref)
+    return orthogonal_slices_figure(_refractive_panels(e, r, labels), voxel_size)
+
+
+def length_unit(extent_m: float) -> tuple[float, str]:
+    """``(metres per unit, unit name)`` to label lengths up to ``extent_m``: nm below
+    2 µm, µm below 2 mm, else mm."""
+    for scale, name in ((1e-3, "mm"), (1e-6, "µm")):
+        if extent_m >= 2 * scale:
+            return scale, name
+    return 1e-9, "nm"
+
+
+def _voxel_triple(voxel_size, ndim: int = 3) -> tuple[float, ...] | None:
+    """``voxel_size`` (one number or one per axis, m) as one positive number per axis, or
+    None (unknown or not positive)."""
+    if voxel_size is None:
+        return None
+    v = np.atleast_1d(np.asarray(voxel_size, dtype=np.float64)).ravel()
+    if v.size == 1:
+        v = np.repeat(v, ndim)
+    if v.size != ndim or not np.all(np.isfinite(v)) or np.any(v <= 0):
+        return None
+    return tuple(float(x) for x in v)
+
+
+#: The three orthogonal central slices of a (Z, Y, X) volume: (fixed axis, index function,
+#: (vertical axis, horizontal axis)).
+SLICES = (("z", 0, ("y", "x")), ("y", 1, ("z", "x")), ("x", 2, ("z", "y")))
+
+
+def orthogonal_slices_figure(panels, voxel_size=None, panel_size: float = 3.3):
+    """One row per entry of ``panels`` = ``[(volume (Z, Y, X), title, colormap, (vmin,
+    vmax) or None: symmetric about 0)]``, one column per central slice: the (y, x) plane at
+    the central z, the (z, x) plane at the central y and the (z, y) plane at the central x.
+
+    Axes: positions from the volume's centre in nm, µm or mm (:func:`length_unit` of the
+    largest extent) when ``voxel_size`` (m, one number or (z, y, x)) is known, else in
+    voxels; every panel has both axis labels and a colour bar.
+    """
+    shape = np.asarray(panels[0][0]).shape
+    if len(shape) != 3:
+        raise ValueError(f"orthogonal slices need (Z, Y, X) volumes, got {shape}")
+    voxel = _voxel_triple(voxel_size)
+    if voxel is None:
+        scale, unit, step = 1.0, "voxels", (1.0, 1.0, 1.0)
+    else:
+        scale, unit = length_unit(max(n * v for n, v in zip(shape, voxel, strict=True)))
+        step = tuple(v / scale for v in voxel)
+    names = ("z", "y", "x")
+    centre = [n // 2 for n in shape]
+    # extent of each axis about the centre, in the chosen unit
+    span = {
+        names[i]: ((-0.5 - centre[i]) * step[i], (shape[i] - 0.5 - centre[i]) * step[i])
+        for i in range(3)
+    }
+    fig = _figure(panel_size * 3 + 0.6, panel_size * 0.95 * len(panels) + 0.3)
+    axes = np.asarray(fig.subplots(len(panels), 3, squeeze=False))
+    for row, (vol, title, cmap, lim) in zip(axes, panels, strict=True):
+        vol = np.asarray(vol)
+        if lim is None:
+            finite = np.abs(vol[np.isfinite(vol)])
+            m = float(np.percentile(finite, 99.5)) if finite.size else 0.0
+            m = m or (float(finite.max()) if finite.size else 0.0) or 1.0
+            lim = (-m, m)
+        if lim[0] == lim[1]:
+            lim = (lim[0] - 0.5, lim[1] + 0.5)
+        for ax, (cut, axis, (vert, horiz)) in zip(row, SLICES, strict=True):
+            img = np.take(vol, centre[axis], axis=axis)
+            extent = (*span[horiz], span[vert][1], span[vert][0])  # origin upper
+            im = ax.imshow(
+                img,
+                cmap=cmap,
+                vmin=lim[0],
+                vmax=lim[1],
+                interpolation="nearest",
+                extent=extent,
+                aspect="equal",
+            )
+            where = f"{cut} = 0" if voxel is not None else f"{cut} = {centre[axis]}"
+            ax.set_title(f"{title}\n({vert}, {horiz}) slice at {where}", fontsize=8)
+            ax.set_xlabel(f"{horiz} ({unit})", fontsize=8)
+            ax.set_ylabel(f"{vert} ({unit})", fontsize=8)
+            ax.tick_params(labelsize=7)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def _panel_figure(panels):
@@ -229,24 +366,44 @@ def sublattice_frc_figure(metrics: dict):
     return fig
 
 
-def loss_figure(histories: dict[str, dict[str, np.ndarray]]):
-    """Loss curves (log scale when positive); ``histories`` = {label: {name: values}}."""
+def curves_figure(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    markers: bool = False,
+):
+    """Line plot of ``curves`` = ``{label: (x, y)}`` (log y axis when every finite value
+    is positive; points marked with ``markers``)."""
     fig = _figure(7, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     positive = True
-    for label, hist in histories.items():
-        for name, v in hist.items():
-            v = np.asarray(v, dtype=np.float64)
-            ax.plot(np.arange(v.size), v, lw=1.2, label=f"{label}: {name}")
-            positive &= bool(np.all(v[np.isfinite(v)] > 0))
-    if positive:
+    for label, (x, y) in curves.items():
+        y = np.asarray(y, dtype=np.float64)
+        ax.plot(np.asarray(x), y, lw=1.2, marker="o" if markers else None, ms=4, label=label)
+        positive &= bool(np.all(y[np.isfinite(y)] > 0))
+    if positive and curves:
         ax.set_yscale("log")
-    ax.set_xlabel("iteration / epoch")
-    ax.set_ylabel("loss")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if curves:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def loss_figure(histories: dict[str, dict[str, np.ndarray]]):
+    """Loss curves against the iteration (log scale when positive); ``histories`` =
+    {label: {name: values}}."""
+    curves = {
+        f"{label}: {name}": (np.arange(np.asarray(v).size), v)
+        for label, hist in histories.items()
+        for name, v in hist.items()
+    }
+    return curves_figure(curves, "iteration", "loss", "Loss history of the reconstruction")
 
 
 def write_figures(
@@ -261,11 +418,16 @@ def write_figures(
     if metrics.get("kind") == "element_maps":
         out = _element_map_figures(d, metrics, arrays, dpi)
     else:
+        est, ref = np.asarray(arrays["est"]), np.asarray(arrays["ref"])
+        voxel = metrics.get("pixel_size_m")
         if metrics.get("kind") == "refractive":
-            fig = refractive_figure(arrays["est"], arrays["ref"], labels)
+            fig, name = refractive_figure(est, ref, labels, voxel), "refractive_slices.png"
+        elif est.ndim == 3:
+            fig = density_slices_figure(est, ref, labels, threshold, voxel)
+            name = "density_slices.png"
         else:
-            fig = comparison_figure(arrays["est"], arrays["ref"], labels, threshold)
-        out = [_save(fig, d / "comparison.png", dpi)]
+            fig, name = comparison_figure(est, ref, labels, threshold), "comparison.png"
+        out = [_save(fig, d / name, dpi)]
         block = dict(metrics["frc"])
         block["ndim"] = np.asarray(arrays["est"]).ndim
         out.append(_save(frc_figure(block), d / "frc.png", dpi))
@@ -290,5 +452,5 @@ def _element_map_figures(d: Path, metrics: dict, arrays: dict, dpi: int) -> list
     if arrays.get("pattern") is not None:
         fig = pattern_figure(arrays["pattern"], arrays.get("transmission"))
         out.append(_save(fig, d / "speckle_pattern.png", dpi))
-    out.append(_save(sublattice_frc_figure(metrics), d / "frc.png", dpi))
+    out.append(_save(sublattice_frc_figure(metrics), d / "sublattice_frc.png", dpi))
     return out

@@ -58,7 +58,7 @@ from xrayflow.errors import ConfigError, DataError
 from xrayflow.evaluate import alignment as al
 from xrayflow.evaluate import frc as frcmod
 from xrayflow.evaluate import metrics as me
-from xrayflow.evaluate.figures import write_figures
+from xrayflow.evaluate.figures import FIGURE_FILES, write_figures
 from xrayflow.geometry import pixel_pair
 from xrayflow.io.atomic import atomic_path, remove_stale_temporaries, temporary_prefix
 from xrayflow.io.cxi import read_object_pixel
@@ -1035,7 +1035,7 @@ def publish(
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-FIGURE_NAMES = ("comparison.png", "element_maps.png", "speckle_pattern.png", "frc.png", "loss.png")
+FIGURE_NAMES = FIGURE_FILES  # every file write_figures may write
 
 
 def _move_figures(tmpdir: Path, fdir: Path, undo: list, names=FIGURE_NAMES) -> None:

@@ -7,6 +7,10 @@ sections, :func:`xrayflow.modalities.stage_schema`):
   xrayflow train --config T.yaml --data SHARDS_DIR --out MODEL.pt [--resume]
   xrayflow train --infer --model MODEL.pt --data IN.h5 --out PRED.h5
 
+With ``--figures DIR``, training also draws ``DIR/training_curve.png`` (training and held-out
+loss per epoch) and ``--infer`` on a shard draws ``DIR/predictions.png`` (truth, prediction
+and difference of a few samples per image head; :mod:`xrayflow.train.figures`).
+
 Generation parallelises over shards (mpiexec -n N, multiprocessing or dask); training is
 data-parallel under mpiexec/srun (torch.distributed, gloo on CPU, NCCL on GPU) with the same
 global batch for any rank count.
@@ -60,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override data.parallel",
     )
     parser.add_argument("--workers", type=int, help="override data.workers")
+    parser.add_argument(
+        "--figures",
+        metavar="DIR",
+        help="write PNG figures into DIR: training_curve.png (training) or "
+        "predictions.png (--infer on a shard that holds the targets)",
+    )
 
 
 def _log(msg: str) -> None:
@@ -79,14 +89,18 @@ def _data_inputs(data) -> dict[str, Path]:
 def run(args) -> int:
     """Run the mode that ``args`` selects; 0 on success (errors raise)."""
     overrides = list(getattr(args, "overrides", None) or getattr(args, "set", None) or [])
+    figures = getattr(args, "figures", None)
     if args.infer:
         if not (args.model and args.data and args.out is not None):
             raise ConfigError("train --infer needs --model, --data and --out")
         cfg = load_config(args.config or {}, stage_schema("train"), overrides, "train")
         check_outputs(
-            {"--out": args.out},
+            {"--out": args.out, "--figures": figures},
             {"--model": args.model, "--data": args.data, "--config": args.config},
+            dirs=("--figures",),
         )
+        if figures is not None:
+            _check_targets(args.data)
         from xrayflow.train.infer import infer  # torch
 
         s = infer(
@@ -99,6 +113,11 @@ def run(args) -> int:
             max_memory_gb=cfg["infer"].get("max_memory_gb"),
         )
         print(f"{s['n_patterns']} patterns, {s['time_per_pattern_s'] * 1e3:.4f} ms/pattern")
+        if figures is not None:
+            from xrayflow.train.figures import write_training_figures
+
+            for path in write_training_figures(figures, predictions=args.out, truth=args.data):
+                _log(f"wrote {path}")
         return 0
     if args.out is None:
         raise ConfigError("train: --out is required")
@@ -120,8 +139,10 @@ def run(args) -> int:
             "--out": out,
             "checkpoint": out + ".ckpt" if out.strip() else None,
             "metrics file": out + ".metrics.jsonl" if out.strip() else None,
+            "--figures": figures,
         },
         {"--config": args.config, **_data_inputs(args.data)},
+        dirs=("--figures",),
     )
     from xrayflow.train.distributed import env_rank_size  # torch
     from xrayflow.train.loop import train
@@ -134,4 +155,26 @@ def run(args) -> int:
         + ("finished" if s["finished"] else "interrupted (resume with --resume)")
         + f": {s['epochs']} epochs, {s['steps']} steps, best val {s['best_val_loss']}"
     )
+    if figures is not None:
+        from xrayflow.train.figures import write_training_figures
+
+        for path in write_training_figures(figures, metrics=out + ".metrics.jsonl"):
+            _log(f"wrote {path}")
     return 0
+
+
+def _check_targets(path) -> None:
+    """``--infer --figures`` compares with the targets of a training shard: refuse an input
+    without any (a CXI file) before anything is computed."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            found = any(name.startswith("targets_") for name in f)
+    except OSError:
+        return  # not HDF5: infer reports it
+    if not found:
+        raise ConfigError(
+            f"train --infer --figures: {path} holds no targets_<head> datasets to compare the "
+            "predictions with (a training shard has them); leave out --figures"
+        )
