@@ -90,20 +90,13 @@ class DistributedReconstructor(Reconstructor):
 
     object_mode = "distributed"
 
-    def __init__(
-        self,
-        cfg: dict,
-        data,
-        checkpoint_path=None,
-        log=None,
-        comm: Comm | None = None,
-        fingerprint: dict | None = None,
-    ):
-        comm = comm or get_comm()
+    def __init__(self, cfg: dict, data, checkpoint_path=None, **kwargs):
+        """As :class:`Reconstructor`; ``checkpoint_path`` names this rank's file."""
+        kwargs["comm"] = kwargs.get("comm") or get_comm()
         check_distributable(cfg)
         if checkpoint_path is not None:
-            checkpoint_path = rank_checkpoint_path(checkpoint_path, comm)
-        super().__init__(cfg, data, checkpoint_path, log, comm, fingerprint)
+            checkpoint_path = rank_checkpoint_path(checkpoint_path, kwargs["comm"])
+        super().__init__(cfg, data, checkpoint_path, **kwargs)
 
     # -- set-up (hooks of Reconstructor.__init__) -------------------------------------
     def _initial_object(self) -> dict:
