@@ -17,6 +17,7 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/scaling.smk"
 include: "rules/networks.smk"
+include: "rules/beamtime.smk"
 include: "rules/report.smk"
 
 

@@ -69,7 +69,7 @@ def _rules_resources(stage):
 
 RES = {
     stage: _rules_resources(stage)
-    for stage in ("simulate", "reconstruct", "train", "evaluate")
+    for stage in ("simulate", "reconstruct", "train", "evaluate", "ingest")
 }
 
 
@@ -155,8 +155,32 @@ def tie_prefix():
 # ---------------------------------------------------------------------- beamtime scans
 SCAN_TEXT_COLUMNS = {
     name: object
-    for name in ("scan", "data", "simulate_set", "reconstruct_set", "comment")
+    for name in (
+        "scan",
+        "data",
+        "master",
+        "positions",
+        "ingest",
+        "ingest_set",
+        "simulate_set",
+        "reconstruct_set",
+        "comment",
+    )
 }
+#: Reconstructions of a scan (wildcard `part` of reconstruct_scan) - the whole scan and, with
+#: beamtime.halves, its even- and odd-indexed frames (`--set data.subset=...`).
+SCAN_PARTS = {"recon": None, "recon_even": "even", "recon_odd": "odd"}
+
+
+def scan_text(scan, column):
+    """A text cell of the scan sheet ("" when the column is absent or the cell empty)."""
+    value = scan_row(scan).get(column, "")
+    return value if isinstance(value, str) else ""
+
+
+def scan_halves():
+    """Whether every scan also gets even/odd half reconstructions (beamtime.halves)."""
+    return bool(BEAMTIME.get("halves", True))
 
 
 def load_scans():
@@ -178,13 +202,34 @@ def load_scans():
     if table["scan"].duplicated().any():
         dup = sorted(set(table.loc[table["scan"].duplicated(), "scan"]))
         raise ValueError(f"beamtime scan sheet: duplicate scan names {dup}")
-    if (
-        not table.empty
-        and (table["data"].fillna("") == "").any()
-        and not BEAMTIME.get("simulate")
-    ):
+    text = {
+        c: (table[c].fillna("") if c in table else pd.Series("", index=table.index))
+        for c in ("data", "master", "positions", "ingest", "ingest_set")
+    }
+    both = table.loc[(text["data"] != "") & (text["master"] != ""), "scan"]
+    if not both.empty:
         raise ValueError(
-            "beamtime: scans without a `data` file need beamtime.simulate (a simulate stage config)"
+            f"beamtime scan sheet: scans {sorted(both)} give both `data` and `master` "
+            "(a CXI file, or a raw master file to ingest, not both)"
+        )
+    for column in ("positions", "ingest", "ingest_set"):
+        stray = table.loc[(text[column] != "") & (text["master"] == ""), "scan"]
+        if not stray.empty:
+            raise ValueError(
+                f"beamtime scan sheet: column `{column}` of scans {sorted(stray)} needs a "
+                "`master` file in the same row"
+            )
+    no_cfg = table.loc[(text["master"] != "") & (text["ingest"] == ""), "scan"]
+    if not no_cfg.empty and not BEAMTIME.get("ingest"):
+        raise ValueError(
+            f"beamtime: scans {sorted(no_cfg)} give a raw `master` file but no ingest config "
+            "(set beamtime.ingest or the sheet column `ingest`)"
+        )
+    simulated = (text["data"] == "") & (text["master"] == "")
+    if not table.empty and simulated.any() and not BEAMTIME.get("simulate"):
+        raise ValueError(
+            "beamtime: scans without a `data` or `master` file need beamtime.simulate "
+            "(a simulate stage config)"
         )
     return table.set_index("scan", drop=False)
 
@@ -197,11 +242,55 @@ def scan_row(scan):
 
 
 def scan_data(wildcards):
-    """Measured CXI file of a scan, or the simulated stand-in when the sheet gives none."""
-    data = scan_row(wildcards.scan).get("data", "")
-    if isinstance(data, str) and data:
+    """Measured CXI file of a scan, the CXI ingested from its raw `master` file, or the
+    simulated stand-in when the sheet gives neither."""
+    data = scan_text(wildcards.scan, "data")
+    if data:
         return data
+    if scan_text(wildcards.scan, "master"):
+        return f"{RESULTS}/beamtime/data/{wildcards.scan}.cxi"
     return f"{RESULTS}/beamtime/data/{wildcards.scan}.h5"
+
+
+def ingest_inputs(wildcards):
+    """Inputs of the ingest_scan jobs - the ingest config, the master file and, when the
+    sheet gives one, the positions file (Snakemake waits for them and re-runs when they
+    change)."""
+    scan = wildcards.scan
+    files = {
+        "cfg": scan_text(scan, "ingest") or BEAMTIME["ingest"],
+        "master": scan_text(scan, "master"),
+    }
+    if scan_text(scan, "positions"):
+        files["positions"] = scan_text(scan, "positions")
+    return files
+
+
+def ingest_args(wildcards, input, threads, resources):
+    """Shell-quoted `--set` arguments of the ingest_scan jobs - the scan's files (values as
+    YAML strings, so that no file name is read as a number, a list or a boolean), the Dask
+    workers from the job's threads, the memory limit from its mem_mb (when above 0) and the
+    sheet's `ingest_set` overrides last."""
+    sets = [f"master={json.dumps(str(input.master))}"]
+    if "positions" in input.keys():
+        sets.append(f"positions.file={json.dumps(str(input.positions))}")
+    sets.append(f"compute.workers={int(threads)}")
+    mem_mb = int(getattr(resources, "mem_mb", 0) or 0)
+    if mem_mb > 0:
+        sets.append(f"compute.max_memory_gb={mem_mb / 1024:.3f}")
+    sets += split_overrides(scan_text(wildcards.scan, "ingest_set"))
+    return set_args(sets)
+
+
+def scan_part_args(wildcards):
+    """`--set` overrides of one reconstruction of a scan: beamtime.reconstruct_set, the sheet's
+    `reconstruct_set`, and `data.subset` for a half (wildcard part recon_even/recon_odd).
+    """
+    sets = BEAMTIME["reconstruct_set"] + split_overrides(
+        scan_text(wildcards.scan, "reconstruct_set")
+    )
+    subset = SCAN_PARTS[wildcards.part]
+    return set_args(sets + ([f"data.subset={subset}"] if subset else []))
 
 
 def scan_ranks(wildcards):
@@ -219,6 +308,42 @@ def scans_to_evaluate():
         else pd.Series(False, index=SCANS.index)
     )
     return [scan for scan, flag in flags.items() if bool(flag) is True]
+
+
+def quicklook_inputs(wildcards):
+    """The scan's result and, with beamtime.halves, its two half reconstructions."""
+    files = {"result": f"{RESULTS}/beamtime/recon/{wildcards.scan}.h5"}
+    if scan_halves():
+        for part in ("recon_even", "recon_odd"):
+            files[part] = f"{RESULTS}/beamtime/{part}/{wildcards.scan}.h5"
+    return files
+
+
+def quicklook_outputs():
+    """Quick-look JSON and figures; with beamtime.halves also the halves' FRC JSON and figures."""
+    outputs = {
+        "look": f"{RESULTS}/beamtime/quicklook/{{scan}}.json",
+        "look_figures": directory(f"{RESULTS}/beamtime/quicklook/{{scan}}"),
+    }
+    if scan_halves():
+        outputs["frc"] = f"{RESULTS}/beamtime/frc/{{scan}}.json"
+        outputs["frc_figures"] = directory(f"{RESULTS}/beamtime/frc/{{scan}}")
+    return outputs
+
+
+def pair_command(wildcards, input, output):
+    """With beamtime.halves: the second command of rule quicklook_scan, `xrayflow evaluate
+    --pair EVEN ODD` (every value shell-quoted; its output appended to the job's log).
+    """
+    if not scan_halves():
+        return ""
+    q = shlex.quote
+    log = f"{LOGS}/beamtime/quicklook/{wildcards.scan}.log"
+    cfg = config_arg(BEAMTIME["evaluate"])
+    return (
+        f"; xrayflow evaluate {cfg} --pair {q(input.recon_even)} {q(input.recon_odd)}"
+        f" --out {q(output.frc)} --figures {q(output.frc_figures)} >> {q(log)} 2>&1"
+    )
 
 
 # ---------------------------------------------------------------------- scaling study
@@ -269,9 +394,15 @@ def simulated_only_datasets():
 def demo_targets():
     targets = [f"{RESULTS}/summary.tsv", f"{RESULTS}/provenance/workflow.yaml"]
     if TRAIN["enabled"]:
-        targets += [f"{RESULTS}/train/model.pt"]
+        targets += [
+            f"{RESULTS}/train/model.pt",
+            f"{RESULTS}/train/figures/training_curve.png",
+        ]
         if TRAIN["infer"]:
-            targets += [f"{RESULTS}/train/predictions.h5"]
+            targets += [
+                f"{RESULTS}/train/predictions.h5",
+                f"{RESULTS}/train/figures/predictions.png",
+            ]
     return targets
 
 
@@ -289,7 +420,11 @@ def networks_targets():
 
 
 def beamtime_targets():
-    return [f"{RESULTS}/beamtime/summary.tsv", f"{RESULTS}/provenance/workflow.yaml"]
+    return [
+        f"{RESULTS}/beamtime/summary.tsv",
+        f"{RESULTS}/beamtime/summary.html",
+        f"{RESULTS}/provenance/workflow.yaml",
+    ]
 
 
 def scaling_targets():

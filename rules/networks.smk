@@ -64,6 +64,13 @@ rule network_train:
             subcategory="{study}",
             labels={"network": "{variant}", "file": "training curve (JSON lines)"},
         ),
+        curve=report(
+            f"{RESULTS}/networks/{{study}}/{{variant}}/training_curve.png",
+            caption="../workflow/report/training_curve.rst",
+            category="Networks",
+            subcategory="{study}",
+            labels={"network": "{variant}", "figure": "training curve"},
+        ),
     log:
         f"{LOGS}/networks/{{study}}/{{variant}}/train.log",
     benchmark:
@@ -79,9 +86,10 @@ rule network_train:
         sets=lambda wc: set_args(
             [*NETWORKS[wc.study]["set"], *NETWORKS[wc.study]["variants"][wc.variant]]
         ),
+        figures=lambda wc, output: os.path.dirname(output.curve),
     shell:
         "xrayflow train --config {input.cfg:q} --data {input.shards:q} --out {output.model:q}"
-        " {params.sets} > {log:q} 2>&1"
+        " --figures {params.figures:q} {params.sets} > {log:q} 2>&1"
 
 
 rule network_infer:

@@ -34,16 +34,20 @@ rule reconstruct:
 
 
 rule reconstruct_scan:
-    """Beamtime scan {wildcards.scan}; grouped so that many scans share one allocation."""
+    """Beamtime scan {wildcards.scan}: the whole scan (part recon) or, with beamtime.halves, its
+    even/odd-indexed frames (recon_even, recon_odd: `--set data.subset=even|odd`, for the FRC
+    between the halves); grouped so that many scans share one allocation."""
     input:
         cfg=lambda wc: BEAMTIME["reconstruct"],
         data=scan_data,
     output:
-        f"{RESULTS}/beamtime/recon/{{scan}}.h5",
+        f"{RESULTS}/beamtime/{{part}}/{{scan}}.h5",
     log:
-        f"{LOGS}/beamtime/reconstruct/{{scan}}.log",
+        f"{LOGS}/beamtime/{{part}}/{{scan}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/beamtime/reconstruct/{{scan}}.tsv"
+        f"{RESULTS}/benchmarks/beamtime/{{part}}/{{scan}}.tsv"
+    wildcard_constraints:
+        part="|".join(SCAN_PARTS),
     group:
         "scans"
     conda:
@@ -61,10 +65,7 @@ rule reconstruct_scan:
         mpi="",
     params:
         launch=scan_launch_prefix,
-        sets=lambda wc: set_args(
-            BEAMTIME["reconstruct_set"]
-            + split_overrides(scan_row(wc.scan).get("reconstruct_set", ""))
-        ),
+        sets=scan_part_args,
     shell:
         "{params.launch} xrayflow reconstruct --config {input.cfg:q}"
         " --data {input.data:q} --out {output:q} --resume {params.sets} > {log:q} 2>&1"

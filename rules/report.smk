@@ -50,7 +50,7 @@ rule summary:
     output:
         table=report(
             f"{RESULTS}/summary.tsv",
-            caption="../workflow/report/summary.rst",
+            caption="../workflow/report/summary_table.rst",
             category="Summary",
         ),
         html=report(
@@ -69,37 +69,3 @@ rule summary:
         simulated_only=simulated_only_datasets(),
     script:
         "../workflow/scripts/summarize.py"
-
-
-rule beamtime_summary:
-    """Table of every beamtime scan: overrides, ranks, run time, metrics when evaluated."""
-    input:
-        recon=expand(f"{RESULTS}/beamtime/recon/{{scan}}.h5", scan=list(SCANS.index)),
-        benchmarks=expand(
-            f"{RESULTS}/benchmarks/beamtime/reconstruct/{{scan}}.tsv",
-            scan=list(SCANS.index),
-        ),
-        metrics=expand(
-            f"{RESULTS}/beamtime/metrics/{{scan}}.json", scan=scans_to_evaluate()
-        ),
-    output:
-        table=report(
-            f"{RESULTS}/beamtime/summary.tsv",
-            caption="../workflow/report/beamtime.rst",
-            category="Beamtime",
-        ),
-        html=report(
-            f"{RESULTS}/beamtime/summary.html",
-            caption="../workflow/report/beamtime.rst",
-            category="Beamtime",
-        ),
-    log:
-        f"{LOGS}/beamtime/summary.log",
-    localrule: True
-    conda:
-        "../envs/report.yaml"
-    params:
-        scans=SCANS.fillna("").astype(str).to_dict("records"),
-        evaluated=scans_to_evaluate(),
-    script:
-        "../workflow/scripts/beamtime_summary.py"

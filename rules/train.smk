@@ -32,7 +32,14 @@ rule train:
         cfg=lambda wc: TRAIN["config"],
         shards=f"{RESULTS}/train/shards",
     output:
-        f"{RESULTS}/train/model.pt",
+        model=f"{RESULTS}/train/model.pt",
+        metrics=f"{RESULTS}/train/model.pt.metrics.jsonl",
+        curve=report(
+            f"{RESULTS}/train/figures/training_curve.png",
+            caption="../workflow/report/training_curve.rst",
+            category="Training",
+            labels={"figure": "training curve"},
+        ),
     log:
         f"{LOGS}/train/train.log",
     benchmark:
@@ -46,9 +53,10 @@ rule train:
         gpu=RES["train"]["gpu"],
     params:
         sets=set_args(TRAIN["set"]),
+        figures=lambda wc, output: os.path.dirname(output.curve),
     shell:
-        "xrayflow train --config {input.cfg:q} --data {input.shards:q} --out {output:q}"
-        " {params.sets} > {log:q} 2>&1"
+        "xrayflow train --config {input.cfg:q} --data {input.shards:q} --out {output.model:q}"
+        " --figures {params.figures:q} {params.sets} > {log:q} 2>&1"
 
 
 rule train_infer:
@@ -58,7 +66,13 @@ rule train_infer:
         model=f"{RESULTS}/train/model.pt",
         shards=f"{RESULTS}/train/shards",
     output:
-        f"{RESULTS}/train/predictions.h5",
+        predictions=f"{RESULTS}/train/predictions.h5",
+        figure=report(
+            f"{RESULTS}/train/figures/predictions.png",
+            caption="../workflow/report/training_predictions.rst",
+            category="Training",
+            labels={"figure": "predictions vs truth"},
+        ),
     log:
         f"{LOGS}/train/infer.log",
     conda:
@@ -70,6 +84,8 @@ rule train_infer:
     params:
         sets=set_args(TRAIN["set"]),
         shard=lambda wc, input: first_shard(input.shards),
+        figures=lambda wc, output: os.path.dirname(output.figure),
     shell:
         "xrayflow train --infer --config {input.cfg:q} --model {input.model:q}"
-        " --data {params.shard:q} --out {output:q} {params.sets} > {log:q} 2>&1"
+        " --data {params.shard:q} --out {output.predictions:q} --figures {params.figures:q}"
+        " {params.sets} > {log:q} 2>&1"

@@ -2,7 +2,7 @@
 
 import pytest
 import yaml
-from wfhelpers import profile, snakemake
+from wfhelpers import profile, snakemake, use_cxi_dir
 
 
 def write_config(workdir, mutate):
@@ -65,13 +65,7 @@ def test_duplicate_scans(workdir):
 
 
 def test_cxi_directory_as_scan_list(workdir):
-    cxi = workdir / "cxi"
-    cxi.mkdir()
-    for name in ("run_a", "run_b"):
-        (cxi / f"{name}.cxi").write_bytes(b"fake")
-    cfg = workdir / "config" / "beamtime.yaml"
-    text = cfg.read_text().replace("scans: config/scans.tsv", "scans: null")
-    cfg.write_text(text.replace("cxi_dir: null", f"cxi_dir: {cxi}"))
+    cxi = use_cxi_dir(workdir, absolute=True)
     proc = dry_run(workdir, "--configfile", "config/beamtime.yaml", "-p")
     assert proc.returncode == 0, proc.stderr
     assert f"--data {cxi}/run_a.cxi" in proc.stdout

@@ -13,7 +13,14 @@ EXPECTED_JOBS = {
         "evaluate": 2,
         "summary": 1,
     },
-    "beamtime": {"simulate_scan": 3, "reconstruct_scan": 3, "evaluate_scan": 2},
+    # each scan and its even/odd halves (beamtime.halves: true), its quick-look + halves' FRC
+    "beamtime": {
+        "simulate_scan": 3,
+        "reconstruct_scan": 9,
+        "evaluate_scan": 2,
+        "quicklook_scan": 3,
+        "beamtime_summary": 1,
+    },
     "scaling": {"simulate_scaling": 2, "reconstruct_scaling": 4, "scaling_plot": 1},
 }
 

@@ -7,23 +7,12 @@ import json
 
 import pandas as pd
 import yaml
-from wfhelpers import FAKE_CLI, profile, snakemake
+from wfhelpers import run_local
 
 
 def run(workdir, *args, timeout=300):
     calls = workdir.parent / "calls.jsonl"
-    proc = snakemake(
-        workdir,
-        "--workflow-profile",
-        profile("local"),
-        "--cores",
-        "2",
-        *args,
-        env={"FAKE_XRAYFLOW_LOG": str(calls)},
-        path_prefix=[FAKE_CLI],
-        timeout=timeout,
-        check=True,
-    )
+    proc = run_local(workdir, *args, calls=calls, timeout=timeout)
     lines = calls.read_text().splitlines() if calls.exists() else []
     return proc, [json.loads(line) for line in lines]
 

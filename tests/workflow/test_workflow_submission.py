@@ -28,14 +28,25 @@ from wfhelpers import (
     run_pilot,
     snakemake,
     snakemake_env,
+    use_cxi_dir,
 )
 
 TARGET = "results/recon/multislice_ptycho.h5"
 BEAMTIME = ("--configfile", "config/beamtime.yaml")
 # config/scans.tsv: scan001 and scan003 one rank, scan002 two ranks; scan003 not evaluated.
 SCAN_RANKS = {"scan001": 1, "scan002": 2, "scan003": 1}
-# sum over the scans of simulate (10) + reconstruct (20) + evaluate (10, not scan003) minutes
-SERIAL_RUNTIME = str(3 * 10 + 3 * 20 + 2 * 10)
+# Reconstructions of every scan (beamtime.halves is on by default): the whole scan and its
+# even/odd halves, each with the scan's ranks.
+PARTS = {"recon": None, "recon_even": "even", "recon_odd": "odd"}
+
+
+def scan_runtime(scan):
+    """Minutes of one scan's jobs (config/config.yaml resources): simulate 10, reconstruct 20
+    for the scan and for each half, evaluate 10 (not scan003), quick-look + halves' FRC 10."""
+    return 10 + len(PARTS) * 20 + (10 if scan != "scan003" else 0) + 10
+
+
+SERIAL_RUNTIME = str(sum(scan_runtime(s) for s in SCAN_RANKS))  # 260: all in one job
 
 
 def sbatch_calls(workdir, name, *args, account="PRJ123"):
@@ -92,6 +103,11 @@ def scan_of(call):
     return re.search(r"scan\d+", " ".join(call["argv"])).group()
 
 
+def part_of(call):
+    """recon, recon_even or recon_odd: the folder of a reconstruction's --out."""
+    return call["argv"][call["argv"].index("--out") + 1].split("/")[-2]
+
+
 def test_frontier_sbatch(workdir):
     flags = flag_values(demo_sbatch(workdir, "frontier", account="CSC999"))
     assert flags["-A"] == "CSC999"  # from $XRAYFLOW_ACCOUNT
@@ -124,32 +140,20 @@ def test_local_slurm_sbatch(workdir):
     assert flags["--mem"] == "500"
 
 
-# The sbatch line of the one group job of the three beamtime scans. Its jobs run one after
-# another (plugin 2.8.0), so it asks for the largest job (scan002: 2 ranks) and the summed
-# runtime; GPU profiles ask for one task per GPU.
+# The sbatch lines of the group jobs of the three beamtime scans. Their jobs run one after
+# another (plugin 2.8.0), so a group asks for its largest job (2 ranks when it holds scan002)
+# and the summed runtime of its scans; GPU profiles ask for one task per GPU. Frontier packs
+# one scan per job (a scan with its halves is 90 min; batch allows 2 h), the others all three.
+SCANS_PER_JOB = {"frontier": 1, "perlmutter": 3, "local-slurm": 3}
 SLURM_GROUP = {
-    "frontier": {
-        "-p": "batch",
-        "--gpus": "2",
-        "--ntasks-per-gpu": "1",
-        "--cpus-per-task": "7",
-        "-t": SERIAL_RUNTIME,
-    },
+    "frontier": {"-p": "batch", "--ntasks-per-gpu": "1", "--cpus-per-task": "7"},
     "perlmutter": {
         "-C": "gpu",
         "--qos": "shared",
-        "--gpus": "2",
         "--ntasks-per-gpu": "1",
         "--cpus-per-task": "32",
-        "-t": SERIAL_RUNTIME,
     },
-    "local-slurm": {
-        "-p": "debug",
-        "--ntasks": "2",
-        "--cpus-per-task": "1",
-        "--mem": "500",
-        "-t": SERIAL_RUNTIME,
-    },
+    "local-slurm": {"-p": "debug", "--cpus-per-task": "1", "--mem": "500"},
 }
 
 
@@ -169,29 +173,65 @@ def run_wrap(workdir, wrap, state, calls):
 @pytest.mark.parametrize("name", sorted(SLURM_GROUP))
 def test_slurm_beamtime_group_job(workdir, name):
     calls = sbatch_calls(workdir, name, *BEAMTIME)
-    assert len(calls) == 1, calls  # all three scans in one group job
-    args = calls[0]
-    flags = flag_values([a for a in args if not a.startswith("--wrap")])
-    for flag, value in SLURM_GROUP[name].items():
-        assert flags.get(flag) == value, (flag, flags)
-    assert "--mem" in SLURM_GROUP[name] or "--mem" not in flags  # no summed 2000 MB cap
-    if name != "local-slurm":
-        assert "--ntasks" not in flags  # tasks come from the GPUs: 2 x 7 (32) cores in all
-    wrap = next(a for a in args if a.startswith("--wrap="))[len("--wrap=") :]
+    assert len(calls) == len(SCAN_RANKS) // SCANS_PER_JOB[name], calls
     log = workdir.parent / "calls.jsonl"
-    proc = run_wrap(workdir, wrap, workdir.parent / "slurm-state", log)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    jobs = {}
+    for args in calls:
+        wrap = next(a for a in args if a.startswith("--wrap="))[len("--wrap=") :]
+        scans = tuple(sorted(set(re.findall(r"scan\d+", wrap))))
+        jobs[scans] = flags = flag_values([a for a in args if not a.startswith("--wrap")])
+        for flag, value in SLURM_GROUP[name].items():
+            assert flags.get(flag) == value, (flag, flags)
+        # the largest job of the group (its scans' most ranks), the runtimes summed
+        most = str(max(SCAN_RANKS[s] for s in scans))
+        assert flags.get("--ntasks" if name == "local-slurm" else "--gpus") == most, flags
+        assert flags["-t"] == str(sum(scan_runtime(s) for s in scans)), (scans, flags)
+        assert "--mem" in SLURM_GROUP[name] or "--mem" not in flags  # no summed 2000 MB cap
+        if name != "local-slurm":
+            assert "--ntasks" not in flags  # tasks come from the GPUs: 2 x 7 (32) cores in all
+        proc = run_wrap(workdir, wrap, workdir.parent / "slurm-state", log)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(s for scans in jobs for s in scans) == sorted(SCAN_RANKS)  # each scan once
+    assert (
+        len({len(scans) for scans in jobs}) == 1 and len(next(iter(jobs))) == (SCANS_PER_JOB[name])
+    )
+    if name == "local-slurm":
+        assert jobs[tuple(SCAN_RANKS)]["-t"] == SERIAL_RUNTIME
     recon = [c for c in recorded(log) if c["argv"][0] == "reconstruct"]
-    ranks = {scan: sorted(c["rank"] for c in recon if scan_of(c) == scan) for scan in SCAN_RANKS}
-    assert ranks == {s: [str(r) for r in range(n)] for s, n in SCAN_RANKS.items()}, recon
     for scan, n in SCAN_RANKS.items():
-        gpus = [c["cuda"] for c in recon if scan_of(c) == scan]
-        if name == "local-slurm":  # CPU only
-            assert gpus == [None] * n
-        else:  # every job through srun --gpus-per-task=1: one GPU per rank, distinct
-            assert all(g is not None and "," not in g for g in gpus), gpus
-            assert len(set(gpus)) == n, gpus
+        for part, subset in PARTS.items():
+            runs = [c for c in recon if scan_of(c) == scan and part_of(c) == part]
+            assert sorted(c["rank"] for c in runs) == [str(r) for r in range(n)], (scan, part)
+            sets = [c["argv"][i + 1] for c in runs for i, a in enumerate(c["argv"]) if a == "--set"]
+            assert sets == ([f"data.subset={subset}"] * n if subset else []), (scan, part)
+            gpus = [c["cuda"] for c in runs]
+            if name == "local-slurm":  # CPU only
+                assert gpus == [None] * n
+            else:  # every job through srun --gpus-per-task=1: one GPU per rank, distinct
+                assert all(g is not None and "," not in g for g in gpus), gpus
+                assert len(set(gpus)) == n, gpus
+    assert len(recon) == len(PARTS) * sum(SCAN_RANKS.values())
     assert (workdir / "results" / "beamtime" / "recon" / "scan003.h5").exists()
+    assert (workdir / "results" / "beamtime" / "frc" / "scan003.json").exists()
+
+
+def test_slurm_halves_share_their_scans_group_job(workdir):
+    """Measured scans (a CXI directory: no simulate job ties a scan's jobs together) are still
+    packed whole: Frontier's `scans: 1` gives one job per scan holding its reconstruction, both
+    halves and the quick-look that compares them, with the scan's summed runtime."""
+    use_cxi_dir(workdir)
+    calls = sbatch_calls(workdir, "frontier", *BEAMTIME)
+    assert len(calls) == 2, calls
+    for args in calls:
+        wrap = next(a for a in args if a.startswith("--wrap="))
+        scans = set(re.findall(r"run_[ab]", wrap))
+        assert len(scans) == 1, wrap
+        scan = scans.pop()
+        for part in ("recon", "recon_even", "recon_odd"):
+            assert f"part={part},scan={scan}" in wrap.replace("'", ""), (part, wrap)
+        assert f"quicklook_scan:scan={scan}" in wrap.replace("'", ""), wrap
+        # 3 reconstructions x 20 min + the quick-look and FRC 10 min, one after another
+        assert flag_values([a for a in args if not a.startswith("--wrap")])["-t"] == "70"
 
 
 PBS_CONFIG = {
@@ -264,26 +304,48 @@ def test_pbs_round_trip(workdir, name):
     assert (workdir / TARGET).exists()
 
 
+# (scan, reconstruction) of every rank: each scan and its two halves with the scan's ranks
+RECON_RANKS = sorted((s, part) for s, n in SCAN_RANKS.items() for part in PARTS for _ in range(n))
+# select, walltime and queue of the group job of the three scans. Polaris: 8 cores per scan
+# job, so its 9 reconstructions run 4 at a time (cores: 32) in 3 layers of 20 min, up to 5
+# ranks (GPUs) in a layer -> 2 nodes, 10 + 3 x 20 + 10 min -> the capacity queue. Aurora:
+# 8-core CPU ranks, the 9 reconstructions (12 ranks) fit one layer of a node.
+PBS_GROUP = {
+    "polaris": ("select=2:system=polaris", "01:20:00", "capacity"),
+    "aurora": ("select=1", "00:40:00", "debug"),
+}
+
+
 @pytest.mark.parametrize("name", ["polaris", "aurora"])
 def test_pbs_beamtime_group_job(workdir, name):
-    """One PBS job for the three scans, which run side by side in it (the sleep makes them
-    overlap): on Polaris the four ranks of the three reconstructions hold four different GPUs."""
+    """One PBS job for the three scans, whose jobs run side by side in it (the sleep makes them
+    overlap): on Polaris no two reconstructions that overlap in time hold the same GPU."""
     qsubs, calls = pbs_run(workdir, name, *BEAMTIME, env={"FAKE_XRAYFLOW_SLEEP": "reconstruct:6"})
     assert len(qsubs) == 1, qsubs
     args = qsubs[0]
     assert opt(args, "-N") == ["smk-scans"]
-    # 4 ranks, 4 GPUs (Polaris) and 3 x 8 cores fit one node; runtime 10 + 20 + 10 min
-    select = "select=1:system=polaris" if name == "polaris" else "select=1"
+    select, walltime, queue = PBS_GROUP[name]
     assert select in opt(args, "-l"), args
-    assert "walltime=00:40:00" in opt(args, "-l")
-    assert opt(args, "-q") == ["debug"]
+    assert f"walltime={walltime}" in opt(args, "-l"), args
+    assert opt(args, "-q") == [queue]
     recon = [c for c in calls if c["argv"][0] == "reconstruct"]
-    assert sorted(scan_of(c) for c in recon) == ["scan001", "scan002", "scan002", "scan003"]
-    gpus = [c["cuda"] for c in recon]
+    assert sorted((scan_of(c), part_of(c)) for c in recon) == RECON_RANKS
     if name == "polaris":
-        assert sorted(gpus) == ["0", "1", "2", "3"], recon
+        assert_own_gpus(recon)
     else:
-        assert gpus == [None] * 4
+        assert [c["cuda"] for c in recon] == [None] * len(RECON_RANKS)
+
+
+def assert_own_gpus(recon, seconds=6.0):
+    """Every rank on one of the node's 4 GPUs, and reconstructions that run at the same time
+    (a rank starts less than the fake's `seconds` of sleep after another) on different ones;
+    some of them do run at the same time."""
+    assert {c["cuda"] for c in recon} <= {"0", "1", "2", "3"}, recon
+    pairs = [(a, b) for i, a in enumerate(recon) for b in recon[i + 1 :]]
+    overlapping = [(a, b) for a, b in pairs if abs(a["t"] - b["t"]) < seconds - 0.2]
+    assert overlapping, "no two reconstructions ran side by side"
+    shared = [(a, b) for a, b in overlapping if a["cuda"] == b["cuda"]]
+    assert not shared, shared
 
 
 def test_pbs_pilot_gives_each_job_its_own_gpu(tmp_path, workdir):
@@ -311,5 +373,5 @@ def test_pbs_pilot_gives_each_job_its_own_gpu(tmp_path, workdir):
     proc = run_pilot(REPO / "workflow" / "scripts" / "pbs" / "pilot.sh", tmp_path, env)
     assert "pilot: 1 nodes, 4 GPUs" in proc.stderr
     recon = [c for c in recorded(log) if c["argv"][0] == "reconstruct"]
-    assert sorted(scan_of(c) for c in recon) == ["scan001", "scan002", "scan002", "scan003"]
-    assert sorted(c["cuda"] for c in recon) == ["0", "1", "2", "3"], recon
+    assert sorted((scan_of(c), part_of(c)) for c in recon) == RECON_RANKS
+    assert_own_gpus(recon)

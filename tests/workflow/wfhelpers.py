@@ -100,6 +100,41 @@ def snakemake(workdir, *args, env=None, path_prefix=(), timeout=300, check=False
     return proc
 
 
+def use_cxi_dir(workdir, absolute: bool = False) -> Path:
+    """Point the beamtime config at a directory ``cxi`` of two stand-in CXI files (no scan
+    sheet), named by its absolute path or relative to the workdir; returns the directory."""
+    cxi = workdir / "cxi"
+    cxi.mkdir()
+    for name in ("run_a", "run_b"):
+        (cxi / f"{name}.cxi").write_bytes(b"fake")
+    cfg = workdir / "config" / "beamtime.yaml"
+    text = cfg.read_text().replace("scans: config/scans.tsv", "scans: null")
+    cfg.write_text(text.replace("cxi_dir: null", f"cxi_dir: {cxi if absolute else 'cxi'}"))
+    return cxi
+
+
+def run_local(workdir, *args, calls=None, env=None, timeout=300):
+    """A real run with the local profile on 2 cores (``check``); with ``calls`` (a path) the
+    stand-in CLI runs in place of xrayflow and records its argument lists there."""
+    env = dict(env or {})
+    prefix = []
+    if calls is not None:
+        env["FAKE_XRAYFLOW_LOG"] = str(calls)
+        prefix = [FAKE_CLI]
+    return snakemake(
+        workdir,
+        "--workflow-profile",
+        profile("local"),
+        "--cores",
+        "2",
+        *args,
+        env=env,
+        path_prefix=prefix,
+        timeout=timeout,
+        check=True,
+    )
+
+
 def run_pilot(script: Path, cwd: Path, env: dict, timeout: float = 300):
     """Run the PBS pilot script ``script`` (the job's whole run) in ``cwd``; asserts success
     (the end of its output in the message) and returns the completed process."""

@@ -67,17 +67,30 @@ def read_benchmark(path):
     return out
 
 
-def write_tables(frame, tsv, html, title):
-    """The whole table as TSV; the HTML page shows the :data:`KEY_COLUMNS` present and
-    points to the TSV for the rest."""
+def write_tables(frame, tsv, html, title, html_frame=None):
+    """The whole table as TSV; the HTML page shows ``html_frame`` (a readable table of its
+    own: every column of it) or else the :data:`KEY_COLUMNS` present, and points to the
+    TSV for the rest."""
     frame.to_csv(tsv, sep="\t", index=False, na_rep="")
-    keys = [c for c in KEY_COLUMNS if c in frame.columns]
-    body = frame[keys].to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
+    if html_frame is None:
+        html_frame = frame[[c for c in KEY_COLUMNS if c in frame.columns]]
+    body = html_frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
     Path(html).write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
-        f"<body><h1>{title}</h1>{body}<p>{len(keys)} of {frame.shape[1]} columns; all of "
-        f"them in {Path(tsv).name}.</p></body></html>\n"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{TABLE_STYLE}</style></head><body><h1>{title}</h1>{body}<p>"
+        f"{html_frame.shape[1]} of {frame.shape[1]} columns; all of them in "
+        f"{Path(tsv).name}.</p></body></html>\n"
     )
+
+
+#: Style of the HTML tables: compact, right-aligned numbers, header row kept readable.
+TABLE_STYLE = (
+    "body{font-family:sans-serif;margin:1em}"
+    "table{border-collapse:collapse}"
+    "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+    "th{background:#f0f0f0}"
+    "td:first-child,th:first-child{text-align:left}"
+)
 
 
 def finite(value):
