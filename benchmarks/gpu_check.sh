@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with an NVIDIA GPU, install the `gpu` extra into the current
 # environment (when CuPy is missing), then run benchmarks/gpu_check.py: the GPU tests, the
-# forward/gradient benchmarks against the cuFFT floor and one 2-rank reduction (NCCL with two
-# GPUs, host staging with one), written to benchmarks/results/gpu_check.json (under 10 min).
+# forward/gradient benchmarks against the cuFFT floor, one 2-rank reduction (NCCL with two
+# GPUs, host staging with one) and one 2-rank reconstruction with a distributed object,
+# written to benchmarks/results/gpu_check.json (under 10 min).
 # Without a GPU it says so and exits 0.
 #
 #   bash benchmarks/gpu_check.sh [gpu_check.py options, e.g. --repeats 3]

@@ -227,17 +227,21 @@ def test_gpu_check_without_a_gpu_says_so_and_exits_0():
 
 @pytest.mark.mpi
 def test_gpu_check_dry_run_on_the_stand_in(tmp_path):
-    """The GPU check's benchmarks and 2-rank reduction, run on the stand-in."""
+    """The GPU check's benchmarks, 2-rank reduction and distributed object, run on the
+    stand-in (the reconstructions on the CPU)."""
     mpiexec()  # skips without one
     out = tmp_path / "gpu_check.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run"]
     r = subprocess.run(
-        [*cmd, "--repeats", "1", "--out", str(out)], capture_output=True, text=True, timeout=120
+        [*cmd, "--repeats", "1", "--out", str(out)], capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stderr
     rec = json.loads(out.read_text())
     assert [(f["n"], f["slices"]) for f in rec["forward"]] == [(16, 1), (16, 10)]
     assert rec["reduction"]["bit_identical_to_serial"] and rec["reduction"]["transport"] == "host"
+    dist = rec["distributed_object"]
+    assert dist["ok"] and dist["object_mode"] == "distributed", dist
+    assert max(dist["max_rel_diff"].values()) < 1e-6
 
 
 _DISTRIBUTED = """
