@@ -18,8 +18,8 @@ result, raster scan at equal dose), ``speckle_pattern.png`` (the first illuminat
 and the transmission image of the data file), ``sublattice_frc.png`` (the sub-lattice FRC of
 each map, result and raster, with the 1/7 and half-bit thresholds) and ``loss.png``.
 
-Shared helpers for other figure modules: :func:`orthogonal_slices_figure` (central slices
-of volumes with axes in physical units), :func:`length_unit`, :func:`curves_figure`.
+:func:`orthogonal_slices_figure` draws central slices of volumes with axes in physical units
+(:func:`length_unit`); the generic helpers are in :mod:`xrayflow.plotting`.
 
 Each file is written atomically.
 """
@@ -30,16 +30,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from xrayflow.evaluate import frc as frcmod
-from xrayflow.io.atomic import atomic_path
+from xrayflow.plotting import curves_figure, new_figure, save_png, show_image
 
 __all__ = [
     "FIGURE_FILES",
     "comparison_figure",
-    "curves_figure",
     "density_slices_figure",
     "element_maps_figure",
     "frc_figure",
@@ -63,18 +60,6 @@ FIGURE_FILES = (
     "frc.png",
     "loss.png",
 )
-
-
-def _figure(w: float, h: float):
-    fig = Figure(figsize=(w, h))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path, dpi: int) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return path
 
 
 def _amplitude_phase_panels(e, r, labels, amplitude_threshold):
@@ -204,7 +189,7 @@ def orthogonal_slices_figure(panels, voxel_size=None, panel_size: float = 3.3):
         names[i]: ((-0.5 - centre[i]) * step[i], (shape[i] - 0.5 - centre[i]) * step[i])
         for i in range(3)
     }
-    fig = _figure(panel_size * 3 + 0.6, panel_size * 0.95 * len(panels) + 0.3)
+    fig = new_figure(panel_size * 3 + 0.6, panel_size * 0.95 * len(panels) + 0.3)
     axes = np.asarray(fig.subplots(len(panels), 3, squeeze=False))
     for row, (vol, title, cmap, lim) in zip(axes, panels, strict=True):
         vol = np.asarray(vol)
@@ -239,25 +224,16 @@ def orthogonal_slices_figure(panels, voxel_size=None, panel_size: float = 3.3):
 
 def _panel_figure(panels):
     """2x3 images ``(array, title, colormap, (vmin, vmax) or None: symmetric)``."""
-    fig = _figure(12, 7.5)
+    fig = new_figure(12, 7.5)
     for ax, (img, title, cmap, lim) in zip(fig.subplots(2, 3).ravel(), panels, strict=True):
         if lim is None:
             m = float(np.nanpercentile(np.abs(img), 99.5)) or float(np.nanmax(np.abs(img))) or 1.0
             lim = (-m, m)
         if lim[0] == lim[1]:
             lim = (lim[0] - 0.5, lim[1] + 0.5)
-        _show(fig, ax, img, title, cmap, lim)
+        show_image(fig, ax, img, title, cmap, lim)
     fig.tight_layout()
     return fig
-
-
-def _show(fig, ax, img, title: str, cmap: str, lim=(None, None), fontsize: int = 10):
-    """``img`` on ``ax`` with a title, no ticks and a colour bar (returned)."""
-    im = ax.imshow(img, cmap=cmap, vmin=lim[0], vmax=lim[1], interpolation="nearest")
-    ax.set_title(title, fontsize=fontsize)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
 def frc_figure(frc_block: dict):
@@ -266,7 +242,7 @@ def frc_figure(frc_block: dict):
     c = np.asarray(frc_block["curve"], dtype=np.float64)
     n = np.asarray(frc_block["n_per_ring"], dtype=np.float64)
     x = f / 0.5
-    fig = _figure(7, 4.5)
+    fig = new_figure(7, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(x, c, "k.-", lw=1.2, ms=3, label="FRC" if len(f) else "")
     styles = {
@@ -308,7 +284,7 @@ def element_maps_figure(columns, elements, ssim=None):
     (E, Ny, Nx), g/cm²; the first is the reference, whose range sets the row's colour
     scale); ``ssim`` = ``{label: {element: value}}`` adds the SSIM to the titles."""
     ne, nc = len(elements), len(columns)
-    fig = _figure(3.6 * nc + 0.4, 3.0 * ne + 0.3)
+    fig = new_figure(3.6 * nc + 0.4, 3.0 * ne + 0.3)
     axes = np.asarray(fig.subplots(ne, nc, squeeze=False))
     for i, element in enumerate(elements):
         lim = (float(np.min(columns[0][1][i])), float(np.max(columns[0][1][i])))
@@ -317,7 +293,7 @@ def element_maps_figure(columns, elements, ssim=None):
         for ax, (label, maps) in zip(axes[i], columns, strict=True):
             value = ((ssim or {}).get(label) or {}).get(element)
             title = f"{element}: {label}" + ("" if value is None else f", SSIM {value:.3f}")
-            _show(fig, ax, maps[i], title, "viridis", lim, 9).set_label("g/cm²", fontsize=8)
+            show_image(fig, ax, maps[i], title, "viridis", lim, 9).set_label("g/cm²", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -327,11 +303,11 @@ def pattern_figure(pattern: np.ndarray, transmission: np.ndarray | None = None):
     panels = [(pattern, "illumination pattern 1 (photons/px)", "magma")]
     if transmission is not None:
         panels.append((transmission, "transmission image", "gray"))
-    fig = _figure(4.6 * len(panels), 4.0)
+    fig = new_figure(4.6 * len(panels), 4.0)
     for ax, (img, title, cmap) in zip(
         fig.subplots(1, len(panels), squeeze=False)[0], panels, strict=True
     ):
-        _show(fig, ax, img, title, cmap)
+        show_image(fig, ax, img, title, cmap)
     fig.tight_layout()
     return fig
 
@@ -339,7 +315,7 @@ def pattern_figure(pattern: np.ndarray, transmission: np.ndarray | None = None):
 def sublattice_frc_figure(metrics: dict):
     """Sub-lattice FRC of every element map (``metrics["maps"]``, solid) and of the raster
     maps (``metrics["raster"]``, dashed), with the 1/7 and half-bit thresholds."""
-    fig = _figure(7, 4.5)
+    fig = new_figure(7, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     for style, group in (("-", "maps"), ("--", "raster")):
         for i, (element, block) in enumerate((metrics.get(group) or {}).items()):
@@ -362,35 +338,6 @@ def sublattice_frc_figure(metrics: dict):
     ax.set_title("Sub-lattice Fourier ring correlation (even vs odd pixels)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def curves_figure(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]],
-    xlabel: str,
-    ylabel: str,
-    title: str | None = None,
-    markers: bool = False,
-):
-    """Line plot of ``curves`` = ``{label: (x, y)}`` (log y axis when every finite value
-    is positive; points marked with ``markers``)."""
-    fig = _figure(7, 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    positive = True
-    for label, (x, y) in curves.items():
-        y = np.asarray(y, dtype=np.float64)
-        ax.plot(np.asarray(x), y, lw=1.2, marker="o" if markers else None, ms=4, label=label)
-        positive &= bool(np.all(y[np.isfinite(y)] > 0))
-    if positive and curves:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -427,17 +374,17 @@ def write_figures(
             name = "density_slices.png"
         else:
             fig, name = comparison_figure(est, ref, labels, threshold), "comparison.png"
-        out = [_save(fig, d / name, dpi)]
+        out = [save_png(fig, d / name, dpi)]
         block = dict(metrics["frc"])
         block["ndim"] = np.asarray(arrays["est"]).ndim
-        out.append(_save(frc_figure(block), d / "frc.png", dpi))
+        out.append(save_png(frc_figure(block), d / "frc.png", dpi))
     hist = {}
     if arrays.get("loss_history"):
         hist[labels[0]] = arrays["loss_history"]
     if arrays.get("loss_history_ref"):
         hist[labels[1]] = arrays["loss_history_ref"]
     if hist:
-        out.append(_save(loss_figure(hist), d / "loss.png", dpi))
+        out.append(save_png(loss_figure(hist), d / "loss.png", dpi))
     return out
 
 
@@ -448,9 +395,9 @@ def _element_map_figures(d: Path, metrics: dict, arrays: dict, dpi: int) -> list
         columns.append(("raster", arrays["raster"]))
         ssim["raster"] = {k: v["ssim"] for k, v in metrics["raster"].items()}
     fig = element_maps_figure(columns, arrays["elements"], ssim)
-    out = [_save(fig, d / "element_maps.png", dpi)]
+    out = [save_png(fig, d / "element_maps.png", dpi)]
     if arrays.get("pattern") is not None:
         fig = pattern_figure(arrays["pattern"], arrays.get("transmission"))
-        out.append(_save(fig, d / "speckle_pattern.png", dpi))
-    out.append(_save(sublattice_frc_figure(metrics), d / "sublattice_frc.png", dpi))
+        out.append(save_png(fig, d / "speckle_pattern.png", dpi))
+    out.append(save_png(sublattice_frc_figure(metrics), d / "sublattice_frc.png", dpi))
     return out

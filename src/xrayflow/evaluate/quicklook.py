@@ -15,8 +15,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from xrayflow.evaluate.figures import _figure, _save
 from xrayflow.evaluate.report import _loss_summary, read_object
+from xrayflow.plotting import new_figure, save_png
 
 FIGURE_NAMES = ("quicklook.png",)
 #: Objects with more leading entries than this are volumes (z, y, x), else slices.
@@ -118,7 +118,7 @@ def write_quicklook(directory: Path, metrics: dict, arrays: dict, config: dict) 
     )
     n_probe = 0 if probe is None else min(3, probe.shape[0])
     cols = 2 * len(views) + n_probe + 1
-    fig = _figure(3.2 * cols, 3.4)
+    fig = new_figure(3.2 * cols, 3.4)
     axes = fig.subplots(1, cols)
     k = 0
     for cut, v in views:
@@ -155,4 +155,4 @@ def write_quicklook(directory: Path, metrics: dict, arrays: dict, config: dict) 
     if arrays["loss"]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return [_save(fig, Path(directory) / "quicklook.png", int(config["figures"]["dpi"]))]
+    return [save_png(fig, Path(directory) / "quicklook.png", int(config["figures"]["dpi"]))]

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from xrayflow.errors import DataError
-from xrayflow.evaluate.figures import _figure, _save, _show, curves_figure
+from xrayflow.plotting import curves_figure, new_figure, save_png, show_image
 
 __all__ = [
     "FIGURE_NAMES",
@@ -132,7 +132,7 @@ def predictions_figure(
             rmse = float(np.sqrt(np.mean((pred - true) ** 2)))
             data[h] = (true[rows], pred[rows], rmse)
         three_d = fp[heads[0]].ndim == 4
-    fig = _figure(2.9 * len(rows) + 0.4, 2.6 * 3 * len(heads) + 0.3)
+    fig = new_figure(2.9 * len(rows) + 0.4, 2.6 * 3 * len(heads) + 0.3)
     axes = np.asarray(fig.subplots(3 * len(heads), len(rows), squeeze=False))
     where = ", central z slice" if three_d else ""
     for k, h in enumerate(heads):
@@ -153,7 +153,7 @@ def predictions_figure(
                 title = f"{what}\nsample {i}{where}"
                 if r == 2:
                     title += f" (RMSE all: {rmse:.3g})"
-                _show(fig, axes[3 * k + r, j], _plane(img), title, cmap, lm, 8)
+                show_image(fig, axes[3 * k + r, j], _plane(img), title, cmap, lm, 8)
     fig.tight_layout()
     return fig
 
@@ -172,9 +172,9 @@ def write_training_figures(
     out = []
     if metrics is not None:
         curve = read_training_curve(metrics)
-        out.append(_save(training_curve_figure(curve), d / FIGURE_NAMES[0], dpi))
+        out.append(save_png(training_curve_figure(curve), d / FIGURE_NAMES[0], dpi))
     if predictions is not None and truth is not None:
-        out.append(_save(predictions_figure(predictions, truth), d / FIGURE_NAMES[1], dpi))
+        out.append(save_png(predictions_figure(predictions, truth), d / FIGURE_NAMES[1], dpi))
     return out
 
 
