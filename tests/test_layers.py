@@ -11,7 +11,7 @@ import pytest
 import xrayflow
 
 ROOT = Path(xrayflow.__file__).parent
-STAGES = ("simulate", "reconstruct", "train", "evaluate")
+STAGES = ("simulate", "reconstruct", "train", "evaluate", "ingest", "export")
 ABOVE_PHYSICS = ("operators", "ad", "networks", "modalities", "solvers", *STAGES, "cli")
 #: package or module -> the xrayflow packages it must not import
 FORBIDDEN = {

@@ -88,13 +88,13 @@ def test_vtk_of_bragg_cdi(bragg_result, tmp_path):
 
 def test_vtk_of_bragg_cdi_is_what_cdi_vtk_writes(bragg_result, tmp_path):
     """The export and the reconstruct stage's cdi.vtk file use one definition of the fields."""
-    from xrayflow.reconstruct.phase_retrieval import vtk_fields
+    from xrayflow.io.vtk import density_fields
 
     res = read_h5(bragg_result)
     out = tmp_path / "b.vti"
     _export(bragg_result, "vtk", out)
     arrays, _ = read_vti(out)
-    for name, value in vtk_fields(res).items():
+    for name, value in density_fields(res).items():
         np.testing.assert_array_equal(arrays[name], np.asarray(value).astype(arrays[name].dtype))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from xrayflow.errors import DataError
 from xrayflow.export.result import ResultFile
-from xrayflow.io.vtk import write_vti
+from xrayflow.io.vtk import density_fields, write_vti
 
 __all__ = ["grid", "write_density", "write_refractive"]
 
@@ -49,13 +49,11 @@ def _volume(result: ResultFile, name: str) -> np.ndarray:
 
 def write_density(result: ResultFile, out: str | os.PathLike) -> Path:
     """Write the VTK image ``out`` of a Bragg CDI result (module docstring)."""
-    from xrayflow.reconstruct.phase_retrieval import vtk_fields
-
     rho = _volume(result, "object")
     tree = {"object": rho, "support": result.array("support")}
     if result.has("strain/displacement") and result.has("strain/strain"):
         tree["strain"] = {k: result.array(f"strain/{k}") for k in ("displacement", "strain")}
-    fields = vtk_fields(tree)
+    fields = density_fields(tree)
     fields = {k: (v if v.dtype == bool else np.asarray(v, np.float32)) for k, v in fields.items()}
     return write_vti(out, fields, *grid(result, rho.shape))
 

@@ -131,3 +131,15 @@ def read_vti(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
             shape
         )
     return arrays, {"spacing": tuple(spacing[::-1]), "origin": tuple(origin[::-1])}
+
+
+def density_fields(tree: dict) -> dict:
+    """Point data of a complex density result (Bragg CDI) for :func:`write_vti`: amplitude,
+    phase (rad), support and the 3D fields of its ``strain`` group when there is one
+    (displacement, m; strain), from a result tree (``object`` (Z, Y, X) complex,
+    ``support``, optional ``strain``)."""
+    rho = tree["object"]
+    fields = {"amplitude": np.abs(rho), "phase": np.angle(rho), "support": tree["support"]}
+    if "strain" in tree:
+        fields |= {k: tree["strain"][k] for k in ("displacement", "strain")}
+    return fields
