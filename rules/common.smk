@@ -118,7 +118,9 @@ def gpus_for(ranks):
 def launch_prefix(wildcards, resources):
     """In front of the CLI: `{launcher} -n {tasks} [{wrapper}]` for a multi-rank job; for a
     single-rank GPU job the wrapper alone (config mpi_wrapper: it binds the process to a
-    free GPU of the node, so that jobs side by side never share one); else nothing."""
+    free GPU of the node, so that jobs side by side never share one), or, with config
+    launch_single_rank (the Slurm pilot: srun binds the GPUs), `{launcher} -n 1 [{wrapper}]`;
+    else nothing. Rules without `tasks` (training) are single-rank."""
     return _launch(resources, bind_single_rank=False)
 
 
@@ -130,14 +132,17 @@ def scan_launch_prefix(wildcards, resources):
 
 
 def _launch(resources, bind_single_rank):
-    ranks = int(resources.tasks)
+    ranks = int(getattr(resources, "tasks", 1) or 1)
     wrapper = config["mpi_wrapper"]
-    gpu = int(resources.gpu) > 0
-    if ranks < 2 and not (gpu and bind_single_rank and not wrapper):
+    gpu = int(getattr(resources, "gpu", 0) or 0) > 0
+    through_launcher = bool(config.get("launch_single_rank")) or (
+        bind_single_rank and not wrapper
+    )
+    if ranks < 2 and not (gpu and through_launcher):
         return wrapper if gpu else ""
     # the `mpi` resource (profiles may set it: same rule) or, for grouped scans, the config
     launcher = check_launch_words(
-        "mpi (resource)", resources.mpi or config["mpi_launcher"]
+        "mpi (resource)", getattr(resources, "mpi", "") or config["mpi_launcher"]
     )
     return " ".join(part for part in (launcher, f"-n {ranks}", wrapper) if part)
 

@@ -87,8 +87,10 @@ rule network_train:
             [*NETWORKS[wc.study]["set"], *NETWORKS[wc.study]["variants"][wc.variant]]
         ),
         figures=lambda wc, output: os.path.dirname(output.curve),
+        launch=launch_prefix,
     shell:
-        "xrayflow train --config {input.cfg:q} --data {input.shards:q} --out {output.model:q}"
+        "{params.launch} xrayflow train --config {input.cfg:q} --data {input.shards:q}"
+        " --out {output.model:q}"
         " --figures {params.figures:q} {params.sets} > {log:q} 2>&1"
 
 

@@ -1,6 +1,8 @@
 # Train stage: `xrayflow train --generate` writes training shards from simulate-stage physics
 # (config section `data`), `xrayflow train` fits the small network on them, and
-# `xrayflow train --infer` applies the model to one shard.
+# `xrayflow train --infer` applies the model to one shard. Training with a GPU (resource gpu,
+# set by the GPU profiles) goes through launch_prefix like a single-rank reconstruction: the
+# GPU wrapper (Polaris), or srun -n 1 in the Slurm pilot, gives it a GPU of its own.
 
 
 rule train_data:
@@ -52,10 +54,12 @@ rule train:
         runtime=RES["train"]["runtime"],
         gpu=RES["train"]["gpu"],
     params:
+        launch=launch_prefix,
         sets=set_args(TRAIN["set"]),
         figures=lambda wc, output: os.path.dirname(output.curve),
     shell:
-        "xrayflow train --config {input.cfg:q} --data {input.shards:q} --out {output.model:q}"
+        "{params.launch} xrayflow train --config {input.cfg:q} --data {input.shards:q}"
+        " --out {output.model:q}"
         " --figures {params.figures:q} {params.sets} > {log:q} 2>&1"
 
 

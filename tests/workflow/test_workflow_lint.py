@@ -41,6 +41,7 @@ def test_snakefmt_check():
         "workflow/scripts/local-slurm.sh",
         "workflow/scripts/pbs/pilot.sh",
         "workflow/scripts/polaris/set_affinity_gpu.sh",
+        "workflow/scripts/slurm/pilot.sh",
     ],
 )
 def test_shell_scripts_parse(script):

@@ -1,5 +1,5 @@
-"""What each cluster profile submits: a multi-rank reconstruction, a group job of beamtime scans
-and the PBS pilot job, with one GPU per rank and per single-rank job.
+"""What each cluster profile submits: a multi-rank reconstruction, a group job of beamtime scans,
+a training job and the PBS and Slurm pilot jobs, with one GPU per rank and per single-rank job.
 
 Slurm profiles: a fake `sbatch` on PATH records its command line (the job never runs; the fake
 `sacct`/`squeue` then report it failed, which is expected). For group jobs the recorded
@@ -8,7 +8,8 @@ that gives every task of a step its own GPU (as `--gpus-per-task` does). PBS pro
 `qsub` records its arguments and runs the jobscript at once, a fake `qstat -xf -F json`
 reports the exit status, so the whole cluster-generic round trip (submit.py -> qsub ->
 status.py) is exercised with the fake xrayflow CLI, which records each call's rank and
-CUDA_VISIBLE_DEVICES.
+CUDA_VISIBLE_DEVICES. The Slurm pilot (workflow/scripts/slurm/pilot.sh) runs in a fake
+allocation whose `srun` gives each step GPUs that no running step holds.
 """
 
 import json
@@ -22,10 +23,18 @@ from wfhelpers import (
     FAKE_CLI,
     FAKE_PBS,
     FAKE_SLURM,
+    PARTS,
+    RECON_RANKS,
     REPO,
+    SCAN_RANKS,
     VENV_BIN,
+    assert_own_gpus,
+    part_of,
     profile,
+    recorded,
     run_pilot,
+    scan_of,
+    scan_runtime,
     snakemake,
     snakemake_env,
     use_cxi_dir,
@@ -33,19 +42,6 @@ from wfhelpers import (
 
 TARGET = "results/recon/multislice_ptycho.h5"
 BEAMTIME = ("--configfile", "config/beamtime.yaml")
-# config/scans.tsv: scan001 and scan003 one rank, scan002 two ranks; scan003 not evaluated.
-SCAN_RANKS = {"scan001": 1, "scan002": 2, "scan003": 1}
-# Reconstructions of every scan (beamtime.halves is on by default): the whole scan and its
-# even/odd halves, each with the scan's ranks.
-PARTS = {"recon": None, "recon_even": "even", "recon_odd": "odd"}
-
-
-def scan_runtime(scan):
-    """Minutes of one scan's jobs (config/config.yaml resources): simulate 10, reconstruct 20
-    for the scan and for each half, evaluate 10 (not scan003), quick-look + halves' FRC 10."""
-    return 10 + len(PARTS) * 20 + (10 if scan != "scan003" else 0) + 10
-
-
 SERIAL_RUNTIME = str(sum(scan_runtime(s) for s in SCAN_RANKS))  # 260: all in one job
 
 
@@ -93,19 +89,6 @@ def flag_values(args):
             out[arg] = True
         i += 1
     return out
-
-
-def recorded(log):
-    return [json.loads(line) for line in log.read_text().splitlines()]
-
-
-def scan_of(call):
-    return re.search(r"scan\d+", " ".join(call["argv"])).group()
-
-
-def part_of(call):
-    """recon, recon_even or recon_odd: the folder of a reconstruction's --out."""
-    return call["argv"][call["argv"].index("--out") + 1].split("/")[-2]
 
 
 def test_frontier_sbatch(workdir):
@@ -304,8 +287,6 @@ def test_pbs_round_trip(workdir, name):
     assert (workdir / TARGET).exists()
 
 
-# (scan, reconstruction) of every rank: each scan and its two halves with the scan's ranks
-RECON_RANKS = sorted((s, part) for s, n in SCAN_RANKS.items() for part in PARTS for _ in range(n))
 # select, walltime and queue of the group job of the three scans. Polaris: 8 cores per scan
 # job, so its 9 reconstructions run 4 at a time (cores: 32) in 3 layers of 20 min, up to 5
 # ranks (GPUs) in a layer -> 2 nodes, 10 + 3 x 20 + 10 min -> the capacity queue. Aurora:
@@ -336,18 +317,6 @@ def test_pbs_beamtime_group_job(workdir, name):
         assert [c["cuda"] for c in recon] == [None] * len(RECON_RANKS)
 
 
-def assert_own_gpus(recon, seconds=6.0):
-    """Every rank on one of the node's 4 GPUs, and reconstructions that run at the same time
-    (a rank starts less than the fake's `seconds` of sleep after another) on different ones;
-    some of them do run at the same time."""
-    assert {c["cuda"] for c in recon} <= {"0", "1", "2", "3"}, recon
-    pairs = [(a, b) for i, a in enumerate(recon) for b in recon[i + 1 :]]
-    overlapping = [(a, b) for a, b in pairs if abs(a["t"] - b["t"]) < seconds - 0.2]
-    assert overlapping, "no two reconstructions ran side by side"
-    shared = [(a, b) for a, b in overlapping if a["cuda"] == b["cuda"]]
-    assert not shared, shared
-
-
 def test_pbs_pilot_gives_each_job_its_own_gpu(tmp_path, workdir):
     """pilot.sh inside a (fake) 1-node PBS job: the beamtime scans run side by side under the
     local executor, single-rank scans through the affinity wrapper, scan002 under mpiexec."""
@@ -375,3 +344,160 @@ def test_pbs_pilot_gives_each_job_its_own_gpu(tmp_path, workdir):
     recon = [c for c in recorded(log) if c["argv"][0] == "reconstruct"]
     assert sorted((scan_of(c), part_of(c)) for c in recon) == RECON_RANKS
     assert_own_gpus(recon)
+
+
+# ---------------------------------------------------------------------- training's GPU
+DIFFUSE = ("--configfile", "config/diffuse.yaml")  # networks mode: rule network_train
+TARGET_TRAIN = "results/train/model.pt"
+TRAIN_CLI = re.compile(r"Shell command: (.*?)xrayflow train --config ")
+# What comes before `xrayflow train` (the fit, not --generate/--infer): Polaris binds it with
+# the GPU wrapper (a GPU of the node that no other job holds); on Slurm a training job is its
+# own sbatch job with --gpus=1, which the jobstep's srun binds, so nothing goes in front; in
+# the Slurm pilot (config launch_single_rank, see below) it is srun -n 1 with one GPU per task.
+PILOT_CONFIG = [
+    "--set-resources",
+    "train:gpu=1",
+    "network_train:gpu=1",
+    "--config",
+    "mpi_launcher=srun --exact --mem=0 -c 7 --gpus-per-task=1",
+    "gpus_per_rank=1",
+    "launch_single_rank=True",
+]
+
+
+@pytest.mark.parametrize(
+    "name,extra,prefix",
+    [
+        ("polaris", [], "workflow/scripts/polaris/set_affinity_gpu.sh "),
+        ("frontier", [], ""),
+        ("perlmutter", [], ""),
+        ("local", [], ""),
+        ("local", PILOT_CONFIG, "srun --exact --mem=0 -c 7 --gpus-per-task=1 -n 1 "),
+    ],
+    ids=["polaris", "frontier", "perlmutter", "local", "slurm-pilot"],
+)
+def test_training_goes_through_the_gpu_binding(workdir, name, extra, prefix):
+    """Rules train (demo) and network_train (networks mode) run their GPU training through the
+    same binding as a single-rank reconstruction (rules/common.smk launch_prefix)."""
+    for mode in ((TARGET_TRAIN,), DIFFUSE):
+        proc = snakemake(
+            workdir, "-n", "-p", "--forceall", *mode, "--workflow-profile", profile(name), *extra
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        prefixes = TRAIN_CLI.findall(proc.stdout)
+        assert prefixes and {p.strip() for p in prefixes} == {prefix.strip()}, (mode, prefixes)
+
+
+@pytest.mark.parametrize(
+    "name,flags",
+    [
+        ("frontier", {"--gpus": "1", "--cpus-per-task": "7", "-p": "batch", "-t": "60"}),
+        ("perlmutter", {"--gpus": "1", "--cpus-per-task": "32", "--qos": "shared"}),
+    ],
+)
+def test_slurm_training_job_asks_for_one_gpu(workdir, name, flags):
+    (workdir / "results" / "train" / "shards").mkdir(parents=True)
+    calls = sbatch_calls(workdir, name, TARGET_TRAIN)
+    assert len(calls) == 1, calls
+    got = flag_values([a for a in calls[0] if not a.startswith("--wrap")])
+    for flag, value in flags.items():
+        assert got.get(flag) == value, (flag, got)
+    assert "--ntasks-per-gpu" not in got and got.get("--ntasks", "1") == "1", got
+
+
+# ---------------------------------------------------------------------- Slurm pilot
+# workflow/scripts/slurm/pilot.sh inside a (fake) 1-node allocation: GPUs per node and the
+# launcher of each system's defaults. The fake srun gives a step GPUs no running step holds.
+SLURM_PILOT = {
+    "frontier": (
+        8,
+        "--exact --mem=0 --kill-on-bad-exit=1 -c 7 --gpus-per-task=1 --gpu-bind=closest",
+    ),
+    "perlmutter": (
+        4,
+        "--exact --mem=0 --kill-on-bad-exit=1 -c 32 --cpu-bind=cores --gpus-per-task=1",
+    ),
+}
+# SLURM_* variables a step may inherit from the pilot: the job's identity, never a request
+PILOT_KEEP = {"SLURM_JOBID", "SLURM_CLUSTER_NAME", "SLURM_SUBMIT_DIR", "SLURM_SUBMIT_HOST"}
+
+
+def slurm_pilot(tmp_path, workdir, system, *args, sleep=""):
+    (workdir / "profiles").symlink_to(REPO / "profiles")
+    state = tmp_path / "slurm-state"
+    log = tmp_path / "calls.jsonl"
+    gpus = SLURM_PILOT[system][0]
+    env = snakemake_env(
+        {
+            "FAKE_XRAYFLOW_LOG": str(log),
+            "FAKE_XRAYFLOW_SLEEP": sleep,
+            "FAKE_SLURM_DIR": str(state),
+            "FAKE_SLURM_GPUS": str(gpus),
+            # what sbatch -N 1 --gpus-per-node=G puts into the batch script's environment
+            "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NUM_NODES": "1",
+            "SLURM_SUBMIT_DIR": str(workdir),
+            "SLURM_GPUS_PER_NODE": str(gpus),
+            "SLURM_GPUS_ON_NODE": str(gpus),
+            "SLURM_NTASKS": "1",
+            "SLURM_CPUS_ON_NODE": "56",
+            "XRAYFLOW_PILOT_SYSTEM": system,
+            "XRAYFLOW_SNAKEMAKE": str(VENV_BIN / "snakemake"),
+            "XRAYFLOW_SNAKEMAKE_ARGS": " ".join([f"-s {REPO / 'Snakefile'}", *args]),
+        },
+        [FAKE_SLURM, FAKE_CLI],
+    )
+    proc = run_pilot(REPO / "workflow" / "scripts" / "slurm" / "pilot.sh", tmp_path, env)
+    assert f"pilot: 1 nodes, {gpus} GPUs" in proc.stderr, proc.stderr[-2000:]
+    sruns = [json.loads(line) for line in (state / "srun.jsonl").read_text().splitlines()]
+    for step in sruns:
+        assert set(step["slurm_env"]) <= PILOT_KEEP, step  # no SLURM_GPUS_PER_NODE etc.
+        launcher = SLURM_PILOT[system][1].split()
+        assert step["args"][: len(launcher)] == launcher, step  # the system's srun options
+    return recorded(log), sruns
+
+
+@pytest.mark.parametrize("system", sorted(SLURM_PILOT))
+def test_slurm_pilot_gives_each_job_its_own_gpu(tmp_path, workdir, system):
+    """The beamtime scans side by side in one allocation: every reconstruction (single-rank
+    ones too) is an srun step with one GPU per rank, and no two ranks running at the same
+    time share a GPU; scan002's ranks each have their own."""
+    calls, sruns = slurm_pilot(tmp_path, workdir, system, *BEAMTIME, sleep="reconstruct:6")
+    recon = [c for c in calls if c["argv"][0] == "reconstruct"]
+    assert sorted((scan_of(c), part_of(c)) for c in recon) == RECON_RANKS
+    assert_own_gpus(recon, gpus=SLURM_PILOT[system][0])
+    steps = [s for s in sruns if "reconstruct" in s["args"]]
+    assert len(steps) == len(PARTS) * len(SCAN_RANKS)  # every reconstruction is a step
+    for step in steps:
+        n = int(step["args"][step["args"].index("-n") + 1])
+        assert n == SCAN_RANKS[re.search(r"scan\d+", " ".join(step["args"])).group()], step
+        assert len(set(step["gpus"])) == n, step
+    for scan, n in SCAN_RANKS.items():
+        for part in PARTS:
+            gpus = [c["cuda"] for c in recon if scan_of(c) == scan and part_of(c) == part]
+            assert len(gpus) == n and len(set(gpus)) == n, (scan, part, gpus)
+
+
+def test_slurm_pilot_trains_on_a_gpu_of_its_own(tmp_path, workdir):
+    """The demo in the pilot: training is an srun step with one GPU, as is the single-rank
+    reconstruction; the 2-rank one gets two; jobs without GPUs run outside srun."""
+    calls, sruns = slurm_pilot(tmp_path, workdir, "frontier", sleep="train:3")
+    fit = [
+        c
+        for c in calls
+        if c["argv"][0] == "train" and not {"--generate", "--infer"} & set(c["argv"])
+    ]
+    assert len(fit) == 1 and fit[0]["cuda"] in {str(g) for g in range(8)}, fit
+    step = [s for s in sruns if "train" in s["args"]]
+    assert len(step) == 1 and step[0]["args"][step[0]["args"].index("-n") + 1] == "1", step
+    recon = [c for c in calls if c["argv"][0] == "reconstruct"]
+    by_out = {}
+    for c in recon:
+        by_out.setdefault(c["argv"][c["argv"].index("--out") + 1], []).append(c["cuda"])
+    assert sorted(len(g) for g in by_out.values()) == [1, 2], by_out  # bragg_cdi, multislice
+    assert all(None not in g and len(set(g)) == len(g) for g in by_out.values()), by_out
+    others = [c for c in calls if c["argv"][0] in ("simulate", "evaluate")]
+    assert others and all(c["cuda"] is None for c in others), others
+    # a reconstruction that starts while the training runs (3 s) is on another GPU
+    during = [c for c in recon if 0 <= c["t"] - fit[0]["t"] < 2.8]
+    assert all(c["cuda"] != fit[0]["cuda"] for c in during), (fit, during)

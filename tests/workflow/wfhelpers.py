@@ -11,6 +11,7 @@ the stage helpers' files; the end-to-end tests use the real ones.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -188,3 +189,45 @@ def start_until(workdir, args, env: dict, log: Path, stage: str, timeout: float 
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout=30)
     raise AssertionError(f"the {stage} job never started")
+
+
+# ---------------------------------------------------------------------- beamtime demo runs
+# config/scans.tsv: scan001 and scan003 one rank, scan002 two ranks; scan003 not evaluated.
+SCAN_RANKS = {"scan001": 1, "scan002": 2, "scan003": 1}
+# Reconstructions of every scan (beamtime.halves is on by default): the whole scan and its
+# even/odd halves, each with the scan's ranks.
+PARTS = {"recon": None, "recon_even": "even", "recon_odd": "odd"}
+# (scan, reconstruction) of every rank: each scan and its two halves with the scan's ranks
+RECON_RANKS = sorted((s, part) for s, n in SCAN_RANKS.items() for part in PARTS for _ in range(n))
+
+
+def scan_runtime(scan):
+    """Minutes of one scan's jobs (config/config.yaml resources): simulate 10, reconstruct 20
+    for the scan and for each half, evaluate 10 (not scan003), quick-look + halves' FRC 10."""
+    return 10 + len(PARTS) * 20 + (10 if scan != "scan003" else 0) + 10
+
+
+def recorded(log):
+    """The stand-in CLI's records (FAKE_XRAYFLOW_LOG): argv, rank, cuda, t, job."""
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def scan_of(call):
+    return re.search(r"scan\d+", " ".join(call["argv"])).group()
+
+
+def part_of(call):
+    """recon, recon_even or recon_odd: the folder of a reconstruction's --out."""
+    return call["argv"][call["argv"].index("--out") + 1].split("/")[-2]
+
+
+def assert_own_gpus(recon, seconds=6.0, gpus=4):
+    """Every rank on one GPU of the node's `gpus`, and ranks that run at the same time (one
+    starts less than the fake's `seconds` of sleep after another) on different ones; some of
+    them do run at the same time."""
+    assert {c["cuda"] for c in recon} <= {str(g) for g in range(gpus)}, recon
+    pairs = [(a, b) for i, a in enumerate(recon) for b in recon[i + 1 :]]
+    overlapping = [(a, b) for a, b in pairs if abs(a["t"] - b["t"]) < seconds - 0.2]
+    assert overlapping, "no two reconstructions ran side by side"
+    shared = [(a, b) for a, b in overlapping if a["cuda"] == b["cuda"]]
+    assert not shared, shared

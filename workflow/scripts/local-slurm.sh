@@ -8,11 +8,14 @@
 #   workflow/scripts/local-slurm.sh stop     # kill the daemons this script started (by pid)
 #                                            # and remove the files it wrote
 #
-# Partition `debug` (default), 2 fake GPUs (gres with empty device files: --gpus=1 sets
-# SLURM_GPUS, not CUDA_VISIBLE_DEVICES). The config stays at the default path because the
-# Snakemake Slurm jobstep strips SLURM_CONF from job environments.
+# Partition `debug` (default), XRAYFLOW_SLURM_GPUS fake GPUs (default 2): gres devices that are
+# character devices with /dev/null's numbers (mknod c 1 3; slurmd refuses plain files), so that
+# Slurm allocates them by index and sets CUDA_VISIBLE_DEVICES in jobs and steps (--gpus=N,
+# srun --gpus-per-task=1) as on a GPU node; where mknod is not allowed, plain files (slurmd then
+# sets SLURM_GPUS only, no CUDA_VISIBLE_DEVICES). The config stays at the default path because
+# the Snakemake Slurm jobstep strips SLURM_CONF from job environments.
 # Environment: XRAYFLOW_SLURM_DIR (scratch dir, default /tmp/xrayflow-slurm),
-# XRAYFLOW_SLURM_NO_INSTALL=1 (never call apt-get).
+# XRAYFLOW_SLURM_GPUS (fake GPUs, default 2), XRAYFLOW_SLURM_NO_INSTALL=1 (never call apt-get).
 set -euo pipefail
 
 STATE_DIR="${XRAYFLOW_SLURM_DIR:-/tmp/xrayflow-slurm}"
@@ -49,7 +52,8 @@ install_packages() {
 remember_file() { echo "$1" >>"$WROTE"; }
 
 write_config() {
-  local host cpus mem_mb
+  local host cpus mem_mb gpus="${XRAYFLOW_SLURM_GPUS:-2}"
+  case "$gpus" in '' | *[!0-9]* | 0) die "XRAYFLOW_SLURM_GPUS must be a positive integer, not '$gpus'" ;; esac
   host="$(hostname -s)"
   cpus="$(nproc)"
   # RealMemory must not exceed what slurmd detects: 80 % of MemTotal, in MB.
@@ -62,8 +66,15 @@ write_config() {
     remember_file "$CONF_DIR"
   fi
   mkdir -p "$STATE_DIR"/{state,spool,log,run}
-  : >"$STATE_DIR/gpu0"
-  : >"$STATE_DIR/gpu1"
+  local gres_lines="" i
+  for i in $(seq 0 $((gpus - 1))); do
+    rm -f "$STATE_DIR/gpu$i"
+    if ! mknod "$STATE_DIR/gpu$i" c 1 3 2>/dev/null; then
+      log "mknod not allowed: fake GPU $i is a plain file (no CUDA_VISIBLE_DEVICES in jobs)"
+      : >"$STATE_DIR/gpu$i"
+    fi
+    gres_lines+="Name=gpu File=$STATE_DIR/gpu$i"$'\n'
+  done
   cat >"$CONF" <<CONF
 $MARK
 ClusterName=localci
@@ -93,15 +104,11 @@ SlurmctldLogFile=$STATE_DIR/log/slurmctld.log
 SlurmdLogFile=$STATE_DIR/log/slurmd.log
 SlurmctldPort=6817
 SlurmdPort=6818
-NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} Gres=gpu:2 State=UNKNOWN
+NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} Gres=gpu:${gpus} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 CONF
   remember_file "$CONF"
-  cat >"$GRES" <<GRESCONF
-$MARK
-Name=gpu File=$STATE_DIR/gpu0
-Name=gpu File=$STATE_DIR/gpu1
-GRESCONF
+  printf '%s\n%s' "$MARK" "$gres_lines" >"$GRES"
   remember_file "$GRES"
 }
 
