@@ -164,14 +164,20 @@ def reduce_rank(device: str, out: str) -> None:
             )
 
 
-def run_reduction(device: str, n_gpus: int) -> dict:
+def _launcher(n_gpus: int) -> tuple[str | None, dict]:
+    """``mpiexec`` (None when missing) and the environment of a 2-rank run: one FFT worker,
+    ``XRAYFLOW_GPU_COMM`` NCCL with 2 GPUs or more, else host staging (unless set)."""
     found = Path(sys.executable).parent / "mpiexec"
     mpiexec = str(found) if found.exists() else shutil.which("mpiexec")
+    env = dict(os.environ, XRAYFLOW_FFT_WORKERS="1", UCX_TLS=os.environ.get("UCX_TLS", "self,sm"))
+    env.setdefault("XRAYFLOW_GPU_COMM", "nccl" if n_gpus >= 2 else "host")
+    return mpiexec, env
+
+
+def run_reduction(device: str, n_gpus: int) -> dict:
+    mpiexec, env = _launcher(n_gpus)
     if mpiexec is None:
         return {"skipped": "no mpiexec (pip install mpich mpi4py)"}
-    env = dict(os.environ, XRAYFLOW_FFT_WORKERS="1", UCX_TLS=os.environ.get("UCX_TLS", "self,sm"))
-    if "XRAYFLOW_GPU_COMM" not in env:
-        env["XRAYFLOW_GPU_COMM"] = "nccl" if n_gpus >= 2 else "host"
     rec = {"ranks": 2, "blocks": N_BLOCKS, "requested_transport": env["XRAYFLOW_GPU_COMM"]}
     if n_gpus < 2 and env["XRAYFLOW_GPU_COMM"] == "host":
         rec["note"] = "one GPU: NCCL refuses two ranks on the same device; host staging used"
@@ -209,12 +215,9 @@ run: {precision: double, checkpoint_every: 0, log_every: 0, block_frames: 8, dev
 
 def run_distributed(device: str, n_gpus: int) -> dict:
     """The distributed object on 2 ranks against the replicated run, through the CLI."""
-    found = Path(sys.executable).parent / "mpiexec"
-    mpiexec = str(found) if found.exists() else shutil.which("mpiexec")
+    mpiexec, env = _launcher(n_gpus)
     if mpiexec is None:
         return {"skipped": "no mpiexec (pip install mpich mpi4py)"}
-    env = dict(os.environ, XRAYFLOW_FFT_WORKERS="1", UCX_TLS=os.environ.get("UCX_TLS", "self,sm"))
-    env.setdefault("XRAYFLOW_GPU_COMM", "nccl" if n_gpus >= 2 else "host")
     cli = [sys.executable, "-m", "xrayflow"]
     rec = {"ranks": 2, "requested_transport": env["XRAYFLOW_GPU_COMM"]}
     with tempfile.TemporaryDirectory() as tmp:
