@@ -350,6 +350,60 @@ def test_each_term_sets_its_tags_when_present_and_only_then(case):
         assert image_tags(section({**base, **off}), seed) == tags_off, seed
 
 
+def _q_of_px(r_px: float) -> float:
+    return float(GEOM.q_of_radius(r_px * PIXEL))
+
+
+def _ring_spec(n_lattice_rings: int, many: int = 4) -> ImageSpec:
+    """Two sharp rings (the rings term) and a square powder whose visible range holds
+    exactly ``n_lattice_rings`` of its rings ((1,0), (1,1), (2,0): |G| = 1, √2, 2 × q₁)."""
+    q1 = _q_of_px(12.0)
+    hi = q1 * (1.2, 1.7, 2.1)[n_lattice_rings - 1]  # between the last ring kept and the next
+    visible = (_q_of_px(2.0), hi)
+    common = {"weight": 1.0, "q_visible": visible, "many": many}
+    rings_p = {
+        "q": np.array([_q_of_px(5.0), _q_of_px(8.0)]),
+        "relative_width": np.array([0.01, 0.01]),
+        "intensity": np.array([1.0, 1.0]),
+        "order": np.array([1, 1]),
+        "oval": None,
+        "texture": None,
+        **common,
+    }
+    powder_p = {
+        "lattice": "square",
+        "a": 2.0 * math.pi / q1,
+        "q1": q1,
+        "radius": 1e-3,  # point scatterers: F² ≈ 1, the rings' share set by multiplicity/|G|
+        "sigma": 0.0,
+        "relative_width": 0.005,
+        **common,
+    }
+    return ImageSpec(
+        geometry=GEOM,
+        level=50.0,
+        strength_tag=I,
+        sample=(("rings", rings_p), ("polycrystalline", powder_p)),
+    )
+
+
+@pytest.mark.parametrize("n_lattice_rings, tagged", [(1, False), (2, True), (3, True)])
+def test_many_rings_counts_the_rings_of_every_term_on_the_image(n_lattice_rings, tagged):
+    # 2 sharp rings + n powder rings: 4 or more rings on the image set many_rings although
+    # no single term has 4 (an image shows its rings, not the terms that drew them)
+    spec = _ring_spec(n_lattice_rings)
+    counts = {n: terms.ring_count(n, GEOM, p) for n, p in spec.sample}
+    assert counts == {"rings": 2, "polycrystalline": n_lattice_rings}
+    assert max(counts.values()) < 4
+    _, tags = render(spec)
+    assert RING in tags
+    assert (MANY in tags) is tagged
+    # a ring outside the visible range is not counted, and terms without rings count 0
+    p = dict(spec.sample[0][1], q=np.array([_q_of_px(8.0), 10.0 * _q_of_px(60.0)]))
+    assert terms.ring_count("rings", GEOM, p) == 1
+    assert terms.ring_count("halo", GEOM, {"q": _q_of_px(20.0)}) == 0
+
+
 def test_the_cases_cover_the_vocabulary_and_nothing_is_tagged_without_terms():
     assert set().union(*(c[2] for c in CASES.values())) == set(TAGS)
     assert len(set(TAGS)) == len(TAGS)

@@ -12,7 +12,8 @@ pixels and weighted, scaled together to the drawn level (mean expected photons p
 pixel, ``counts.mean_per_pixel``), times the coherent speckle, plus the backgrounds (photons
 per pixel), times the factors (gaps, beamstop, obstruction, window); then Poisson counts,
 zingers and the clip at saturation. Each tag comes from the term (or draw, for the beam
-centre and the level) that caused it. Units as in :mod:`.terms`.
+centre and the level) that caused it; ``many_rings`` from the rings of all the terms
+together (:func:`.terms.ring_count`). Units as in :mod:`.terms`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from scipy.spatial.transform import Rotation
 
 from xrayflow.modalities.scattering.detector import DetectorGeometry
 from xrayflow.modalities.scattering.tags import TAGS, tag_vector
-from xrayflow.modalities.scattering.terms import LATTICES, SAMPLE, TERMS
+from xrayflow.modalities.scattering.terms import LATTICES, SAMPLE, TERMS, ring_count
 
 #: Radius kept clear around the beam centre when there is no beamstop, px; with one, the
 #: disc's radius plus :data:`BEAMSTOP_MARGIN_PX`.
@@ -513,6 +514,7 @@ def render(spec: ImageSpec) -> tuple[np.ndarray, set[str]]:
     good = spec.good
     image = np.zeros(geom.shape)
     total = 0.0
+    n_rings, many = 0, math.inf
     for name, p in spec.sample:
         arr, t = SAMPLE[name](geom, p, next(rngs))
         mean = float(arr[good].mean()) if good.any() else 0.0
@@ -520,6 +522,10 @@ def render(spec: ImageSpec) -> tuple[np.ndarray, set[str]]:
             image += (p["weight"] / mean) * arr
             total += p["weight"]
             tags |= t
+            n_rings += ring_count(name, geom, p)
+            many = p["many"]
+    if n_rings >= many:  # the rings of all terms on the image
+        tags.add("features.variations.many_rings")
     if total:  # the level scales the sample's scattering: its strength
         image *= spec.level / total
         tags.add(spec.strength_tag)

@@ -146,7 +146,8 @@ def _visible(p: Mapping, q, intensity=None) -> np.ndarray:
 # --------------------------------------------------------------------------- sample terms
 def rings(geom, p, rng):
     """Sharp rings at ``q`` (e.g. ``2π/d``) with relative widths, intensities and orders
-    (1: first order, k: the k-th multiple of a first order), optionally oval or textured."""
+    (1: first order, k: the k-th multiple of a first order), optionally oval or textured.
+    (``many_rings`` is set by the generator from :func:`ring_count` of all terms.)"""
     q = np.asarray(p["q"], dtype=np.float64)
     sigma = ring_widths(geom, q, p["relative_width"])
     img = ring_image(geom, q, sigma, p["intensity"], p["oval"], p["texture"])
@@ -154,8 +155,6 @@ def rings(geom, p, rng):
     tags = set()
     if vis.any():
         tags.add("features.main.ring")
-        if vis.sum() >= p["many"]:
-            tags.add("features.variations.many_rings")
         if (vis & (np.asarray(p["order"]) >= 2)).any():
             tags.add("features.variations.higher_orders")
         if p["oval"] is not None:
@@ -250,8 +249,6 @@ def _crystal_tags(p: Mapping, q, intensity, kind: str, rings: bool) -> set[str]:
     tags = {"image.general.structure_factor", f"sample.type.{kind}"}
     if rings:
         tags.add("features.main.ring")
-        if vis.sum() >= p["many"]:
-            tags.add("features.variations.many_rings")
     return tags
 
 
@@ -330,6 +327,23 @@ def single_crystal(geom, p, rng):
     ny, nx = geom.shape
     on = (y > -0.5) & (y < ny - 0.5) & (x > -0.5) & (x < nx - 0.5)
     return img, _crystal_tags(p, norm[on], w[on], "single_crystal", rings=False)
+
+
+def ring_count(name: str, geom: DetectorGeometry, p: Mapping) -> int:
+    """Rings that the sample term ``name`` puts on the image: those for which it sets
+    ``features.main.ring`` (:func:`rings`: every ring in the visible q range; the powder
+    rings of :func:`polycrystalline` and :func:`large_grains`: those that also reach
+    :data:`VISIBLE_SHARE` of the strongest); 0 for terms without rings.
+
+    The generator sums them over the terms of an image for ``features.variations.many_rings``
+    (at least ``many_rings`` rings on the image, whichever terms drew them: an image shows
+    its rings, not the terms that made them)."""
+    if name == "rings":
+        return int(_visible(p, p["q"]).sum())
+    if name in ("polycrystalline", "large_grains"):
+        q, intensity = _powder_rings(p)
+        return int(_visible(p, q, intensity).sum())
+    return 0
 
 
 # --------------------------------------------------------------------------- factors on the sample
