@@ -22,7 +22,7 @@ import numpy as np
 
 from xrayflow.errors import DataError
 from xrayflow.export.result import ResultFile
-from xrayflow.io.vtk import density_fields, write_vti
+from xrayflow.io.vtk import centred_grid, density_fields, write_vti
 
 __all__ = ["grid", "write_density", "write_refractive"]
 
@@ -30,14 +30,13 @@ __all__ = ["grid", "write_density", "write_refractive"]
 def grid(result: ResultFile, shape) -> tuple:
     """(spacing, origin), each (z, y, x), of a volume of ``shape``: the voxel (m; 1 when the
     result is in voxel or pixel units), the middle voxel at 0."""
-    step = 1.0
+    step = None
     if result.metric:
         for name in ("voxel_size", "pixel_size"):
             if result.has(name):
                 step = result.array(name)
                 break
-    step = np.broadcast_to(np.asarray(step, np.float64), 3)
-    return tuple(step), tuple(-(n // 2) * s for n, s in zip(shape, step, strict=True))
+    return centred_grid(step, shape)
 
 
 def _volume(result: ResultFile, name: str) -> np.ndarray:

@@ -143,3 +143,10 @@ def density_fields(tree: dict) -> dict:
     if "strain" in tree:
         fields |= {k: tree["strain"][k] for k in ("displacement", "strain")}
     return fields
+
+
+def centred_grid(voxel_size, shape) -> tuple:
+    """(spacing, origin), each (z, y, x), for :func:`write_vti` of a volume of ``shape``:
+    the voxel (m, one number or per axis; None: 1, voxel units), the middle voxel at 0."""
+    step = np.broadcast_to(np.asarray(1.0 if voxel_size is None else voxel_size, np.float64), 3)
+    return tuple(step), tuple(-(n // 2) * s for n, s in zip(shape, step, strict=True))

@@ -23,7 +23,7 @@ from xrayflow.errors import ConfigError, DataError
 from xrayflow.io.cxi import MAX_DISTANCE_M, MAX_PIXEL_M
 from xrayflow.io.hdf5 import write_h5
 from xrayflow.io.volumes import GEOMETRY_DATASETS, read_mask_file, read_volume_file
-from xrayflow.io.vtk import density_fields, write_vti
+from xrayflow.io.vtk import centred_grid, density_fields, write_vti
 from xrayflow.modalities import get_modality
 from xrayflow.optics.constants import wavelength, xray_energy_problem
 from xrayflow.provenance import provenance
@@ -250,7 +250,9 @@ def reconstruct_file(cfg: dict, data_path, out_path) -> dict:
         "provenance": provenance(full, seed, data=str(data_path)),
     }
     if cfg["cdi"]["vtk"]:  # before the HDF5 result, the last file written
-        write_vti(vtk_path(out_path), density_fields(tree), *_vtk_grid(volume, obj.shape))
+        write_vti(
+            vtk_path(out_path), density_fields(tree), *centred_grid(volume.voxel_size, obj.shape)
+        )
     attrs = {"model": cfg["model"]["type"], "centred": True, "units": volume.units}
     plot = {"signal": "/object", "pixel_size": volume.voxel_size, "title": "Bragg CDI density"}
     write_h5(out_path, tree, attrs=attrs, default_plot=plot)
@@ -260,13 +262,6 @@ def reconstruct_file(cfg: dict, data_path, out_path) -> dict:
 def vtk_path(out_path) -> Path:
     """The VTK file written next to the HDF5 result ``out_path`` (``cdi.vtk``)."""
     return Path(out_path).with_suffix(".vti")
-
-
-def _vtk_grid(volume: Volume, shape) -> tuple:
-    """(spacing, origin) (z, y, x) of the VTK image: the voxel (m; 1 in voxel units), the
-    middle voxel at the origin."""
-    step = np.broadcast_to(np.asarray(1.0 if volume.voxel_size is None else volume.voxel_size), 3)
-    return tuple(step), tuple(-(n // 2) * s for n, s in zip(shape, step, strict=True))
 
 
 def reconstruct(cfg: dict, data_path, out_path, comm) -> str:
