@@ -140,6 +140,60 @@ def test_m0_coefficients_match_a_numerical_hankel_projection(n):
     assert abs(c[0, n - 1] - expected) <= (3.0 * bias + 1e-4) * abs(expected)
 
 
+def test_signed_m0_row_keeps_the_radial_profile_that_magnitudes_lose():
+    fb = FourierBessel(m_orders=3, n_orders=30)
+    shape, center, radius = (256, 256), (127.6, 128.2), 120.0
+    r, theta = polar_grid(shape, center)
+    image = 50.0 * ring(r, 40.0, 6.0) + 20.0 * ring(r, 85.0, 9.0) * (1.0 + 0.5 * np.cos(theta))
+    c = fb.coefficients(image, center, radius=radius)
+    signed, plain = fb.features(c, signed=True)[0], fb.features(c)[0]
+    np.testing.assert_array_equal(signed[1:], plain[1:])  # m >= 1 rows: magnitudes only
+    np.testing.assert_array_equal(np.abs(signed[0]), plain[0])
+    assert (signed[0] < 0).sum() >= 5  # the m = 0 coefficients of rings change sign
+
+    def profile(f0):  # m = 0 coefficients back from the features, then the radial profile
+        c0 = np.zeros_like(c)
+        c0[0] = np.sign(f0) * np.expm1(np.abs(f0).astype(np.float64) * np.log(65536.0))
+        return fb.reconstruct(c0, center, shape, radius)
+
+    average = 50.0 * ring(r, 40.0, 6.0) + 20.0 * ring(r, 85.0, 9.0)  # azimuthal mean
+    inside = r < radius
+    err = [
+        np.linalg.norm((profile(f) - average)[inside]) / np.linalg.norm(average[inside])
+        for f in (signed[0], plain[0])
+    ]
+    assert err[0] < 0.01 < 0.5 < err[1]  # float32 features: ~1e-6 relative per coefficient
+    # a rotation leaves the signed row unchanged (c_0n is real and rotation invariant)
+    c_rot = fb.coefficients(
+        50.0 * ring(r, 40.0, 6.0) + 20.0 * ring(r, 85.0, 9.0) * (1.0 + 0.5 * np.cos(theta - 1.1)),
+        center,
+        radius=radius,
+    )
+    np.testing.assert_allclose(fb.features(c_rot, signed=True)[0, 0], signed[0], atol=2e-4)
+    # units: log(1 + |c|/unit)/log(full_scale/unit)
+    np.testing.assert_allclose(
+        fb.features(c, full_scale=1.0, unit=1e-3)[0],
+        np.log1p(np.abs(c) / 1e-3) / np.log(1e3),
+        rtol=1e-6,
+    )
+
+
+def test_views_of_one_frame_equal_their_separate_coefficients():
+    rng = np.random.default_rng(4)
+    fb = FourierBessel(m_orders=5, n_orders=9)
+    counts = rng.poisson(50.0, (3, 60, 80)).astype(float)
+    views = np.stack([counts, np.log1p(counts)], axis=1)
+    centers = np.array([[30.2, 40.7], [-8.0, 50.0], [25.5, 90.0]])
+    masks = rng.random((3, 60, 80)) > 0.1
+    both = fb.coefficients(views, centers, masks, workers=2)
+    assert both.shape == (3, 2, 5, 9)
+    for k in range(2):
+        np.testing.assert_array_equal(both[:, k], fb.coefficients(views[:, k], centers, masks))
+    views[1, 1, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="image 1 has non-finite"):
+        fb.coefficients(views, centers)
+
+
 def test_batch_equals_single_and_is_deterministic():
     rng = np.random.default_rng(3)
     fb = FourierBessel(m_orders=6, n_orders=10)

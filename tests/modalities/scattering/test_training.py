@@ -19,6 +19,7 @@ from xrayflow.cli import main
 from xrayflow.config import load_config
 from xrayflow.io.cxi import read_cxi
 from xrayflow.modalities import stage_schema
+from xrayflow.modalities.scattering.fourier_bessel import FourierBessel
 from xrayflow.modalities.scattering.tags import TAGS
 from xrayflow.modalities.scattering.training import network_inputs
 from xrayflow.networks import load_model
@@ -111,12 +112,39 @@ def test_shards_hold_images_their_coefficients_and_the_chosen_tags(run):
     with h5py.File(run["first"], "r") as f:
         images, coeffs, tags = f["inputs"][()], f["views_coefficients"][()], f["targets_tags"][()]
         names = json.loads(f.attrs["tag_names"])
-    assert images.shape == (16, SIDE, SIDE) and coeffs.shape == (16, 2, 4, 5)
+    # counts and log-image views, each magnitude (m = 0 signed) and relative phase
+    assert images.shape == (16, SIDE, SIDE) and coeffs.shape == (16, 4, 4, 5)
+    assert (coeffs[:, 0, 0] < 0).any() and (coeffs[:, 2, 0] < 0).any()
+    assert (coeffs[:, 0, 1:] >= 0).all() and (coeffs[:, 2, 1:] >= 0).all()
     assert names == TAG_SUBSET and tags.shape == (16, 4) and set(np.unique(tags)) <= {0.0, 1.0}
     assert np.isfinite(images).all() and np.isfinite(coeffs).all()
     assert images.min() >= 0 and images.max() > 0  # log(1 + counts)/log(full_scale), masked 0
     # the module's gap rows are masked in every image (detector gap: 2 rows after row 20)
     assert not images[:, 20:22].any()
+
+
+def test_coefficient_view_holds_the_counts_and_log_image_features():
+    rng = np.random.default_rng(2)
+    counts = rng.poisson(30.0, (2, 40, 48)).astype(float)
+    counts[:, 18:22, 20:26] += 5000.0
+    masks = np.ones(counts.shape, bool)
+    masks[:, 10:12] = False
+    centers = np.array([[20.0, 23.0], [-5.0, 30.5]])
+    fb_opts = {"m_orders": 4, "n_orders": 6, "phase": False}
+    attrs = {"fourier_bessel": {**fb_opts, "signed": True, "log_image": True}, "full_scale": 1e4}
+    got = network_inputs(counts, masks, centers, attrs)
+    fb = FourierBessel(4, 6)
+    image = np.where(masks, np.log1p(counts), 0.0) / np.log(1e4)
+    np.testing.assert_allclose(got["input"], image, rtol=1e-6)
+    views = [
+        fb.features(fb.coefficients(counts, centers, masks), full_scale=1e4, signed=True),
+        fb.features(fb.coefficients(image, centers, masks), full_scale=1.0, unit=1e-3, signed=True),
+    ]
+    assert got["coefficients"].shape == (2, 2, 4, 6)
+    np.testing.assert_allclose(got["coefficients"], np.concatenate(views, axis=1), atol=1e-6)
+    # shards written before signed/log_image: one unsigned channel of the counts
+    old = network_inputs(counts, masks, centers, {"fourier_bessel": fb_opts, "full_scale": 1e4})
+    np.testing.assert_allclose(old["coefficients"], np.abs(views[0]), atol=1e-6)
 
 
 def test_shards_are_the_same_for_the_same_seed(run, tmp_path):
@@ -277,7 +305,7 @@ def test_the_model_records_its_view_and_the_tag_vocabulary(run):
     assert (json.loads(names) if isinstance(names, str) else list(names)) == TAG_SUBSET
     assert set(TAG_SUBSET) <= set(TAGS)
     assert config["network"]["scattering"]["view"] == "joint"
-    assert {k: list(v) for k, v in meta["views"].items()} == {"coefficients": [2, 4, 5]}
+    assert {k: list(v) for k, v in meta["views"].items()} == {"coefficients": [4, 4, 5]}
 
 
 MPI_TRAIN = """

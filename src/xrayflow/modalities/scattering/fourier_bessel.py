@@ -39,8 +39,15 @@ Non-finite values are allowed only in masked pixels.
 
 Network input (:meth:`FourierBessel.features`): ``log(1 + |c_mn|) / log(65536)``, the
 image-view normalisation of Guan et al. (BMVC 2018) applied to the coefficient magnitudes
-(rotation invariant); optionally a second channel, the phase of ``c_mn conj(c_m,n-1)`` / π
-(0 for n = 1), also rotation invariant.
+(rotation invariant); optionally the m = 0 row signed (``c_0n`` is real and unchanged by a
+rotation; its sign is what, with the magnitudes, gives back the azimuthal average: the
+magnitudes alone reconstruct the average of two rings with 111 % error, the signed row with
+0.3 %), and a second channel, the phase of ``c_mn conj(c_m,n-1)`` / π (0 for n = 1), also
+rotation invariant.
+
+Several images of one frame (e.g. the counts and their logarithm) are transformed together
+as ``(B, K, ny, nx)``: one set of resampling weights, one mask, one pass of the projection
+(256², two views: 1.13 × the time of one, against 2 × for two calls).
 
 Speed (M = 20, N = 30, float64, min over repeats on a 2-core machine shared with another
 job; centre mid-image): 256² 6.1 ms/image (6.5 with a mask), 1000² 16 ms/image (19 with a
@@ -148,7 +155,7 @@ class PolarImage:
     """An image resampled about its centre, missing samples in-painted.
 
     Attributes:
-        values: (n_r, n_θ) samples at radii ``(k + 1/2) radius / n_r``, angles ``2πl / n_θ``.
+        values: (..., n_r, n_θ) samples at radii ``(k + 1/2) radius / n_r``, angles ``2πl / n_θ``.
         valid_fraction: (n_r,) fraction of the samples on each ring that came from data.
         radius: disc radius R (px).
     """
@@ -160,7 +167,7 @@ class PolarImage:
     @property
     def radii(self) -> np.ndarray:
         """Ring radii (px), (n_r,)."""
-        n_r = self.values.shape[0]
+        n_r = self.values.shape[-2]
         return (np.arange(n_r) + 0.5) * (self.radius / n_r)
 
 
@@ -190,17 +197,18 @@ class FourierBessel:
         self._cos, self._sin = np.cos(theta), np.sin(theta)
 
     def polar(self, image, center, mask=None, radius: float | None = None) -> PolarImage:
-        """Resample one ``image`` (ny, nx) about ``center`` (y, x) px onto the polar grid;
+        """Resample ``image`` (..., ny, nx) about ``center`` (y, x) px onto the polar grid
+        (leading axes: several images sharing the mask, resampled with one set of weights);
         ``mask`` (ny, nx) bool, True = good (None: all good); ``radius`` px (None: to the
         farthest good pixel)."""
         image = np.asarray(image, dtype=np.float64)
-        ny, nx = image.shape
+        ny, nx = image.shape[-2:]
         if mask is not None:
             mask = np.asarray(mask, dtype=bool)
-            if mask.shape != image.shape:
+            if mask.shape != (ny, nx):
                 raise ValueError(f"mask {mask.shape} and image {image.shape} differ in shape")
         if radius is None:
-            radius = default_radius(image.shape, center, mask)
+            radius = default_radius((ny, nx), center, mask)
         if not radius > 0:
             raise ValueError(f"radius must be > 0 px, not {radius}")
         n_r = self.n_r or _N_R_QUANTUM * math.ceil(radius / _N_R_QUANTUM)
@@ -211,8 +219,13 @@ class FourierBessel:
         i10, i11 = iy1 * nx + ix0, iy1 * nx + ix1
 
         def bilinear(a: np.ndarray) -> np.ndarray:
-            f = a.ravel()
-            return wy0 * (wx0 * f[i00] + wx1 * f[i01]) + wy1 * (wx0 * f[i10] + wx1 * f[i11])
+            def one(f: np.ndarray) -> np.ndarray:
+                return wy0 * (wx0 * f[i00] + wx1 * f[i01]) + wy1 * (wx0 * f[i10] + wx1 * f[i11])
+
+            if a.ndim == 2:
+                return one(a.ravel())
+            flat = a.reshape(-1, ny * nx)
+            return np.stack([one(f) for f in flat]).reshape(*a.shape[:-2], *i00.shape)
 
         if mask is None:
             weight = (wy0 + wy1) * (wx0 + wx1)
@@ -223,18 +236,19 @@ class FourierBessel:
         valid = weight >= _MIN_WEIGHT
         values = np.divide(total, weight, out=np.zeros_like(total), where=valid)
         count = valid.sum(axis=1)
-        mean = values.sum(axis=1) / np.maximum(count, 1)
-        values += ~valid * mean[:, None]
+        mean = values.sum(axis=-1) / np.maximum(count, 1)
+        values += ~valid * mean[..., None]
         return PolarImage(values, count / self.n_theta, float(radius))
 
     def project(self, polar: PolarImage) -> np.ndarray:
-        """Coefficients (M, N) complex128 of a :class:`PolarImage`."""
+        """Coefficients (..., M, N) complex128 of a :class:`PolarImage`."""
         m_orders, n_orders = self.m_orders, self.n_orders
-        n_r = polar.values.shape[0]
-        a = fft(polar.values, axis=-1, norm="forward", workers=1)[:, :m_orders]
-        pairs = np.ascontiguousarray(a.T).view(np.float64).reshape(m_orders, n_r, 2)
-        c = pairs.transpose(0, 2, 1) @ _radial_matrix(m_orders, n_orders, n_r)
-        return c[:, 0] + 1j * c[:, 1]
+        lead, n_r = polar.values.shape[:-2], polar.values.shape[-2]
+        a = fft(polar.values, axis=-1, norm="forward", workers=1)[..., :m_orders]
+        a = np.moveaxis(a.reshape(-1, n_r, m_orders), -1, 0)  # (M, K, n_r)
+        c = np.concatenate([a.real, a.imag], axis=1) @ _radial_matrix(m_orders, n_orders, n_r)
+        k = c.shape[1] // 2
+        return np.moveaxis(c[:, :k] + 1j * c[:, k:], 0, 1).reshape(*lead, m_orders, n_orders)
 
     def coefficients(
         self, images, centers, masks=None, radius=None, workers: int = 1
@@ -243,7 +257,8 @@ class FourierBessel:
         values in good pixels, an image without good pixels, or disagreeing shapes).
 
         Args:
-            images: (B, ny, nx) or (ny, nx) real intensities.
+            images: (B, ny, nx) or (ny, nx) real intensities, or (B, K, ny, nx): K images
+                per detector frame (e.g. counts and their log) sharing its mask and centre.
             centers: (B, 2) or (2,) beam centres (y, x) px, anywhere (also off the image).
             masks: (B, ny, nx) or (ny, nx) bool, True = good pixel; None: all good.
             radius: disc radius R px, scalar or (B,); None: per image, the distance to
@@ -251,15 +266,18 @@ class FourierBessel:
             workers: threads over the batch.
 
         Returns:
-            complex128 (B, M, N), or (M, N) for a single (ny, nx) image.
+            complex128 (B, M, N), (B, K, M, N) for (B, K, ny, nx) images, or (M, N) for a
+            single (ny, nx) image.
         """
         images = np.asarray(images)
         single = images.ndim == 2
         if single:
             images = images[None]
-        if images.ndim != 3:
-            raise ValueError(f"images must be (B, ny, nx) or (ny, nx), not {images.shape}")
-        n_img, shape = images.shape[0], images.shape[1:]
+        if images.ndim not in (3, 4):
+            raise ValueError(
+                f"images must be (B, ny, nx), (B, K, ny, nx) or (ny, nx), not {images.shape}"
+            )
+        n_img, shape = images.shape[0], images.shape[-2:]
         centers = np.asarray(centers, dtype=np.float64)
         if centers.shape == (2,):
             centers = np.broadcast_to(centers, (n_img, 2))
@@ -268,10 +286,10 @@ class FourierBessel:
         if masks is not None:
             masks = np.asarray(masks, dtype=bool)
             if masks.shape == shape:
-                masks = np.broadcast_to(masks, images.shape)
-            if masks.shape != images.shape:
+                masks = np.broadcast_to(masks, (n_img, *shape))
+            if masks.shape != (n_img, *shape):
                 raise ValueError(
-                    f"masks must be {shape} or {images.shape} like the images, not {masks.shape}"
+                    f"masks must be {shape} or {(n_img, *shape)} like the images, not {masks.shape}"
                 )
         if radius is None:
             radii = [None] * n_img
@@ -284,8 +302,8 @@ class FourierBessel:
 
         def one(b: int) -> np.ndarray:
             mask = None if masks is None else masks[b]
-            good = np.isfinite(images[b]) if mask is None else np.isfinite(images[b]) | ~mask
-            if not good.all():
+            finite = np.isfinite(images[b])
+            if not (finite if mask is None else finite | ~mask).all():
                 raise ValueError(f"image {b} has non-finite values in good pixels")
             if mask is not None and not mask.any():
                 raise ValueError(f"image {b} has no good pixel")
@@ -326,16 +344,27 @@ class FourierBessel:
         out[inside] = total.real
         return out
 
-    def features(self, coeffs, phase: bool = False, full_scale: float = 65536.0) -> np.ndarray:
+    def features(
+        self,
+        coeffs,
+        phase: bool = False,
+        full_scale: float = 65536.0,
+        unit: float = 1.0,
+        signed: bool = False,
+    ) -> np.ndarray:
         """Rotation-invariant network input float32 (..., C, M, N) of coefficients
-        (..., M, N): channel 0 ``log(1 + |c|) / log(full_scale)`` (c in image units, e.g.
-        counts); with ``phase`` channel 1 ``arg(c_mn conj(c_m,n-1)) / π`` (0 at n = 1)."""
+        (..., M, N) in image units (e.g. counts): channel 0 ``log(1 + |c| / unit) /
+        log(full_scale / unit)``, with ``signed`` its m = 0 row times the sign of ``c_0n``
+        (real and unchanged by a rotation; the magnitudes alone lose the radial profile);
+        with ``phase`` channel 1 ``arg(c_mn conj(c_m,n-1)) / π`` (0 at n = 1)."""
         c = np.asarray(coeffs)
         if c.shape[-2:] != (self.m_orders, self.n_orders):
             raise ValueError(
                 f"coeffs must end in ({self.m_orders}, {self.n_orders}), not {c.shape}"
             )
-        magnitude = np.log1p(np.abs(c)) / math.log(full_scale)
+        magnitude = np.log1p(np.abs(c) / unit) / math.log(full_scale / unit)
+        if signed:
+            magnitude[..., 0, :] *= np.sign(c[..., 0, :].real)
         if not phase:
             return magnitude[..., None, :, :].astype(np.float32)
         relative = np.zeros(c.shape)

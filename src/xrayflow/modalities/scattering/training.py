@@ -10,9 +10,10 @@ labels: ``scattering.tags``, default all of :data:`.tags.TAGS`). The counts leve
 
 Network inputs (the hook :func:`measure`, also applied by ``xrayflow train --infer`` to
 detector images): the image ``log(1 + counts) / log(full_scale)`` with the masked pixels
-(module gaps, beamstop) at 0, and the view ``coefficients``, the Fourier–Bessel features of
-the counts about each image's beam centre (:meth:`.fourier_bessel.FourierBessel.features`,
-``fourier_bessel.m_orders`` × ``n_orders``, masked pixels in-painted per ring). Shards
+(module gaps, beamstop) at 0, and the view ``coefficients``, the Fourier–Bessel features
+about each image's beam centre (:meth:`.fourier_bessel.FourierBessel.features`,
+``fourier_bessel.m_orders`` × ``n_orders``, masked pixels in-painted per ring) of the counts
+and (``log_image``) of the normalised image, their m = 0 rows signed (``signed``). Shards
 record the tag names (attribute ``tag_names``) and these settings (``fourier_bessel``,
 ``full_scale``) so that inference prepares images the same way.
 
@@ -81,6 +82,12 @@ DATA_SECTION = {
                              "description": "radial orders n = 1..N"},
                 "phase": {"type": "boolean", "default": False,
                           "description": "add the rotation-invariant relative-phase channel"},
+                "signed": {"type": "boolean", "default": True,
+                           "description": "the m = 0 row carries the sign of its (real) "
+                           "coefficients"},
+                "log_image": {"type": "boolean", "default": True,
+                              "description": "add the coefficients of the log-scaled image "
+                              "(the image view's input) as channels"},
             },
         },
         "full_scale": {**_POSITIVE, "default": 65536.0,
@@ -111,6 +118,8 @@ LOSS_SECTION = {
         "max_weight": {"type": "number", "minimum": 1, "default": 100.0},
     },
 }  # fmt: skip
+#: The unit of the log-scaled image's coefficient magnitudes (its full scale is 1).
+LOG_IMAGE_UNIT = 1e-3
 FORMER_NAMES: tuple[str, ...] = ()
 PATTERN_NDIM = 2
 TARGETS = ("tags",)
@@ -135,14 +144,17 @@ def _simulate_like(s: dict) -> dict:
     }
 
 
-def _fourier_bessel(attrs: dict) -> tuple[FourierBessel, bool, float]:
+def _fourier_bessel(attrs: dict) -> tuple[FourierBessel, dict]:
+    """The transform and the feature options of shard attributes; shards written before
+    ``signed`` and ``log_image`` existed had neither."""
     fb = attrs["fourier_bessel"]
     fb = json.loads(fb) if isinstance(fb, str) else fb
-    return (
-        FourierBessel(int(fb["m_orders"]), int(fb["n_orders"])),
-        bool(fb["phase"]),
-        float(attrs["full_scale"]),
-    )
+    options = {
+        "phase": bool(fb["phase"]),
+        "signed": bool(fb.get("signed", False)),
+        "log_image": bool(fb.get("log_image", False)),
+    }
+    return FourierBessel(int(fb["m_orders"]), int(fb["n_orders"])), options
 
 
 def _layout_attrs(s: dict) -> dict:
@@ -165,7 +177,8 @@ def shard_layout(data: dict):
     check_section(_simulate_like(s), f"train.data.{SECTION}")
     n = int(s["geometry"]["shape"])
     fb = s["fourier_bessel"]
-    coeffs = (1 + bool(fb["phase"]), int(fb["m_orders"]), int(fb["n_orders"]))
+    channels = (1 + fb["phase"]) * (1 + fb["log_image"])
+    coeffs = (channels, int(fb["m_orders"]), int(fb["n_orders"]))
     attrs = _layout_attrs(s)
     return (
         {"input": (n, n), "coefficients": coeffs},
@@ -201,14 +214,25 @@ def network_inputs(
 ) -> dict[str, np.ndarray]:
     """``{"input": normalised images, "coefficients": Fourier–Bessel features}`` of (k, ny,
     nx) counts with their good-pixel masks and beam centres (px, (y, x)); ``attrs``: the
-    shard attributes ``fourier_bessel`` and ``full_scale``."""
-    fb, phase, full_scale = _fourier_bessel(attrs)
+    shard attributes ``fourier_bessel`` and ``full_scale``.
+
+    The coefficient view: the features of the counts' coefficients, then (``log_image``)
+    those of the normalised image's, ``|c|`` in units of :data:`LOG_IMAGE_UNIT` of its
+    full scale 1 (weak terms far from the beam, halos and backgrounds, which the counts'
+    coefficients bury under the intense low-q terms)."""
+    fb, options = _fourier_bessel(attrs)
+    full_scale = float(attrs["full_scale"])
     good = masks.astype(bool)
     image = np.where(good, np.log1p(np.maximum(counts, 0.0)), 0.0) / np.log(full_scale)
-    coeffs = fb.coefficients(counts, centers, good)
+    views = np.stack([counts, image], axis=1) if options["log_image"] else counts[:, None]
+    coeffs = fb.coefficients(views, centers, good)
+    phase, signed = options["phase"], options["signed"]
+    features = [fb.features(coeffs[:, 0], phase, full_scale, signed=signed)]
+    if options["log_image"]:
+        features.append(fb.features(coeffs[:, 1], phase, 1.0, LOG_IMAGE_UNIT, signed))
     return {
         "input": image.astype(np.float32),
-        "coefficients": fb.features(coeffs, phase=phase, full_scale=full_scale),
+        "coefficients": np.concatenate(features, axis=1),
     }
 
 
@@ -221,11 +245,14 @@ def measure(block: dict, data: dict, rng: np.random.Generator) -> dict[str, np.n
 
 def task_memory(data: dict, rows: int) -> dict[str, float]:
     """Estimated peak bytes of one block of ``rows`` images, by part."""
-    n = float(_section(data)["geometry"]["shape"])
+    s = _section(data)
+    n = float(s["geometry"]["shape"])
+    views = 1 + bool(s["fourier_bessel"]["log_image"])  # float64 images transformed per frame
+    per_image = n * n * (4 + 1 + 8 + 4 + 8 * views)
     return {
         f"generating one {int(n)}^2 image": IMAGE_BYTES_PER_PIXEL * n * n,
-        f"{rows} images, masks and network inputs": rows * n * n * (4 + 1 + 8 + 4),
-        "Fourier-Bessel polar grids of one image": 8.0 * 16 * (2 * n) * 256,
+        f"{rows} images, masks, coefficient views and network inputs": rows * per_image,
+        "Fourier-Bessel polar grids of one image": 8.0 * (14 + 2 * views) * (2 * n) * 256,
     }
 
 
