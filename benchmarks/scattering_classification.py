@@ -15,14 +15,18 @@ still, with some 10⁵ training images on GPUs; a CPU run here has far fewer (st
 table), so its mAP is a lower bound of what the same code reaches at that scale.
 
 Throughput: images/s of generation (all workers, features included) and of inference, and
-the Fourier–Bessel features' time per image against a floor measured in the same run:
-``scipy.ndimage.map_coordinates`` (order 1) resampling image and mask onto the same polar
-grid plus ``scipy.fft.fft`` of the rows (the library way of the same resampling and FFT,
-without the in-painting and the Hankel projection), as ``ratio = floor time / our time``.
+the Fourier–Bessel features' time per image (the coefficients of both views, counts and
+log image, with ``fourier_bessel.log_image``) against a floor measured in the same run:
+``scipy.ndimage.map_coordinates`` (order 1) resampling the mask and each view onto the same
+polar grid plus ``scipy.fft.fft`` of the rows (the library way of the same resampling and
+FFT, without the in-painting and the Hankel projection), as ``ratio = floor time / our
+time``.
 
     python benchmarks/scattering_classification.py                        # 128², ~25 min, 2 cores
     python benchmarks/scattering_classification.py --size 256 --train 8192 --epochs 30 --device auto
     python benchmarks/scattering_classification.py --networks joint --train 512 --epochs 2   # smoke
+    python benchmarks/scattering_classification.py --size 256 --networks coefficient \
+        --set data.scattering.fourier_bessel.log_image=false --seed 7 --out /tmp/ablation.json
 
 Prints a table and writes benchmarks/results/scattering_classification.json (``--out``):
 ``runs[<size>]`` (everything measured at that image size; a run at another size is added
@@ -44,6 +48,7 @@ import scipy.fft
 from network_study import generate_timed, run_benchmark, run_network, train_config
 from scipy import ndimage
 
+from xrayflow.config import parse_override
 from xrayflow.modalities.scattering import evaluation
 from xrayflow.modalities.scattering import training as hooks
 from xrayflow.modalities.scattering.fourier_bessel import FourierBessel, default_radius
@@ -71,6 +76,14 @@ def _args(argv):
     a("--threads", type=int, default=0, help="torch threads (0: cores available)")
     a("--feature-images", type=int, default=24, help="images timed for the features")
     a("--seed", type=int, default=0)
+    a(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train-config override (repeatable), e.g. data.scattering.fourier_bessel.signed=false",
+    )
     a("--workdir", default=None, help="keep shards and models here (default: temporary)")
     a("--out", default=str(HERE / "results" / "scattering_classification.json"))
     return ap.parse_args(argv)
@@ -80,6 +93,7 @@ def _config(a, seed: int, n: int, shards: int) -> dict:
     sets = {"data.scattering.geometry.shape": a.size}
     if a.tags:
         sets["data.scattering.scattering.tags"] = a.tags.split(",")
+    sets.update(parse_override(item) for item in a.overrides)
     return train_config(a.config, seed, n, shards, sets, a)
 
 
@@ -91,22 +105,27 @@ def _feature_timing(a, cfg: dict) -> dict:
     counts, masks, centers = block["counts"], block["masks"].astype(bool), block["centers"]
     fb_cfg = data["scattering"]["fourier_bessel"]
     fb = FourierBessel(fb_cfg["m_orders"], fb_cfg["n_orders"])
-    fb.coefficients(counts[:1], centers[:1], masks[:1])  # tables built outside the timing
+    views = counts[:, None]
+    if fb_cfg["log_image"]:  # the hook's second view: the normalised image
+        log_image = np.log1p(counts) / np.log(data["scattering"]["full_scale"])
+        views = np.stack([counts, log_image], axis=1)
+    fb.coefficients(views[:1], centers[:1], masks[:1])  # tables built outside the timing
 
     def ours():
-        fb.coefficients(counts, centers, masks)
+        fb.coefficients(views, centers, masks)
 
     def floor():
-        for img, good, c in zip(counts, masks, centers, strict=True):
+        for img, good, c in zip(views, masks, centers, strict=True):
             polar = fb.polar(img, c, good)  # grid sizes only; its cost is not timed below
             r = polar.radii
             theta = 2 * np.pi * np.arange(polar.values.shape[-1]) / polar.values.shape[-1]
             yy = c[0] + r[:, None] * np.sin(theta)
             xx = c[1] + r[:, None] * np.cos(theta)
             t0 = time.perf_counter()
-            v = ndimage.map_coordinates(img, [yy, xx], order=1, mode="grid-constant")
             w = ndimage.map_coordinates(good.astype(float), [yy, xx], order=1, mode="grid-constant")
-            scipy.fft.fft(v * w, axis=-1)
+            for v in img:
+                v = ndimage.map_coordinates(v, [yy, xx], order=1, mode="grid-constant")
+                scipy.fft.fft(v * w, axis=-1)
             floor.elapsed += time.perf_counter() - t0
 
     best = {}
