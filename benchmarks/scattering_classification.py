@@ -105,10 +105,8 @@ def _feature_timing(a, cfg: dict) -> dict:
     counts, masks, centers = block["counts"], block["masks"].astype(bool), block["centers"]
     fb_cfg = data["scattering"]["fourier_bessel"]
     fb = FourierBessel(fb_cfg["m_orders"], fb_cfg["n_orders"])
-    views = counts[:, None]
-    if fb_cfg["log_image"]:  # the hook's second view: the normalised image
-        log_image = np.log1p(counts) / np.log(data["scattering"]["full_scale"])
-        views = np.stack([counts, log_image], axis=1)
+    full_scale = data["scattering"]["full_scale"]
+    _, views = hooks.transform_views(counts, masks, full_scale, fb_cfg["log_image"])
     fb.coefficients(views[:1], centers[:1], masks[:1])  # tables built outside the timing
 
     def ours():

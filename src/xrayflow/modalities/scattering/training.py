@@ -209,6 +209,17 @@ def simulate(
         yield block, {"tags": np.stack([im.tags for im in images]).astype(np.float32)}
 
 
+def transform_views(
+    counts: np.ndarray, good: np.ndarray, full_scale: float, log_image: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The normalised images ``log(1 + counts) / log(full_scale)`` (k, ny, nx), 0 on bad
+    pixels, and the images whose coefficients make the coefficient view (k, K, ny, nx):
+    the counts, then with ``log_image`` the normalised images."""
+    image = np.where(good, np.log1p(np.maximum(counts, 0.0)), 0.0) / np.log(full_scale)
+    views = np.stack([counts, image], axis=1) if log_image else counts[:, None]
+    return image, views
+
+
 def network_inputs(
     counts: np.ndarray, masks: np.ndarray, centers: np.ndarray, attrs: dict
 ) -> dict[str, np.ndarray]:
@@ -223,13 +234,14 @@ def network_inputs(
     fb, options = _fourier_bessel(attrs)
     full_scale = float(attrs["full_scale"])
     good = masks.astype(bool)
-    image = np.where(good, np.log1p(np.maximum(counts, 0.0)), 0.0) / np.log(full_scale)
-    views = np.stack([counts, image], axis=1) if options["log_image"] else counts[:, None]
+    image, views = transform_views(counts, good, full_scale, options["log_image"])
     coeffs = fb.coefficients(views, centers, good)
     phase, signed = options["phase"], options["signed"]
     features = [fb.features(coeffs[:, 0], phase, full_scale, signed=signed)]
     if options["log_image"]:
-        features.append(fb.features(coeffs[:, 1], phase, 1.0, LOG_IMAGE_UNIT, signed))
+        features.append(
+            fb.features(coeffs[:, 1], phase, full_scale=1.0, unit=LOG_IMAGE_UNIT, signed=signed)
+        )
     return {
         "input": image.astype(np.float32),
         "coefficients": np.concatenate(features, axis=1),
